@@ -1,0 +1,112 @@
+//! The `tradebox` command: wires the crates together behind one CLI.
+
+mod data_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tradebox_data::Home;
+
+/// Ask questions of your exchange trade data with pandas snippets that run
+/// in a kernel-enforced sandbox.
+#[derive(Debug, Parser)]
+#[command(name = "tradebox", version, about, long_about = None)]
+#[command(after_help = "Examples:
+  tradebox data demo --rows 200000        # a realistic demo history ending today
+  tradebox data import trade_cache.db snapshots/
+  tradebox data info")]
+struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    /// Log line format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+
+    /// Hide progress bars.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+
+    /// Where tradebox keeps its store and snapshots [default: the platform data dir, e.g. ~/.local/share/tradebox]
+    #[arg(long, env = "TRADEBOX_HOME", global = true, value_name = "DIR")]
+    home: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage the trade store: import, demo data, info, snapshot.
+    #[command(subcommand)]
+    Data(data_cmd::DataCommand),
+}
+
+fn init_logging(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn home(cli: &Cli) -> anyhow::Result<Home> {
+    let root = match &cli.home {
+        Some(dir) => dir.clone(),
+        None => directories::ProjectDirs::from("", "", "tradebox")
+            .map(|d| d.data_dir().to_path_buf())
+            .context("cannot find a home directory; set TRADEBOX_HOME or pass --home")?,
+    };
+    Ok(Home::new(root))
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    let home = home(cli)?;
+    match &cli.command {
+        Command::Data(cmd) => data_cmd::run(cmd, &home, cli.quiet),
+    }
+}
+
+/// Exit code 2 for bad input (a file, an argument), 1 for everything else.
+fn exit_code(err: &anyhow::Error) -> u8 {
+    let input = err
+        .chain()
+        .filter_map(|e| e.downcast_ref::<tradebox_data::Error>())
+        .any(tradebox_data::Error::is_input_error);
+    if input {
+        2
+    } else {
+        1
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}

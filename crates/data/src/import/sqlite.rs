@@ -1,0 +1,203 @@
+//! Import from an original `trade_cache.db` (or any SQLite file whose
+//! `trades` table has the same columns). Rows are validated one by one and
+//! timestamps normalised, so a bad row is named by its id.
+
+use std::path::Path;
+
+use indicatif::ProgressBar;
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+use crate::error::{Error, Result};
+use crate::model::{check_number, check_text, Side, Trade};
+use crate::store::Writer;
+use crate::timestamp;
+
+const REQUIRED: [&str; 8] = [
+    "exchange",
+    "account_name",
+    "timestamp",
+    "symbol",
+    "side",
+    "amount",
+    "price",
+    "fee",
+];
+
+/// Imports the `trades` table of `path`; returns (read, added).
+pub(super) fn import(
+    w: &mut Writer<'_>,
+    path: &Path,
+    progress: &ProgressBar,
+) -> Result<(u64, u64)> {
+    let src = open_source(path)?;
+    let sql_err = |e: rusqlite::Error| source_error(path, e);
+
+    let mut columns = Vec::new();
+    {
+        let mut stmt = src.prepare("PRAGMA table_info(trades)").map_err(sql_err)?;
+        let mut rows = stmt.query([]).map_err(sql_err)?;
+        while let Some(row) = rows.next().map_err(sql_err)? {
+            columns.push(
+                row.get::<_, String>(1)
+                    .map_err(sql_err)?
+                    .to_ascii_lowercase(),
+            );
+        }
+    }
+    if columns.is_empty() {
+        return Err(Error::NoTradesTable { path: path.into() });
+    }
+    let missing: Vec<&str> = REQUIRED
+        .iter()
+        .copied()
+        .filter(|c| !columns.iter().any(|have| have == c))
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::MissingColumns {
+            path: path.into(),
+            columns: missing.join(", "),
+        });
+    }
+    let optional = |c: &str| {
+        if columns.iter().any(|have| have == c) {
+            c.to_string()
+        } else {
+            "NULL".to_string()
+        }
+    };
+    let total: i64 = src
+        .query_row("SELECT count(*) FROM trades", [], |r| r.get(0))
+        .map_err(sql_err)?;
+    progress.reset();
+    progress.set_length(total as u64);
+    progress.set_message(format!("importing {}", path.display()));
+
+    let sql = format!(
+        "SELECT rowid, {}, {}, {}, {} FROM trades ORDER BY rowid",
+        REQUIRED.join(", "),
+        optional("trade_id"),
+        optional("fee_currency"),
+        optional("cached_at"),
+    );
+    let mut stmt = src.prepare(&sql).map_err(sql_err)?;
+    let mut rows = stmt.query([]).map_err(sql_err)?;
+    let (mut read, mut added) = (0u64, 0u64);
+    while let Some(row) = rows.next().map_err(sql_err)? {
+        let row_id: i64 = row.get(0).map_err(sql_err)?;
+        let cell = |i: usize, column: &'static str| -> Result<Cell<'_>> {
+            let value = row.get_ref(i).map_err(sql_err)?;
+            Ok(Cell {
+                value,
+                column,
+                row_id,
+                path,
+            })
+        };
+        let trade = Trade {
+            exchange: cell(1, "exchange")?.text()?,
+            account_name: cell(2, "account_name")?.text()?,
+            timestamp: cell(3, "timestamp")?.timestamp()?,
+            symbol: cell(4, "symbol")?.text()?,
+            side: cell(5, "side")?.side()?,
+            amount: cell(6, "amount")?.number()?,
+            price: cell(7, "price")?.number()?,
+            fee: cell(8, "fee")?.number()?,
+            trade_id: cell(9, "trade_id")?.optional_text()?,
+            fee_currency: cell(10, "fee_currency")?.optional_text()?,
+        };
+        let cached_at = cell(11, "cached_at")?.optional_text()?;
+        read += 1;
+        added += u64::from(w.insert_trade(&trade, cached_at.as_deref())?);
+        if read.is_multiple_of(4096) {
+            progress.set_position(read);
+        }
+    }
+    progress.set_position(read);
+    Ok((read, added))
+}
+
+/// Opens the source read-only; a database in a folder we cannot write
+/// (WAL needs its -shm file) is retried as immutable.
+fn open_source(path: &Path) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| source_error(path, e))?;
+    match conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    }) {
+        Ok(_) => Ok(conn),
+        Err(e) if e.sqlite_error_code() == Some(ErrorCode::CannotOpen) => {
+            let uri = format!("file:{}?immutable=1", path.display());
+            Connection::open_with_flags(uri, flags).map_err(|e| source_error(path, e))
+        }
+        Err(e) => Err(source_error(path, e)),
+    }
+}
+
+fn source_error(path: &Path, e: rusqlite::Error) -> Error {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => Error::UnknownFormat { path: path.into() },
+        _ => Error::Invalid {
+            path: path.into(),
+            reason: format!("cannot read the SQLite file: {e}"),
+        },
+    }
+}
+
+/// One value of a source row, with what is needed to name it in an error.
+struct Cell<'a> {
+    value: ValueRef<'a>,
+    column: &'static str,
+    row_id: i64,
+    path: &'a Path,
+}
+
+impl Cell<'_> {
+    fn fail(&self, reason: String) -> Error {
+        Error::SqliteRow {
+            path: self.path.into(),
+            row_id: self.row_id,
+            column: self.column,
+            reason,
+        }
+    }
+
+    fn optional_text(&self) -> Result<Option<String>> {
+        match self.value {
+            ValueRef::Null => Ok(None),
+            ValueRef::Text(t) => std::str::from_utf8(t)
+                .map(|s| Some(s.to_string()))
+                .map_err(|_| self.fail("text is not valid UTF-8".into())),
+            ValueRef::Integer(i) => Ok(Some(i.to_string())),
+            ValueRef::Real(f) => Ok(Some(f.to_string())),
+            ValueRef::Blob(_) => Err(self.fail("a blob where text was expected".into())),
+        }
+    }
+
+    fn text(&self) -> Result<String> {
+        let t = self.optional_text()?.unwrap_or_default();
+        check_text(&t, self.column).map_err(|r| self.fail(r))
+    }
+
+    fn timestamp(&self) -> Result<i64> {
+        let t = self.text()?;
+        timestamp::parse(&t).map_err(|r| self.fail(r))
+    }
+
+    fn side(&self) -> Result<Side> {
+        Side::parse(&self.text()?).map_err(|r| self.fail(r))
+    }
+
+    fn number(&self) -> Result<f64> {
+        let v = match self.value {
+            ValueRef::Integer(i) => i as f64,
+            ValueRef::Real(f) => f,
+            ValueRef::Text(_) => {
+                return crate::model::parse_number(&self.text()?, self.column)
+                    .map_err(|r| self.fail(r))
+            }
+            _ => return Err(self.fail("not a number".into())),
+        };
+        check_number(v, self.column).map_err(|r| self.fail(r))
+    }
+}

@@ -1,0 +1,17 @@
+//! The trade data layer of tradebox: the SQLite trade store, importers
+//! (original `trade_cache.db`, CSV, balance snapshot JSON), a demo data
+//! generator, and the export of read-only, versioned Arrow snapshots that
+//! the sandboxed Python workers memory-map.
+
+pub mod demo;
+pub mod error;
+pub mod home;
+pub mod import;
+pub mod model;
+pub mod snapshot;
+pub mod store;
+pub mod timestamp;
+
+pub use error::{Error, Result};
+pub use home::Home;
+pub use store::Store;

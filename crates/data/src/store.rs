@@ -1,0 +1,321 @@
+//! The trade store: a SQLite file whose `trades` table keeps the original
+//! `trade_cache.db` columns and UNIQUE key, plus balance snapshots.
+//!
+//! Every write goes through [`Store::write`], one transaction: an import
+//! either lands whole or not at all.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::model::Trade;
+use crate::timestamp;
+
+/// How long a write waits for another process's lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS trades (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    trade_id TEXT,
+    exchange TEXT NOT NULL,
+    account_name TEXT NOT NULL,
+    timestamp TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    side TEXT NOT NULL,
+    amount REAL NOT NULL,
+    price REAL NOT NULL,
+    fee REAL NOT NULL,
+    fee_currency TEXT,
+    cached_at TEXT NOT NULL,
+    UNIQUE(exchange, account_name, trade_id, timestamp, symbol, side, amount, price)
+);
+CREATE INDEX IF NOT EXISTS idx_timestamp ON trades(timestamp DESC);
+CREATE INDEX IF NOT EXISTS idx_exchange_account ON trades(exchange, account_name);
+CREATE TABLE IF NOT EXISTS balance_snapshots (
+    date TEXT PRIMARY KEY,
+    timestamp TEXT NOT NULL,
+    balances TEXT NOT NULL,
+    imported_at TEXT NOT NULL
+);
+";
+
+/// An open trade store.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// Trades of one exchange and account, for `data info`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountSummary {
+    pub exchange: String,
+    pub account_name: String,
+    pub trades: u64,
+    pub first_trade: String,
+    pub last_trade: String,
+}
+
+/// What the store holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreSummary {
+    pub trades: u64,
+    pub first_trade: Option<String>,
+    pub last_trade: Option<String>,
+    pub accounts: Vec<AccountSummary>,
+    pub snapshots: u64,
+    pub first_snapshot: Option<String>,
+    pub last_snapshot: Option<String>,
+}
+
+/// One daily balance snapshot as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BalanceSnapshot {
+    pub date: String,
+    pub timestamp: String,
+    pub balances: serde_json::Value,
+}
+
+impl Store {
+    /// Opens the store for writing, creating the file and schema if needed.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let conn = Connection::open(path).map_err(|e| store_error(path, e))?;
+        let store = Store::configure(conn, path)?;
+        store
+            .conn
+            .execute_batch(SCHEMA)
+            .map_err(|e| store_error(path, e))?;
+        Ok(store)
+    }
+
+    /// Opens an existing store read-only; `None` when there is no store yet.
+    pub fn open_read_only(path: &Path) -> Result<Option<Store>> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| store_error(path, e))?;
+        Store::configure(conn, path).map(Some)
+    }
+
+    fn configure(conn: Connection, path: &Path) -> Result<Store> {
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| store_error(path, e))?;
+        // WAL lets readers (info, export) run beside a writer. On a
+        // read-only file the pragma cannot switch modes; that is reported
+        // by the first write instead.
+        let _ = conn.pragma_update(None, "journal_mode", "WAL");
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| store_error(path, e))?;
+        Ok(Store {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Runs `f` in one write transaction; nothing is kept if it fails.
+    pub fn write<T>(&mut self, f: impl FnOnce(&mut Writer<'_>) -> Result<T>) -> Result<T> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| store_error(&path, e))?;
+        let mut writer = Writer {
+            tx,
+            path: path.clone(),
+            cached_at: timestamp::format(timestamp::now()),
+        };
+        let value = f(&mut writer)?;
+        writer.tx.commit().map_err(|e| store_error(&path, e))?;
+        Ok(value)
+    }
+
+    pub fn trade_count(&self) -> Result<u64> {
+        self.conn
+            .query_row("SELECT count(*) FROM trades", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(|e| store_error(&self.path, e))
+    }
+
+    /// Counts, date ranges and per-account breakdown.
+    pub fn summary(&self) -> Result<StoreSummary> {
+        let err = |e| store_error(&self.path, e);
+        let (trades, first_trade, last_trade) = self
+            .conn
+            .query_row(
+                "SELECT count(*), min(timestamp), max(timestamp) FROM trades",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?)),
+            )
+            .map_err(err)?;
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT exchange, account_name, count(*), min(timestamp), max(timestamp)
+                 FROM trades GROUP BY exchange, account_name ORDER BY exchange, account_name",
+            )
+            .map_err(err)?;
+        let accounts = stmt
+            .query_map([], |r| {
+                Ok(AccountSummary {
+                    exchange: r.get(0)?,
+                    account_name: r.get(1)?,
+                    trades: r.get::<_, i64>(2)? as u64,
+                    first_trade: r.get(3)?,
+                    last_trade: r.get(4)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(err)?;
+        let (snapshots, first_snapshot, last_snapshot) = self
+            .conn
+            .query_row(
+                "SELECT count(*), min(date), max(date) FROM balance_snapshots",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?)),
+            )
+            .map_err(err)?;
+        Ok(StoreSummary {
+            trades,
+            first_trade,
+            last_trade,
+            accounts,
+            snapshots,
+            first_snapshot,
+            last_snapshot,
+        })
+    }
+
+    /// All balance snapshots, oldest first.
+    pub fn balance_snapshots(&self) -> Result<Vec<BalanceSnapshot>> {
+        let err = |e| store_error(&self.path, e);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT date, timestamp, balances FROM balance_snapshots ORDER BY date")
+            .map_err(err)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(err)?;
+        rows.into_iter()
+            .map(|(date, timestamp, balances)| {
+                let balances = serde_json::from_str(&balances).map_err(|e| Error::Invalid {
+                    path: self.path.clone(),
+                    reason: format!("stored balances of {date} are not JSON: {e}"),
+                })?;
+                Ok(BalanceSnapshot {
+                    date,
+                    timestamp,
+                    balances,
+                })
+            })
+            .collect()
+    }
+
+    /// Newest trade timestamp as stored, if any.
+    pub fn last_trade(&self) -> Result<Option<String>> {
+        self.conn
+            .query_row("SELECT max(timestamp) FROM trades", [], |r| r.get(0))
+            .optional()
+            .map(Option::flatten)
+            .map_err(|e| store_error(&self.path, e))
+    }
+}
+
+/// A write transaction on the store; see [`Store::write`].
+pub struct Writer<'a> {
+    tx: rusqlite::Transaction<'a>,
+    path: PathBuf,
+    cached_at: String,
+}
+
+impl Writer<'_> {
+    /// Inserts a trade unless an identical one (the UNIQUE key) is there;
+    /// returns whether it was new. `cached_at` defaults to now.
+    pub fn insert_trade(&mut self, t: &Trade, cached_at: Option<&str>) -> Result<bool> {
+        let mut stmt = self
+            .tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO trades (trade_id, exchange, account_name, timestamp, symbol,
+                 side, amount, price, fee, fee_currency, cached_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )
+            .map_err(|e| store_error(&self.path, e))?;
+        let n = stmt
+            .execute(params![
+                t.trade_id,
+                t.exchange,
+                t.account_name,
+                timestamp::format(t.timestamp),
+                t.symbol,
+                t.side.as_str(),
+                t.amount,
+                t.price,
+                t.fee,
+                t.fee_currency,
+                cached_at.unwrap_or(&self.cached_at),
+            ])
+            .map_err(|e| store_error(&self.path, e))?;
+        Ok(n == 1)
+    }
+
+    /// Inserts or replaces the snapshot of a date; returns whether anything changed.
+    pub fn upsert_snapshot(&mut self, s: &BalanceSnapshot) -> Result<bool> {
+        let balances = s.balances.to_string();
+        let n = self
+            .tx
+            .execute(
+                "INSERT INTO balance_snapshots (date, timestamp, balances, imported_at)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(date) DO UPDATE SET timestamp = excluded.timestamp,
+                    balances = excluded.balances, imported_at = excluded.imported_at
+                 WHERE timestamp != excluded.timestamp OR balances != excluded.balances",
+                params![s.date, s.timestamp, balances, self.cached_at],
+            )
+            .map_err(|e| store_error(&self.path, e))?;
+        Ok(n == 1)
+    }
+
+    /// Removes every trade and snapshot (for `data demo --replace`).
+    pub fn clear(&mut self) -> Result<()> {
+        self.tx
+            .execute_batch("DELETE FROM trades; DELETE FROM balance_snapshots;")
+            .map_err(|e| store_error(&self.path, e))
+    }
+}
+
+/// Maps SQLite failures on the store to the errors a user can act on.
+pub(crate) fn store_error(path: &Path, e: rusqlite::Error) -> Error {
+    let path = path.to_path_buf();
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::Locked { path },
+        Some(ErrorCode::ReadOnly) => Error::ReadOnly {
+            path,
+            detail: "the file or its folder cannot be written".into(),
+        },
+        _ => Error::Store { path, source: e },
+    }
+}
