@@ -1,0 +1,318 @@
+"""Read-only access to a tradebox data snapshot, for code run in the sandbox.
+
+A snapshot is what the Rust exporter writes: a root dir holding version dirs
+(`v000001`, ...) and a `current` symlink; each version dir holds
+`trades.arrow` (Arrow IPC file, sorted by timestamp), `snapshots.json` and
+`manifest.json`. `Snapshot` memory-maps one version and answers the user
+helpers `load_trades`, `load_balances` and `load_snapshots`; the module-level
+functions of the same names use a default snapshot set by `configure()` or
+the environment (`TRADEBOX_SNAPSHOT`, `TRADEBOX_AS_OF`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import numbers
+import os
+from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc
+
+__all__ = [
+    "COLUMNS", "Snapshot", "SnapshotError", "configure", "open_snapshot",
+    "load_trades", "load_balances", "load_snapshots",
+]
+
+FORMAT = 1
+_STR, _F64 = pa.utf8(), pa.float64()
+SCHEMA = {"timestamp": pa.timestamp("us", tz="UTC"), "exchange": _STR,
+          "account_name": _STR, "symbol": _STR, "side": _STR, "amount": _F64,
+          "price": _F64, "fee": _F64, "fee_currency": _STR, "trade_id": _STR}
+COLUMNS = tuple(SCHEMA)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_US = timedelta(microseconds=1)
+_DAY_US = 86_400_000_000
+_AS_OF_FORMS = ("None (the clock), 'latest' (the newest trade), a date "
+                "('YYYY-MM-DD' or datetime.date) or a datetime (ISO string or "
+                "datetime.datetime, naive means UTC)")
+
+
+class SnapshotError(Exception):
+    """The snapshot is missing, unreadable or not in the expected format."""
+
+
+def _us(dt: datetime) -> int:
+    """Epoch microseconds of a datetime (naive means UTC)."""
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return (dt - _EPOCH) // _US
+
+
+def _now_us() -> int:
+    return _us(datetime.now(timezone.utc))
+
+
+def _parse_instant(value, name: str, forms: str):
+    """A date (date-only input) or a datetime from a date/datetime/ISO string."""
+    if isinstance(value, (datetime, date)):  # pd.Timestamp is a datetime
+        return value
+    if isinstance(value, str):
+        for parse in (date.fromisoformat, datetime.fromisoformat):
+            try:
+                return parse(value.strip())
+            except ValueError:
+                pass
+        raise ValueError(f"{name}: cannot parse {value!r}; expected {forms}")
+    raise TypeError(f"{name} must be {forms}, not {type(value).__name__}")
+
+
+def _bound_us(value, name: str) -> int:
+    """since/until as epoch microseconds; a date means its start (00:00 UTC)."""
+    forms = "a date or datetime (datetime/pandas object or ISO string)"
+    value = _parse_instant(value, name, forms)
+    if not isinstance(value, datetime):
+        value = datetime.combine(value, time())
+    return _us(value)
+
+
+def _check_days(days):
+    if days is None:
+        return None
+    if isinstance(days, bool) or not isinstance(days, numbers.Real):
+        raise TypeError(f"days must be a non-negative number or None, not {days!r}")
+    if not days >= 0:  # also rejects NaN
+        raise ValueError(f"days must be a non-negative number or None, not {days!r}")
+    return None if math.isinf(days) else days
+
+
+def _names(value, name: str):
+    """A filter argument as a list of lower-case strings (None = no filter)."""
+    if value is None:
+        return None
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, (list, tuple, set, frozenset)) or not all(
+            isinstance(v, str) for v in values):
+        raise TypeError(f"{name} must be a string or a list of strings, not {value!r}")
+    return [v.lower() for v in values]
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SnapshotError(f"missing snapshot file: {path}") from None
+    except (OSError, ValueError) as e:
+        raise SnapshotError(f"cannot read {path}: {e}") from None
+
+
+def _version_dir(path) -> Path:
+    """The real version dir for a version dir or a snapshot root (follows
+    `current` once, so a later switch does not affect this snapshot)."""
+    path = Path(path)
+    if (path / "manifest.json").is_file():
+        return path.resolve()
+    if (path / "current").exists():
+        return (path / "current").resolve()
+    if path.is_dir():
+        raise SnapshotError(f"{path} is neither a snapshot version dir "
+                            "(no manifest.json) nor a snapshot root (no 'current')")
+    raise SnapshotError(f"snapshot directory not found: {path}")
+
+
+class Snapshot:
+    """One memory-mapped snapshot version, seen from a fixed `as_of` clock.
+
+    `path` is a version dir, or a snapshot root whose `current` link is
+    resolved once (a later switch does not affect this object). `as_of` is
+    "now" for the `days` windows: None = the real clock (read at each call),
+    'latest' = the newest trade, a date ('YYYY-MM-DD' or datetime.date) = the
+    end of that day UTC, a datetime (ISO string or datetime.datetime, naive
+    means UTC) = that instant.
+    """
+
+    def __init__(self, path, as_of=None):
+        self.path = _version_dir(path)
+        self.manifest = _read_json(self.path / "manifest.json")
+        if not isinstance(self.manifest, dict) or self.manifest.get("format") != FORMAT:
+            got = self.manifest.get("format") if isinstance(self.manifest, dict) else None
+            raise SnapshotError(f"{self.path}: unsupported snapshot format {got!r}, "
+                                f"expected {FORMAT}")
+        self.table = self._map_trades(self.path / "trades.arrow")
+        # Contiguous int64 view of the sorted timestamps, for binary search. The
+        # other columns stay memory-mapped even if the file has several batches.
+        ts = self.table.column("timestamp")
+        ts = ts.chunk(0) if ts.num_chunks == 1 else ts.combine_chunks()
+        self._ts = ts.view(pa.int64()).to_numpy()
+        if (self._ts[1:] < self._ts[:-1]).any():
+            raise SnapshotError(f"{self.path}: trades are not sorted by timestamp")
+        snapshots = _read_json(self.path / "snapshots.json")
+        try:
+            dated = sorted(((date.fromisoformat(s["date"]), s) for s in snapshots),
+                           key=lambda pair: pair[0])
+        except (KeyError, TypeError, ValueError) as e:
+            raise SnapshotError(f"{self.path}/snapshots.json: expected a list of "
+                                f"{{date: 'YYYY-MM-DD', ...}} objects ({e!r})") from None
+        self._snapshots = [s for _, s in dated]
+        self._snap_dates = [d for d, _ in dated]
+        self.as_of = as_of
+        self._as_of_us = self._parse_as_of(as_of)
+
+    @staticmethod
+    def _map_trades(file: Path) -> pa.Table:
+        try:
+            table = pa.ipc.open_file(pa.memory_map(str(file))).read_all()
+        except FileNotFoundError:
+            raise SnapshotError(f"missing snapshot file: {file}") from None
+        except (OSError, pa.ArrowInvalid) as e:
+            raise SnapshotError(f"cannot read {file} as an Arrow IPC file: {e}") from None
+        missing = [c for c in COLUMNS if c not in table.column_names]
+        if missing:
+            raise SnapshotError(f"{file}: missing columns {missing}")
+        table = table.select(list(COLUMNS)).replace_schema_metadata(None)
+        wrong = [f"{f.name} is {f.type}, expected {SCHEMA[f.name]}"
+                 for f in table.schema if f.type != SCHEMA[f.name]]
+        if wrong:
+            raise SnapshotError(f"{file}: wrong column types: {'; '.join(wrong)}")
+        if table.column("timestamp").null_count:
+            raise SnapshotError(f"{file}: timestamp has nulls")
+        return table
+
+    def _parse_as_of(self, as_of):
+        """None (read the clock per call) or the as_of instant in epoch us."""
+        if as_of is None:
+            return None
+        if isinstance(as_of, str) and as_of.strip().lower() == "latest":
+            last = self.manifest.get("last_trade_us")
+            return int(last) if last is not None else None
+        try:
+            value = _parse_instant(as_of, "as_of", _AS_OF_FORMS)
+        except TypeError as e:
+            raise ValueError(str(e)) from None
+        if isinstance(value, datetime):
+            return _us(value)
+        return _us(datetime.combine(value + timedelta(days=1), time())) - 1
+
+    def _now(self) -> int:
+        return _now_us() if self._as_of_us is None else self._as_of_us
+
+    def _as_of_date(self) -> date:
+        return (_EPOCH + self._now() * _US).date()
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def __repr__(self) -> str:
+        return f"Snapshot({str(self.path)!r}, as_of={self.as_of!r}, trades={len(self)})"
+
+    def load_trades(self, days=30, exchange=None, asset=None, account=None,
+                    since=None, until=None) -> pd.DataFrame:
+        """Trades in [since, until) as a DataFrame, oldest first.
+
+        Without `until` the window ends at the as_of instant (inclusive);
+        without `since` it starts `days` before its end (days=None: all
+        history). `exchange`, `asset` (the symbol) and `account` take a
+        string or a list of strings, matched case-insensitively."""
+        days = _check_days(days)
+        filters = [(col, _names(val, arg)) for col, val, arg in (
+            ("exchange", exchange, "exchange"), ("symbol", asset, "asset"),
+            ("account_name", account, "account"))]
+        if until is None:
+            end_us = self._now()
+            stop = int(np.searchsorted(self._ts, end_us, side="right"))
+        else:
+            end_us = _bound_us(until, "until")
+            stop = int(np.searchsorted(self._ts, end_us, side="left"))
+        if since is not None:
+            start = int(np.searchsorted(self._ts, _bound_us(since, "since"), side="left"))
+        elif days is not None:
+            lower = max(end_us - round(days * _DAY_US), -2**63)
+            start = int(np.searchsorted(self._ts, lower, side="left"))
+        else:
+            start = 0
+        table = self.table.slice(start, max(stop - start, 0))
+        for column, names in filters:
+            if names is not None:
+                table = table.filter(pc.is_in(pc.utf8_lower(table.column(column)),
+                                              value_set=pa.array(names, pa.utf8())))
+        return table.to_pandas()
+
+    def load_balances(self) -> dict:
+        """`{name: {asset: amount}}` from the latest balance snapshot on or
+        before the as_of date, with a "total" entry; `{}` if there is none."""
+        as_of_date = self._as_of_date()
+        latest = None
+        for snap, day in zip(self._snapshots, self._snap_dates):
+            if day <= as_of_date:
+                latest = snap
+        if latest is None:
+            return {}
+        balances = latest.get("balances") or {}
+        if all(isinstance(v, numbers.Real) for v in balances.values()):
+            return {"total": dict(balances)}
+        if not all(isinstance(v, dict) for v in balances.values()):
+            raise SnapshotError(f"snapshot {latest.get('date')}: balances mix "
+                                "assets and nested accounts")
+        result = copy.deepcopy(balances)
+        if "total" not in result:
+            total = {}
+            for assets in balances.values():
+                for asset, amount in assets.items():
+                    total[asset] = total.get(asset, 0) + amount
+            result["total"] = total
+        return result
+
+    def load_snapshots(self, days=30) -> list:
+        """Balance snapshots dated within `days` before the as_of date
+        (inclusive; days=None: all up to it), oldest first."""
+        days = _check_days(days)
+        last = self._as_of_date()
+        first = date.min if days is None else last - timedelta(days=days)
+        return [copy.deepcopy(s) for s, d in zip(self._snapshots, self._snap_dates)
+                if first <= d <= last]
+
+
+def open_snapshot(path, as_of=None) -> Snapshot:
+    """Open a snapshot root or version dir (see `Snapshot`)."""
+    return Snapshot(path, as_of)
+
+
+_default: Snapshot | None = None
+
+
+def configure(path, as_of=None) -> Snapshot:
+    """Set the snapshot used by the module-level helpers."""
+    global _default
+    _default = Snapshot(path, as_of)
+    return _default
+
+
+def _snapshot() -> Snapshot:
+    if _default is None:
+        path = os.environ.get("TRADEBOX_SNAPSHOT")
+        if not path:
+            raise SnapshotError("no snapshot configured: call tradebox.data.configure(path)"
+                                " or set TRADEBOX_SNAPSHOT")
+        configure(path, os.environ.get("TRADEBOX_AS_OF") or None)
+    return _default
+
+
+def load_trades(days=30, exchange=None, asset=None, account=None, since=None, until=None):
+    """`Snapshot.load_trades` on the default snapshot."""
+    return _snapshot().load_trades(days, exchange, asset, account, since, until)
+
+
+def load_balances():
+    """`Snapshot.load_balances` on the default snapshot."""
+    return _snapshot().load_balances()
+
+
+def load_snapshots(days=30):
+    """`Snapshot.load_snapshots` on the default snapshot."""
+    return _snapshot().load_snapshots(days)
