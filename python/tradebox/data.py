@@ -39,6 +39,8 @@ COLUMNS = tuple(SCHEMA)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US = timedelta(microseconds=1)
 _DAY_US = 86_400_000_000
+# No Arrow thread pools: the zygote must hold a single thread when it forks.
+_NO_THREADS = pa.ipc.IpcReadOptions(use_threads=False)
 _AS_OF_FORMS = ("None (the clock), 'latest' (the newest trade), a date "
                 "('YYYY-MM-DD' or datetime.date) or a datetime (ISO string or "
                 "datetime.datetime, naive means UTC)")
@@ -167,7 +169,8 @@ class Snapshot:
     @staticmethod
     def _map_trades(file: Path) -> pa.Table:
         try:
-            table = pa.ipc.open_file(pa.memory_map(str(file))).read_all()
+            mapped = pa.memory_map(str(file)).read_buffer()  # zero copy
+            table = pa.ipc.open_file(mapped, options=_NO_THREADS).read_all()
         except FileNotFoundError:
             raise SnapshotError(f"missing snapshot file: {file}") from None
         except (OSError, pa.ArrowInvalid) as e:
@@ -198,6 +201,13 @@ class Snapshot:
         if isinstance(value, datetime):
             return _us(value)
         return _us(datetime.combine(value + timedelta(days=1), time())) - 1
+
+    def with_as_of(self, as_of) -> "Snapshot":
+        """The same mapped data seen from another `as_of` (cheap: no copy)."""
+        view = copy.copy(self)
+        view.as_of = as_of
+        view._as_of_us = self._parse_as_of(as_of)
+        return view
 
     def _now(self) -> int:
         return _now_us() if self._as_of_us is None else self._as_of_us
@@ -241,7 +251,7 @@ class Snapshot:
             if names is not None:
                 table = table.filter(pc.is_in(pc.utf8_lower(table.column(column)),
                                               value_set=pa.array(names, pa.utf8())))
-        return table.to_pandas()
+        return table.to_pandas(use_threads=False)
 
     def load_balances(self) -> dict:
         """`{name: {asset: amount}}` from the latest balance snapshot on or

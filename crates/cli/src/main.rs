@@ -49,6 +49,12 @@ enum Command {
     /// Manage the trade store: import, demo data, info, snapshot.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
+    /// Internal: the sandbox launcher that becomes a confined Python zygote.
+    #[command(name = "__zygote", hide = true)]
+    Zygote {
+        /// The launch spec (JSON).
+        spec: String,
+    },
 }
 
 fn init_logging(cli: &Cli) {
@@ -83,6 +89,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let home = home(cli)?;
     match &cli.command {
         Command::Data(cmd) => data_cmd::run(cmd, &home, cli.quiet),
+        Command::Zygote { .. } => unreachable!("handled in main"),
     }
 }
 
@@ -100,7 +107,12 @@ fn exit_code(err: &anyhow::Error) -> u8 {
 }
 
 fn main() -> ExitCode {
+    // The launcher must stay single-threaded and quiet: no logging set-up.
     let cli = Cli::parse();
+    if let Command::Zygote { spec } = &cli.command {
+        let code = tradebox_sandbox::launcher::main(spec);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     init_logging(&cli);
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,

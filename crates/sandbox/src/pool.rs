@@ -1,0 +1,486 @@
+//! The pool of warm zygotes and the queue in front of it (the supervisor
+//! side of the sandbox).
+//!
+//! Each slot is a thread that owns one zygote process: it takes a job from
+//! the shared bounded queue, sends it, waits for the answer with a deadline
+//! (the job's timeout plus a grace period), and replaces the zygote when it
+//! dies, misbehaves, misses the deadline or when a new data snapshot is
+//! published. Callers submit jobs and get a receiver for the result; a full
+//! queue is reported at once, never dropped silently.
+
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use crate::launcher::LaunchSpec;
+use crate::protocol::MAX_FRAME;
+use crate::result::ExecResult;
+
+/// The Python side of the runtime, as the launcher needs it.
+#[derive(Debug, Clone)]
+pub struct PythonPaths {
+    pub python: PathBuf,
+    pub venv: PathBuf,
+    pub base_prefix: PathBuf,
+    /// Folder holding the `tradebox` package.
+    pub lib: PathBuf,
+}
+
+/// How to run the pool.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// The tradebox binary (its hidden `__zygote` subcommand is the launcher).
+    pub launcher: PathBuf,
+    pub python: PythonPaths,
+    /// Folder for the zygotes' root mount points.
+    pub run_dir: PathBuf,
+    /// The data snapshot version folder, if any.
+    pub snapshot: Option<PathBuf>,
+    /// Number of zygotes.
+    pub size: usize,
+    /// Jobs that may wait for a zygote.
+    pub queue: usize,
+    pub scratch_mib: u64,
+    /// How long a zygote may take to start.
+    pub start_timeout: Duration,
+}
+
+/// One snippet to run.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub code: String,
+    pub timeout: Duration,
+    pub memory_mib: u64,
+    pub output_limit: usize,
+    pub params: serde_json::Map<String, serde_json::Value>,
+    pub as_of: Option<String>,
+}
+
+impl Default for Job {
+    fn default() -> Self {
+        Job {
+            code: String::new(),
+            timeout: Duration::from_secs(30),
+            memory_mib: 1024,
+            output_limit: 1 << 20,
+            params: serde_json::Map::new(),
+            as_of: None,
+        }
+    }
+}
+
+/// Errors of the pool itself (not of a job).
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("the sandbox could not be set up ({layer}): {message}")]
+    Layer { layer: String, message: String },
+    #[error("the job queue is full ({0} waiting); try again shortly")]
+    QueueFull(usize),
+    #[error("the sandbox pool has stopped")]
+    Stopped,
+    #[error("starting a zygote: {0}")]
+    Start(String),
+}
+
+/// State of one slot, for `doctor` and the benchmark.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SlotStatus {
+    pub pid: Option<u32>,
+    pub rss_kb: Option<u64>,
+    pub jobs: u64,
+    pub restarts: u64,
+    pub last_error: Option<String>,
+}
+
+struct Work {
+    job: Job,
+    reply: oneshot::Sender<ExecResult>,
+}
+
+struct Shared {
+    config: Mutex<PoolConfig>,
+    generation: AtomicU64,
+    slots: Vec<Mutex<SlotStatus>>,
+}
+
+/// A running pool.
+pub struct Pool {
+    tx: Option<Sender<Work>>,
+    shared: Arc<Shared>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    queue: usize,
+}
+
+impl Pool {
+    /// Starts the pool and waits until every zygote is ready; fails (closed)
+    /// if the sandbox cannot be built.
+    pub fn start(config: PoolConfig) -> Result<Pool, PoolError> {
+        std::fs::create_dir_all(&config.run_dir)
+            .map_err(|e| PoolError::Start(format!("{}: {e}", config.run_dir.display())))?;
+        let size = config.size.max(1);
+        let queue = config.queue.max(1);
+        // Start the zygotes side by side, then hand each to its slot.
+        let starting: Vec<_> = (0..size)
+            .map(|_| {
+                let config = config.clone();
+                std::thread::spawn(move || Zygote::spawn(&config))
+            })
+            .collect();
+        let mut zygotes = Vec::new();
+        for handle in starting {
+            let zygote = handle
+                .join()
+                .map_err(|_| PoolError::Start("a starter thread panicked".into()))??;
+            zygotes.push(zygote);
+        }
+        let shared = Arc::new(Shared {
+            config: Mutex::new(config),
+            generation: AtomicU64::new(0),
+            slots: (0..size)
+                .map(|_| Mutex::new(SlotStatus::default()))
+                .collect(),
+        });
+        let (tx, rx) = crossbeam_channel::bounded::<Work>(queue);
+        let threads = zygotes
+            .into_iter()
+            .enumerate()
+            .map(|(i, zygote)| {
+                let shared = Arc::clone(&shared);
+                let rx = rx.clone();
+                std::thread::Builder::new()
+                    .name(format!("zygote-{i}"))
+                    .spawn(move || slot_loop(i, zygote, &rx, &shared))
+                    .map_err(|e| PoolError::Start(e.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Pool {
+            tx: Some(tx),
+            shared,
+            threads,
+            queue,
+        })
+    }
+
+    /// Queues a job; the receiver yields its result.
+    pub fn submit(&self, job: Job) -> Result<oneshot::Receiver<ExecResult>, PoolError> {
+        let (reply, rx) = oneshot::channel();
+        let tx = self.tx.as_ref().ok_or(PoolError::Stopped)?;
+        match tx.try_send(Work { job, reply }) {
+            Ok(()) => Ok(rx),
+            Err(TrySendError::Full(_)) => Err(PoolError::QueueFull(self.queue)),
+            Err(TrySendError::Disconnected(_)) => Err(PoolError::Stopped),
+        }
+    }
+
+    /// Runs a job and waits for its result (for synchronous callers).
+    pub fn run(&self, job: Job) -> Result<ExecResult, PoolError> {
+        self.submit(job)?
+            .blocking_recv()
+            .map_err(|_| PoolError::Stopped)
+    }
+
+    /// Points the pool at a new snapshot version; each zygote is replaced
+    /// between jobs, so no request is dropped.
+    pub fn set_snapshot(&self, dir: Option<PathBuf>) {
+        if let Ok(mut config) = self.shared.config.lock() {
+            config.snapshot = dir;
+        }
+        self.shared.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Per-zygote state.
+    pub fn status(&self) -> Vec<SlotStatus> {
+        self.shared
+            .slots
+            .iter()
+            .map(|s| s.lock().map(|s| s.clone()).unwrap_or_default())
+            .collect()
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.tx = None; // closes the queue: slots finish their job and stop
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn slot_loop(i: usize, first: Zygote, rx: &Receiver<Work>, shared: &Shared) {
+    let mut zygote = Some(first);
+    let mut generation = shared.generation.load(Ordering::SeqCst);
+    let update = |f: &dyn Fn(&mut SlotStatus)| {
+        if let Ok(mut s) = shared.slots[i].lock() {
+            f(&mut s);
+        }
+    };
+    if let Some(z) = &zygote {
+        let (pid, rss) = (z.pid, z.rss_kb);
+        update(&|s| {
+            s.pid = Some(pid);
+            s.rss_kb = rss;
+        });
+    }
+    while let Ok(work) = rx.recv() {
+        // Replace a zygote that died or serves an old snapshot before the job.
+        let now = shared.generation.load(Ordering::SeqCst);
+        if now != generation {
+            zygote = None;
+            generation = now;
+        }
+        if zygote.is_none() {
+            let config = match shared.config.lock() {
+                Ok(c) => c.clone(),
+                Err(_) => break,
+            };
+            match Zygote::spawn(&config) {
+                Ok(z) => {
+                    let (pid, rss) = (z.pid, z.rss_kb);
+                    update(&|s| {
+                        s.pid = Some(pid);
+                        s.rss_kb = rss;
+                        s.restarts += 1;
+                    });
+                    zygote = Some(z);
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    update(&|s| s.last_error = Some(msg.clone()));
+                    let _ = work.reply.send(ExecResult::failure("SandboxError", msg, 0));
+                    std::thread::sleep(Duration::from_millis(500));
+                    continue;
+                }
+            }
+        }
+        let Some(z) = zygote.as_mut() else { continue };
+        let started = Instant::now();
+        let outcome = z.run(&work.job);
+        let result = match outcome {
+            Ok(r) => r,
+            Err(e) => {
+                let msg = format!("the sandbox worker failed during the job: {e}");
+                update(&|s| s.last_error = Some(msg.clone()));
+                zygote = None; // killed on drop, replaced before the next job
+                ExecResult::failure("Crashed", msg, started.elapsed().as_millis() as u64)
+            }
+        };
+        update(&|s| s.jobs += 1);
+        let _ = work.reply.send(result);
+    }
+}
+
+/// One zygote process and its pipes.
+struct Zygote {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+    pid: u32,
+    rss_kb: Option<u64>,
+    root: PathBuf,
+}
+
+static NEXT_ROOT: AtomicU64 = AtomicU64::new(0);
+
+impl Zygote {
+    fn spawn(config: &PoolConfig) -> Result<Zygote, PoolError> {
+        let root = config.run_dir.join(format!(
+            "root-{}-{}",
+            std::process::id(),
+            NEXT_ROOT.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&root)
+            .map_err(|e| PoolError::Start(format!("{}: {e}", root.display())))?;
+        let spec = LaunchSpec {
+            python: config.python.python.clone(),
+            venv: config.python.venv.clone(),
+            base_prefix: config.python.base_prefix.clone(),
+            lib: config.python.lib.clone(),
+            snapshot: config.snapshot.clone(),
+            root: root.clone(),
+            scratch_mib: config.scratch_mib,
+        };
+        let spec = serde_json::to_string(&spec).map_err(|e| PoolError::Start(e.to_string()))?;
+        let mut child = Command::new(&config.launcher)
+            .arg("__zygote")
+            .arg(spec)
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| PoolError::Start(format!("{}: {e}", config.launcher.display())))?;
+        let pid = child.id();
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err(PoolError::Start("no pipes to the zygote".into()));
+        };
+        std::thread::spawn(move || log_stderr(pid, stderr));
+        let mut zygote = Zygote {
+            child,
+            stdin,
+            stdout,
+            pid,
+            rss_kb: None,
+            root,
+        };
+        let deadline = Instant::now() + config.start_timeout;
+        let frame = match zygote.read_frame(deadline) {
+            Ok(frame) => frame,
+            Err(e) => return Err(PoolError::Start(format!("the zygote did not start: {e}"))),
+        };
+        let msg: serde_json::Value = serde_json::from_slice(&frame)
+            .map_err(|e| PoolError::Start(format!("bad first frame: {e}")))?;
+        match msg["type"].as_str() {
+            Some("ready") => {
+                zygote.rss_kb = msg["rss_kb"].as_u64();
+                tracing::debug!(pid, rss_kb = zygote.rss_kb, "zygote ready");
+                Ok(zygote)
+            }
+            Some("error") => Err(PoolError::Layer {
+                layer: msg["layer"].as_str().unwrap_or("unknown").to_string(),
+                message: msg["message"].as_str().unwrap_or("").to_string(),
+            }),
+            _ => Err(PoolError::Start(format!("unexpected first frame {msg}"))),
+        }
+    }
+
+    /// Sends a job and returns its result; `Err` means the zygote is unusable.
+    fn run(&mut self, job: &Job) -> Result<ExecResult, String> {
+        let frame = json!({
+            "type": "job",
+            "code": job.code,
+            "timeout_ms": job.timeout.as_millis() as u64,
+            "memory_mb": job.memory_mib,
+            "output_limit": job.output_limit,
+            "params": job.params,
+            "as_of": job.as_of,
+        });
+        crate::protocol::write_frame(&mut self.stdin, &frame).map_err(|e| e.to_string())?;
+        // The zygote kills a job at its timeout; the grace covers its own reply.
+        let deadline = Instant::now() + job.timeout + Duration::from_secs(2);
+        let header = self.read_frame(deadline)?;
+        let header: serde_json::Value =
+            serde_json::from_slice(&header).map_err(|e| format!("bad header: {e}"))?;
+        let elapsed = header["elapsed_ms"].as_u64().unwrap_or(0);
+        Ok(match header["status"].as_str() {
+            Some("ok") => {
+                let body = self.read_frame(Instant::now() + Duration::from_secs(5))?;
+                ExecResult::from_child(&body, job.memory_mib)
+            }
+            Some("timeout") => ExecResult::failure(
+                "Timeout",
+                format!(
+                    "timed out: the code ran longer than its limit of {} s and was stopped",
+                    job.timeout.as_secs_f64()
+                ),
+                elapsed,
+            ),
+            Some("too_large") => ExecResult::failure(
+                "ResultTooLarge",
+                "the job's result is too large to return",
+                elapsed,
+            ),
+            Some("died") => {
+                let how = match (header["signal"].as_i64(), header["exit_code"].as_i64()) {
+                    (Some(sig), _) => signal_name(sig),
+                    (_, Some(code)) => format!("exit code {code}"),
+                    _ => "an unknown cause".into(),
+                };
+                ExecResult::failure(
+                    "Crashed",
+                    format!("the code's process ended ({how}) before returning a result"),
+                    elapsed,
+                )
+            }
+            other => return Err(format!("unexpected status {other:?}")),
+        })
+    }
+
+    /// Reads one frame, giving up at `deadline`.
+    fn read_frame(&mut self, deadline: Instant) -> Result<Vec<u8>, String> {
+        let mut header = [0u8; 4];
+        self.read_exact_by(&mut header, deadline)?;
+        let len = u32::from_be_bytes(header) as usize;
+        if len > MAX_FRAME {
+            return Err(format!("frame of {len} bytes is over the limit"));
+        }
+        let mut body = vec![0u8; len];
+        self.read_exact_by(&mut body, deadline)?;
+        Ok(body)
+    }
+
+    fn read_exact_by(&mut self, buf: &mut [u8], deadline: Instant) -> Result<(), String> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut filled = 0;
+        while filled < buf.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err("no answer before the deadline".into());
+            }
+            let ms = u16::try_from(left.as_millis().min(60_000)).unwrap_or(u16::MAX);
+            let mut fds = [PollFd::new(self.stdout.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(ms)) {
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(e.to_string()),
+            }
+            match self.stdout.read(&mut buf[filled..]) {
+                Ok(0) => return Err("the zygote closed its pipe".into()),
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Zygote {
+    fn drop(&mut self) {
+        // Killing the launcher kills the zygote (PDEATHSIG) and with it
+        // every process of its pid namespace.
+        let _ = self.stdin.flush();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir(&self.root);
+    }
+}
+
+fn log_stderr(pid: u32, mut stderr: std::process::ChildStderr) {
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stderr.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        let text = String::from_utf8_lossy(&buf[..n]);
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            tracing::debug!(pid, "zygote: {line}");
+        }
+    }
+}
+
+fn signal_name(sig: i64) -> String {
+    let name = i32::try_from(sig)
+        .ok()
+        .and_then(|s| nix::sys::signal::Signal::try_from(s).ok())
+        .map_or_else(|| format!("signal {sig}"), |s| s.as_str().to_string());
+    match name.as_str() {
+        "SIGKILL" => "killed by SIGKILL".into(),
+        "SIGXCPU" => "CPU time limit reached (SIGXCPU)".into(),
+        "SIGSEGV" => "crashed with SIGSEGV (possibly the memory limit)".into(),
+        "SIGABRT" => "aborted with SIGABRT (possibly the memory limit)".into(),
+        other => format!("signal {other}"),
+    }
+}
