@@ -79,6 +79,8 @@ def wipe_scratch(path="/tmp"):
     """Remove what a job left in the scratch directory."""
     for name in os.listdir(path):
         full = os.path.join(path, name)
+        if os.path.ismount(full):
+            continue
         if os.path.isdir(full) and not os.path.islink(full):
             shutil.rmtree(full, ignore_errors=True)
         else:
@@ -152,6 +154,12 @@ class Child:
         return header, (b"".join(chunks) if status == "ok" else None)
 
 
+def _no_data(*args, **kwargs):
+    """Stands in for the data helpers when no snapshot is loaded."""
+    raise RuntimeError("no trade data is loaded: run `tradebox data demo` or "
+                       "`tradebox data import PATH` first")
+
+
 def _child_main(job_r, res_w, filters, snapshot, scratch_bytes):
     """Confine, wait for the job, run it, write the result, exit."""
     code = 0
@@ -166,11 +174,13 @@ def _child_main(job_r, res_w, filters, snapshot, scratch_bytes):
             os._exit(0)
         job = json.loads(body)
         confine.limit_job(job.get("memory_mb", 1024) << 20, job.get("timeout_ms", 30_000) / 1000)
-        view = snapshot.with_as_of(job.get("as_of")) if snapshot is not None else None
         helpers = {"params": job.get("params") or {}}
-        if view is not None:
+        if snapshot is not None:
+            view = snapshot.with_as_of(job.get("as_of"))
             helpers.update(load_trades=view.load_trades, load_balances=view.load_balances,
                            load_snapshots=view.load_snapshots)
+        else:
+            helpers.update(load_trades=_no_data, load_balances=_no_data, load_snapshots=_no_data)
         result = runner.run(job.get("code", ""), helpers,
                             output_limit=job.get("output_limit", 1 << 20))
         payload = json.dumps(result, default=str).encode()

@@ -1,6 +1,9 @@
 //! The `tradebox` command: wires the crates together behind one CLI.
 
 mod data_cmd;
+mod doctor_cmd;
+mod run_cmd;
+mod sandbox_setup;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +52,10 @@ enum Command {
     /// Manage the trade store: import, demo data, info, snapshot.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
+    /// Run a snippet in the sandbox and print its result.
+    Run(run_cmd::RunArgs),
+    /// Check the Python runtime and every sandbox layer.
+    Doctor(doctor_cmd::DoctorArgs),
     /// Internal: the sandbox launcher that becomes a confined Python zygote.
     #[command(name = "__zygote", hide = true)]
     Zygote {
@@ -85,20 +92,28 @@ fn home(cli: &Cli) -> anyhow::Result<Home> {
     Ok(Home::new(root))
 }
 
-fn run(cli: &Cli) -> anyhow::Result<()> {
+/// Runs the command; returns the exit code of a command that finished.
+fn run(cli: &Cli) -> anyhow::Result<u8> {
     let home = home(cli)?;
     match &cli.command {
-        Command::Data(cmd) => data_cmd::run(cmd, &home, cli.quiet),
-        Command::Zygote { .. } => unreachable!("handled in main"),
+        Command::Data(cmd) => data_cmd::run(cmd, &home, cli.quiet).map(|()| 0),
+        Command::Run(args) => run_cmd::run(args, &home, cli.quiet),
+        Command::Doctor(args) => doctor_cmd::run(args, &home, cli.quiet),
+        Command::Zygote { spec } => Ok(exit_byte(tradebox_sandbox::launcher::main(spec))),
     }
+}
+
+fn exit_byte(code: i32) -> u8 {
+    u8::try_from(code).unwrap_or(1)
 }
 
 /// Exit code 2 for bad input (a file, an argument), 1 for everything else.
 fn exit_code(err: &anyhow::Error) -> u8 {
-    let input = err
-        .chain()
-        .filter_map(|e| e.downcast_ref::<tradebox_data::Error>())
-        .any(tradebox_data::Error::is_input_error);
+    let input = err.chain().any(|e| {
+        e.downcast_ref::<tradebox_data::Error>()
+            .is_some_and(tradebox_data::Error::is_input_error)
+            || e.is::<sandbox_setup::SetupError>()
+    });
     if input {
         2
     } else {
@@ -110,12 +125,11 @@ fn main() -> ExitCode {
     // The launcher must stay single-threaded and quiet: no logging set-up.
     let cli = Cli::parse();
     if let Command::Zygote { spec } = &cli.command {
-        let code = tradebox_sandbox::launcher::main(spec);
-        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+        return ExitCode::from(exit_byte(tradebox_sandbox::launcher::main(spec)));
     }
     init_logging(&cli);
     match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::from(exit_code(&err))

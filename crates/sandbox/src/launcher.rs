@@ -28,7 +28,6 @@
 
 use std::ffi::CString;
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::libc;
@@ -44,12 +43,14 @@ use crate::seccomp;
 /// The uid and gid the sandbox runs as, inside its user namespace.
 pub const SANDBOX_ID: u32 = 1000;
 
+/// Where the venv is mounted inside the sandbox.
+const VENV: &str = "/opt/venv";
+
 /// Everything the launcher needs, passed as JSON on its command line.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LaunchSpec {
-    /// `venv/bin/python`, mounted at the same path inside.
-    pub python: PathBuf,
-    /// The virtual environment (site-packages), mounted at the same path.
+    /// The virtual environment, mounted at `/opt/venv` (a venv finds its
+    /// packages relative to `bin/python`, so it can move).
     pub venv: PathBuf,
     /// The base interpreter's prefix (the venv's Python links into it).
     pub base_prefix: PathBuf,
@@ -267,12 +268,21 @@ fn build_root(spec: &LaunchSpec) -> Result<(), LayerError> {
             Err(_) => {}
         }
     }
-    // The Python runtime at the paths it was built with, and our package.
-    for path in [&spec.base_prefix, &spec.venv] {
-        if !path.starts_with("/usr") {
-            bind(root, path, path, false)?;
-        }
+    // Scratch first, so that nothing below is hidden by it.
+    mkdirs(&root.join("tmp"))?;
+    mount(
+        Some("tmpfs"),
+        &root.join("tmp"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(format!("size={}m,mode=1777", spec.scratch_mib).as_str()),
+    )
+    .map_err(fail("scratch"))?;
+    // The base interpreter at the path the venv links to; the venv and our package.
+    if !spec.base_prefix.starts_with("/usr") {
+        bind(root, &spec.base_prefix, &spec.base_prefix, false)?;
     }
+    bind(root, &spec.venv, Path::new(VENV), false)?;
     bind(root, &spec.lib, Path::new("/opt/tradebox"), false)?;
     if let Some(snapshot) = &spec.snapshot {
         bind(root, snapshot, Path::new("/data"), false)?;
@@ -319,16 +329,6 @@ fn build_root(spec: &LaunchSpec) -> Result<(), LayerError> {
         None::<&str>,
     )
     .map_err(fail("proc"))?;
-    mkdirs(&root.join("tmp"))?;
-    mount(
-        Some("tmpfs"),
-        &root.join("tmp"),
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(format!("size={}m,mode=1777", spec.scratch_mib).as_str()),
-    )
-    .map_err(fail("scratch"))?;
-
     // Swap roots; the old one is detached and gone from this namespace.
     nix::unistd::chdir(root).map_err(fail("root"))?;
     nix::unistd::pivot_root(".", ".").map_err(fail("root"))?;
@@ -375,7 +375,7 @@ fn lock_down(spec: &LaunchSpec) -> Result<(), LayerError> {
         .iter()
         .map(PathBuf::from)
         .collect();
-    readable.extend([spec.base_prefix.clone(), spec.venv.clone()]);
+    readable.push(spec.base_prefix.clone());
     readable.retain(|p| p.exists());
     landlock(&readable)?;
     for program in [seccomp::zygote_filter(), seccomp::enosys_filter()] {
@@ -437,7 +437,7 @@ const BOOT: &str = "import sys; sys.path.insert(0, '/opt/tradebox'); \
 
 fn exec_python(spec: &LaunchSpec) -> LayerError {
     let cstr = |s: &[u8]| CString::new(s).unwrap_or_default();
-    let python = cstr(spec.python.as_os_str().as_bytes());
+    let python = cstr(format!("{VENV}/bin/python").as_bytes());
     let args = [
         python.clone(),
         cstr(b"-I"),
@@ -459,6 +459,7 @@ fn exec_python(spec: &LaunchSpec) -> LayerError {
         "NUMEXPR_NUM_THREADS=1",
         "VECLIB_MAXIMUM_THREADS=1",
         "ARROW_IO_THREADS=1",
+        "ARROW_DEFAULT_MEMORY_POOL=system",
         "JE_ARROW_MALLOC_CONF=background_thread:false",
         "PYTHONDONTWRITEBYTECODE=1",
     ]
@@ -468,7 +469,11 @@ fn exec_python(spec: &LaunchSpec) -> LayerError {
     match nix::unistd::execve(&python, &args, &env) {
         Err(e) => LayerError {
             layer: "exec",
-            message: format!("{}: {}", spec.python.display(), e.desc()),
+            message: format!(
+                "{VENV}/bin/python (from {}): {}",
+                spec.venv.display(),
+                e.desc()
+            ),
         },
         Ok(never) => match never {},
     }

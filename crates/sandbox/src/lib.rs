@@ -3,6 +3,7 @@
 //! Landlock, seccomp, resource limits) applied to every job before user
 //! code runs.
 
+pub mod doctor;
 pub mod launcher;
 pub mod pool;
 pub mod protocol;

@@ -128,20 +128,6 @@ impl Pool {
             .map_err(|e| PoolError::Start(format!("{}: {e}", config.run_dir.display())))?;
         let size = config.size.max(1);
         let queue = config.queue.max(1);
-        // Start the zygotes side by side, then hand each to its slot.
-        let starting: Vec<_> = (0..size)
-            .map(|_| {
-                let config = config.clone();
-                std::thread::spawn(move || Zygote::spawn(&config))
-            })
-            .collect();
-        let mut zygotes = Vec::new();
-        for handle in starting {
-            let zygote = handle
-                .join()
-                .map_err(|_| PoolError::Start("a starter thread panicked".into()))??;
-            zygotes.push(zygote);
-        }
         let shared = Arc::new(Shared {
             config: Mutex::new(config),
             generation: AtomicU64::new(0),
@@ -150,24 +136,52 @@ impl Pool {
                 .collect(),
         });
         let (tx, rx) = crossbeam_channel::bounded::<Work>(queue);
-        let threads = zygotes
-            .into_iter()
-            .enumerate()
-            .map(|(i, zygote)| {
-                let shared = Arc::clone(&shared);
-                let rx = rx.clone();
-                std::thread::Builder::new()
-                    .name(format!("zygote-{i}"))
-                    .spawn(move || slot_loop(i, zygote, &rx, &shared))
-                    .map_err(|e| PoolError::Start(e.to_string()))
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Pool {
+        // Each slot thread starts its own zygote: the launcher dies with the
+        // thread that spawned it (PR_SET_PDEATHSIG is per thread), so that
+        // thread must live as long as the zygote.
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(), PoolError>>(size);
+        let mut threads = Vec::with_capacity(size);
+        for i in 0..size {
+            let shared = Arc::clone(&shared);
+            let rx = rx.clone();
+            let ready = ready_tx.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("zygote-{i}"))
+                .spawn(move || {
+                    let config = match shared.config.lock() {
+                        Ok(c) => c.clone(),
+                        Err(_) => return,
+                    };
+                    match Zygote::spawn(&config) {
+                        Ok(zygote) => {
+                            let _ = ready.send(Ok(()));
+                            drop(ready);
+                            slot_loop(i, zygote, &rx, &shared);
+                        }
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                        }
+                    }
+                })
+                .map_err(|e| PoolError::Start(e.to_string()))?;
+            threads.push(thread);
+        }
+        drop(ready_tx);
+        let mut pool = Pool {
             tx: Some(tx),
             shared,
             threads,
             queue,
-        })
+        };
+        for _ in 0..size {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e), // dropping the pool stops the others
+                Err(_) => return Err(PoolError::Start("a zygote thread ended".into())),
+            }
+        }
+        pool.queue = queue;
+        Ok(pool)
     }
 
     /// Queues a job; the receiver yields its result.
@@ -301,7 +315,6 @@ impl Zygote {
         std::fs::create_dir_all(&root)
             .map_err(|e| PoolError::Start(format!("{}: {e}", root.display())))?;
         let spec = LaunchSpec {
-            python: config.python.python.clone(),
             venv: config.python.venv.clone(),
             base_prefix: config.python.base_prefix.clone(),
             lib: config.python.lib.clone(),

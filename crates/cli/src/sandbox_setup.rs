@@ -1,0 +1,88 @@
+//! Starting the sandbox for a CLI command: the Python runtime (provisioned
+//! on first use, with progress), the current data snapshot, and a pool of
+//! zygotes launched through this very binary.
+
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tradebox_data::{snapshot, Home};
+use tradebox_sandbox::{doctor, runtime, Pool, PoolConfig, PoolError, PythonPaths};
+
+/// A configuration problem the user must fix (exit code 2).
+#[derive(Debug)]
+pub struct SetupError(pub String);
+
+impl std::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SetupError {}
+
+fn spinner(quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} {elapsed}") {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// The runtime, provisioned if needed.
+pub fn runtime(home: &Home, quiet: bool) -> anyhow::Result<runtime::Runtime> {
+    let bar = spinner(quiet);
+    let rt = runtime::ensure(&home.root().join("runtime"), &bar);
+    bar.finish_and_clear();
+    rt.map_err(|e| SetupError(format!("the Python runtime is not usable: {e}")).into())
+}
+
+/// Starts a pool of `size` zygotes on the current snapshot.
+pub fn start_pool(home: &Home, size: usize, quiet: bool) -> anyhow::Result<Pool> {
+    let rt = runtime(home, quiet)?;
+    let snapshot = snapshot::current(&home.snapshot_root())?.map(|(dir, _)| dir);
+    let config = PoolConfig {
+        launcher: std::env::current_exe()?,
+        python: PythonPaths {
+            python: rt.python,
+            venv: rt.venv,
+            base_prefix: rt.base_prefix,
+            lib: rt.lib,
+        },
+        run_dir: home.root().join("run"),
+        snapshot,
+        size,
+        queue: 64,
+        scratch_mib: 64,
+        start_timeout: Duration::from_secs(120),
+    };
+    let bar = spinner(quiet);
+    bar.set_message(format!("starting {size} sandboxed Python worker(s)"));
+    let pool = Pool::start(config);
+    bar.finish_and_clear();
+    pool.map_err(|e| match e {
+        PoolError::Layer { layer, message } => SetupError(format!(
+            "the sandbox cannot be set up on this machine ({layer}: {message}); \
+             tradebox does not run code unconfined.{}",
+            advice()
+        ))
+        .into(),
+        other => anyhow::Error::new(other),
+    })
+}
+
+/// What to change, from the host checks that fail.
+fn advice() -> String {
+    let lines: Vec<String> = doctor::host_checks()
+        .into_iter()
+        .filter_map(|c| c.advice.map(|a| format!("\n  - {}: {a}", c.name)))
+        .collect();
+    if lines.is_empty() {
+        "\nRun `tradebox doctor` for details.".to_string()
+    } else {
+        format!("\nTo fix:{}", lines.concat())
+    }
+}
