@@ -54,6 +54,7 @@ pub fn start_pool(home: &Home, size: usize, quiet: bool) -> anyhow::Result<Pool>
         },
         run_dir: home.root().join("run"),
         snapshot,
+        follow: Some(home.snapshot_root()),
         size,
         queue: 64,
         scratch_mib: 64,

@@ -45,6 +45,9 @@ pub struct PoolConfig {
     pub run_dir: PathBuf,
     /// The data snapshot version folder, if any.
     pub snapshot: Option<PathBuf>,
+    /// A snapshot root whose `current` link the pool follows: when it points
+    /// at a new version, each zygote is replaced before its next job.
+    pub follow: Option<PathBuf>,
     /// Number of zygotes.
     pub size: usize,
     /// Jobs that may wait for a zygote.
@@ -247,6 +250,7 @@ fn slot_loop(i: usize, first: Zygote, rx: &Receiver<Work>, shared: &Shared) {
     }
     while let Ok(work) = rx.recv() {
         // Replace a zygote that died or serves an old snapshot before the job.
+        follow_snapshot(shared);
         let now = shared.generation.load(Ordering::SeqCst);
         if now != generation {
             zygote = None;
@@ -290,6 +294,22 @@ fn slot_loop(i: usize, first: Zygote, rx: &Receiver<Work>, shared: &Shared) {
         };
         update(&|s| s.jobs += 1);
         let _ = work.reply.send(result);
+    }
+}
+
+/// Moves the pool to the version `current` points at, if it changed.
+fn follow_snapshot(shared: &Shared) {
+    let Ok(mut config) = shared.config.lock() else {
+        return;
+    };
+    let Some(root) = &config.follow else { return };
+    let Ok(dir) = std::fs::canonicalize(root.join("current")) else {
+        return;
+    };
+    if config.snapshot.as_ref() != Some(&dir) {
+        tracing::info!(snapshot = %dir.display(), "new data snapshot; replacing zygotes");
+        config.snapshot = Some(dir);
+        shared.generation.fetch_add(1, Ordering::SeqCst);
     }
 }
 
