@@ -32,10 +32,18 @@ fn spinner(quiet: bool) -> ProgressBar {
     bar
 }
 
+/// Where the runtime lives: `TRADEBOX_RUNTIME`, else `$TRADEBOX_HOME/runtime`
+/// (several homes may share one runtime).
+fn runtime_dir(home: &Home) -> std::path::PathBuf {
+    std::env::var_os("TRADEBOX_RUNTIME")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| home.root().join("runtime"), Into::into)
+}
+
 /// The runtime, provisioned if needed.
 pub fn runtime(home: &Home, quiet: bool) -> anyhow::Result<runtime::Runtime> {
     let bar = spinner(quiet);
-    let rt = runtime::ensure(&home.root().join("runtime"), &bar);
+    let rt = runtime::ensure(&runtime_dir(home), &bar);
     bar.finish_and_clear();
     rt.map_err(|e| SetupError(format!("the Python runtime is not usable: {e}")).into())
 }

@@ -27,11 +27,17 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tradebox")
 }
 
-/// The runtime, shared by every test binary (ensure() locks and reuses it).
+/// The runtime folder shared by every test binary (ensure() locks and reuses it);
+/// pass it to the binary as `TRADEBOX_RUNTIME`.
+pub fn runtime_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("runtime")
+}
+
+/// The runtime, provisioned once.
 pub fn python() -> PythonPaths {
     static RT: OnceLock<PythonPaths> = OnceLock::new();
     RT.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("runtime");
+        let dir = runtime_dir();
         let rt = runtime::ensure(&dir, &indicatif::ProgressBar::hidden()).expect("Python runtime");
         PythonPaths {
             python: rt.python,

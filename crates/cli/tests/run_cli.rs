@@ -1,0 +1,222 @@
+//! `tradebox run` and `tradebox doctor` as a user calls them: output forms,
+//! exit codes, the validator, artifacts, and the refusal on a host where the
+//! sandbox cannot run.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+
+use serde_json::Value;
+
+/// Runs the binary against the fixture home and the shared runtime.
+fn tradebox(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    use std::io::Write;
+    common::python(); // provision the shared runtime first
+    let mut child = std::process::Command::new(common::bin())
+        .env("TRADEBOX_HOME", common::home())
+        .env("TRADEBOX_RUNTIME", common::runtime_dir())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn json_output_has_exactly_the_contract_fields() {
+    let (code, out, err) = tradebox(
+        &[
+            "run",
+            "--json",
+            "--as-of",
+            "latest",
+            "-c",
+            "df = load_trades(days=7)\nprint(len(df))\nresult = df.groupby('exchange')['amount'].sum()",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "artifacts",
+            "error",
+            "execution_time_ms",
+            "output",
+            "result",
+            "success"
+        ]
+    );
+    assert_eq!(v["success"], true);
+    assert!(v["result"].as_str().unwrap().contains("mexc"), "{v}");
+    assert!(v["error"].is_null());
+    // Seven days back from the fixture's newest trade, counted independently.
+    let conn = rusqlite::Connection::open(common::fixtures().join("trade_cache.db")).unwrap();
+    let want: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM trades WHERE julianday(timestamp) >= (SELECT julianday(max(timestamp)) - 7 FROM trades)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(v["output"].as_str().unwrap().trim(), want.to_string());
+}
+
+#[test]
+fn exit_codes_and_sources_of_code() {
+    let (code, out, _) = tradebox(&["run", "-"], Some("result = 6 * 7\n"));
+    assert_eq!((code, out.trim()), (0, "42"));
+
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), "x = [1, 2]\nx[5]\n").unwrap();
+    let (code, _, err) = tradebox(&["run", file.path().to_str().unwrap()], None);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("line 2") && err.contains("IndexError"),
+        "{err}"
+    );
+
+    let (code, _, err) = tradebox(&["run"], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("no code given"), "{err}");
+    let (code, _, err) = tradebox(&["run", "--as-of", "someday", "-c", "1"], None);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, _) = tradebox(&["run", "/nonexistent/file.py"], None);
+    assert_eq!(code, 2);
+    let (code, _, _) = tradebox(&["run", "--memory", "1", "-c", "1"], None);
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn validator_reports_line_and_column_and_can_be_skipped() {
+    let (code, out, _) = tradebox(&["run", "--json", "-c", "x = 1\nif x\n    pass"], None);
+    assert_eq!(code, 1);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["error"]["type"], "ValidationError");
+    assert_eq!(
+        (v["error"]["line"].as_u64(), v["error"]["column"].as_u64()),
+        (Some(2), Some(5))
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("line 2, column 5:"),
+        "{v}"
+    );
+
+    let (code, out, _) = tradebox(&["run", "--json", "-c", "import os\nresult = 1"], None);
+    assert_eq!(code, 1);
+    assert!(out.contains("import of 'os' is not allowed"), "{out}");
+    // Without the validator the import works, and the sandbox still holds.
+    let (code, out, _) = tradebox(
+        &[
+            "run",
+            "--json",
+            "--no-validate",
+            "-c",
+            "import os\nresult = os.getuid()",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["result"],
+        "1000"
+    );
+}
+
+#[test]
+fn figures_and_big_tables_become_files() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let (code, out, err) = tradebox(
+        &[
+            "run",
+            "--json",
+            "--artifacts",
+            dir.path().to_str().unwrap(),
+            "-c",
+            "df = load_trades(days=None)\ndf.groupby('exchange')['amount'].sum().plot(kind='bar')\nresult = df",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let artifacts = v["artifacts"].as_array().unwrap();
+    let kinds: Vec<&str> = artifacts
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"png") && kinds.contains(&"csv"), "{v}");
+    for a in artifacts {
+        let path = Path::new(a["path"].as_str().unwrap());
+        assert!(path.starts_with(dir.path()));
+        let bytes = std::fs::read(path).unwrap();
+        match a["kind"].as_str().unwrap() {
+            "png" => assert!(bytes.starts_with(b"\x89PNG")),
+            _ => assert_eq!(String::from_utf8_lossy(&bytes).lines().count(), 3971),
+        }
+    }
+    assert!(
+        v["result"]
+            .as_str()
+            .unwrap()
+            .contains("[3970 rows x 10 columns]"),
+        "{v}"
+    );
+}
+
+#[test]
+fn doctor_reports_every_layer_active() {
+    let (code, out, err) = tradebox(&["doctor", "--json"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], true);
+    let layers = v["layers"].as_array().unwrap();
+    assert!(layers.len() >= 10);
+    for l in layers {
+        assert_eq!(l["active"], true, "{l}");
+    }
+    assert!(v["memory_limits"].as_str().unwrap().contains("rlimits"));
+    let (code, out, _) = tradebox(&["doctor"], None);
+    assert_eq!(code, 0);
+    assert!(out.contains("every layer is active"), "{out}");
+}
+
+/// A host without user namespaces: simulated with a nested user namespace
+/// whose `max_user_namespaces` is 0. `run` must refuse (exit 2) with advice.
+#[test]
+fn unsupported_host_is_refused_with_advice() {
+    common::python();
+    let script = format!(
+        "echo 0 > /proc/sys/user/max_user_namespaces && TRADEBOX_HOME='{}' TRADEBOX_RUNTIME='{}' '{}' run -c 'result = 1'",
+        common::home().display(),
+        common::runtime_dir().display(),
+        common::bin()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--user", "--map-root-user", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("the sandbox cannot be set up"), "{err}");
+    assert!(err.contains("does not run code unconfined"), "{err}");
+    assert!(err.contains("sysctl -w user.max_user_namespaces"), "{err}");
+    assert!(out.stdout.is_empty());
+}
