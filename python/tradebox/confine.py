@@ -14,6 +14,7 @@ import resource
 import signal
 
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_GET_SECCOMP = 21
 PR_SET_SECCOMP = 22
 PR_GET_NO_NEW_PRIVS = 39
@@ -43,6 +44,13 @@ def _prctl(option, arg=0):
 def set_pdeathsig():
     """Die with SIGKILL when the parent dies."""
     _prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL))
+
+
+def set_dumpable(dumpable: bool):
+    """A non-dumpable process's /proc files (mem, fd, environ, ...) are closed
+    to other processes of the same user: the zygote's jobs cannot read its
+    memory or write to its pipes. Children inherit it."""
+    _prctl(PR_SET_DUMPABLE, ctypes.c_ulong(1 if dumpable else 0))
 
 
 def load_filters():

@@ -4,21 +4,29 @@ one at a time, each in a freshly forked and confined child.
 
 It is started by the Rust launcher (crates/sandbox/src/launcher.rs) as pid 1
 of its own namespaces, inside a read-only root. Protocol on stdin/stdout:
-frames of a 4-byte big-endian length and JSON.
+frames of a 4-byte big-endian length and a body.
 
     zygote -> supervisor   {"type": "ready", "pid", "rss_kb", "threads", "versions"}
-    supervisor -> zygote   {"type": "job", "id", "code", "timeout_ms", "memory_mb",
-                            "output_limit", "params", "as_of"}
-    zygote -> supervisor   {"type": "result", "id", "status", ...}
-                           then, when status is "ok", one frame with the
-                           child's result JSON exactly as the child wrote it
+    supervisor -> zygote   {"type": "job", "timeout_ms"}   (no user data)
+                           then one frame: the job for the child (JSON with the
+                           code, limits, params, as_of), relayed as bytes
+    zygote -> supervisor   {"type": "result", "status", "elapsed_ms", ...}
+                           then, when status is "ok", one frame: the child's
+                           result exactly as the child wrote it
+    supervisor -> zygote   {"type": "ping"}  ->  {"type": "pong", "rss_kb", "threads"}
 
 status: "ok", "timeout", "too_large", or "died" (with "signal" or "exit_code").
-The next child is forked and confined ahead of its job, so a job costs its
-own run time plus one round trip.
+
+What one job leaves must not reach the next, which is forked from this
+process: job payloads never become Python objects here; they pass through two
+anonymous mappings that are dropped (MADV_DONTNEED) after every job. The
+zygote is not dumpable, so a job cannot read its memory or open its pipes
+through /proc/1. The next child is forked and confined ahead of its job, so
+a job costs its own run time plus one round trip.
 """
 
 import json
+import mmap
 import os
 import select
 import shutil
@@ -27,7 +35,43 @@ import struct
 import sys
 import time
 
+MAX_JOB = 4 << 20
 MAX_RESULT = 48 << 20
+
+
+class Buffer:
+    """An anonymous mapping that payloads pass through, dropped after use."""
+
+    def __init__(self, size):
+        # Private: a shared mapping would be shared with every child, and
+        # MADV_DONTNEED does not clear the pages of a shared one.
+        self.map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
+        self.view = memoryview(self.map)
+        self.used = 0
+
+    def read_exact(self, fd, n):
+        """Fill the first n bytes from fd; False on end of stream."""
+        self.used = max(self.used, n)
+        got = 0
+        while got < n:
+            k = os.readv(fd, [self.view[got:n]])
+            if k == 0:
+                return False
+            got += k
+        return True
+
+    def read_some(self, fd, offset):
+        """Read what is available at offset (0 at end of stream)."""
+        k = os.readv(fd, [self.view[offset:]])
+        self.used = max(self.used, offset + k)
+        return k
+
+    def drop(self):
+        """Give the used pages back to the kernel: they read as zeros after."""
+        if self.used:
+            page = mmap.PAGESIZE
+            self.map.madvise(mmap.MADV_DONTNEED, 0, (self.used + page - 1) // page * page)
+            self.used = 0
 
 
 def _read_exact(fd, n):
@@ -40,30 +84,29 @@ def _read_exact(fd, n):
     return bytes(buf)
 
 
-def read_frame(fd=0):
+def _read_length(fd):
     header = _read_exact(fd, 4)
-    if header is None:
-        return None
-    body = _read_exact(fd, struct.unpack(">I", header)[0])
-    return None if body is None else body
+    return None if header is None else struct.unpack(">I", header)[0]
 
 
-def write_frame(payload: bytes, fd=1):
-    data = struct.pack(">I", len(payload)) + payload
-    view = memoryview(data)
+def read_frame(fd=0):
+    length = _read_length(fd)
+    return None if length is None else _read_exact(fd, length)
+
+
+def _write_all(fd, view):
     while view:
         view = view[os.write(fd, view):]
 
 
+def write_frame(payload, fd=1):
+    """Write a frame; `payload` may be bytes or a memoryview (not copied)."""
+    _write_all(fd, memoryview(struct.pack(">I", len(payload))))
+    _write_all(fd, memoryview(payload))
+
+
 def send(obj, fd=1):
     write_frame(json.dumps(obj).encode(), fd)
-
-
-def _read_all(fd):
-    chunks = []
-    while chunk := os.read(fd, 1 << 16):
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _threads():
@@ -108,41 +151,48 @@ class Child:
         os.close(res_w)
         self.pid, self.job_w, self.res_r = pid, job_w, res_r
 
-    def run(self, job):
-        """Give the child its job; return (header, result bytes or None)."""
-        timeout = job.get("timeout_ms", 30_000) / 1000
+    def run(self, timeout_s, job, job_len, result):
+        """Give the child its job (in `job`); collect its answer into `result`.
+        Returns (header, result length)."""
         started = time.monotonic()
-        deadline = started + timeout
-        header = {"type": "result", "id": job.get("id")}
+        deadline = started + timeout_s
         try:
-            write_frame(json.dumps(job).encode(), self.job_w)
-            os.close(self.job_w)
+            write_frame(job.view[:job_len], self.job_w)
         except OSError:
             pass  # the child died before reading: reported below
-        chunks, size, status = [], 0, None
-        while status is None:
+        os.close(self.job_w)
+        job.drop()
+        pidfd = os.pidfd_open(self.pid)
+        size, status, eof = 0, None, False
+        while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 status = "timeout"
                 break
-            ready, _, _ = select.select([self.res_r], [], [], remaining)
-            if not ready:
-                continue
-            chunk = os.read(self.res_r, 1 << 20)
-            if not chunk:
+            watch = [pidfd] if eof else [pidfd, self.res_r]
+            ready, _, _ = select.select(watch, [], [], remaining)
+            if self.res_r in ready:
+                if size >= MAX_RESULT:
+                    status = "too_large"
+                    break
+                k = result.read_some(self.res_r, size)
+                eof = k == 0
+                size += k
+            elif pidfd in ready:
+                # Exited: the pipe holds the rest of what it wrote.
+                while size < MAX_RESULT and (k := result.read_some(self.res_r, size)):
+                    size += k
+                if size >= MAX_RESULT and os.read(self.res_r, 1):
+                    status = "too_large"
                 break
-            size += len(chunk)
-            if size > MAX_RESULT:
-                status = "too_large"
-            else:
-                chunks.append(chunk)
         if status is not None:
             os.kill(self.pid, signal.SIGKILL)
         _, wait_status = os.waitpid(self.pid, 0)
+        os.close(pidfd)
         os.close(self.res_r)
-        header["elapsed_ms"] = int((time.monotonic() - started) * 1000)
+        header = {"type": "result", "elapsed_ms": int((time.monotonic() - started) * 1000)}
         if status is None:
-            if os.WIFEXITED(wait_status) and os.WEXITSTATUS(wait_status) == 0 and chunks:
+            if os.WIFEXITED(wait_status) and os.WEXITSTATUS(wait_status) == 0 and size:
                 status = "ok"
             else:
                 status = "died"
@@ -151,7 +201,7 @@ class Child:
                 else:
                     header["exit_code"] = os.WEXITSTATUS(wait_status)
         header["status"] = status
-        return header, (b"".join(chunks) if status == "ok" else None)
+        return header, (size if status == "ok" else 0)
 
 
 def _no_data(*args, **kwargs):
@@ -208,6 +258,19 @@ def _child_main(job_r, res_w, filters, snapshot, scratch_bytes):
         os._exit(code)
 
 
+def _warm_up(snapshot, runner):
+    """Pay the first-call costs (lazy imports and caches inside pandas,
+    numpy and the runner's rendering) once here, not in every job."""
+    helpers = {"params": {}}
+    if snapshot is not None:
+        helpers["load_trades"] = snapshot.load_trades
+    code = ("df = load_trades(days=1)\n" if snapshot is not None else
+            "df = pd.DataFrame({'exchange': ['a', 'b'], 'amount': [1.0, 2.0]})\n")
+    code += "result = df.groupby('exchange')['amount'].sum()"
+    runner.run(code, helpers)
+    wipe_scratch()
+
+
 def main():
     """Warm up, report ready, then serve jobs until stdin closes."""
     # As pid 1 of its namespace the zygote ignores signals it has no handler
@@ -215,6 +278,7 @@ def main():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     from tradebox import confine
     confine.set_pdeathsig()
+    confine.set_dumpable(False)
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot  # noqa: F401
@@ -229,23 +293,29 @@ def main():
         snapshot = data.Snapshot("/data")
     filters = confine.load_filters()
     scratch = shutil.disk_usage("/tmp").total
+    _warm_up(snapshot, runner)
     send({"type": "ready", "pid": os.getpid(), "rss_kb": _rss_kb(), "threads": _threads(),
           "python": sys.version.split()[0],
           "versions": {"pandas": pandas.__version__, "numpy": numpy.__version__,
                        "pyarrow": pyarrow.__version__, "matplotlib": matplotlib.__version__},
           "snapshot": None if snapshot is None else snapshot.manifest.get("version")})
+    job, result = Buffer(MAX_JOB), Buffer(MAX_RESULT)
     child = Child(filters, snapshot, scratch)
     while True:
-        body = read_frame(0)
-        if body is None:
+        control = read_frame(0)
+        if control is None:
             return
-        msg = json.loads(body)
+        msg = json.loads(control)
         if msg.get("type") == "ping":
             send({"type": "pong", "rss_kb": _rss_kb(), "threads": _threads()})
             continue
-        header, result = child.run(msg)
+        length = _read_length(0)
+        if length is None or length > MAX_JOB or not job.read_exact(0, length):
+            return  # the supervisor broke the protocol: start afresh
+        header, size = child.run(msg.get("timeout_ms", 30_000) / 1000, job, length, result)
         wipe_scratch()
         send(header)
-        if result is not None:
-            write_frame(result)
+        if size:
+            write_frame(result.view[:size])
+        result.drop()
         child = Child(filters, snapshot, scratch)

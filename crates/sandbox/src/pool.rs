@@ -23,6 +23,9 @@ use tokio::sync::oneshot;
 
 use crate::launcher::LaunchSpec;
 use crate::protocol::MAX_FRAME;
+
+/// Largest job payload (code, parameters) the zygote accepts.
+const MAX_JOB: usize = 4 << 20;
 use crate::result::ExecResult;
 
 /// The Python side of the runtime, as the launcher needs it.
@@ -121,6 +124,11 @@ pub struct Pool {
     shared: Arc<Shared>,
     threads: Vec<std::thread::JoinHandle<()>>,
     queue: usize,
+}
+
+/// The default number of zygotes: one per core.
+pub fn default_size() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
 }
 
 impl Pool {
@@ -256,6 +264,13 @@ fn slot_loop(i: usize, first: Zygote, rx: &Receiver<Work>, shared: &Shared) {
             zygote = None;
             generation = now;
         }
+        // A zygote that died while idle is replaced before it can fail a job.
+        if zygote
+            .as_mut()
+            .is_some_and(|z| !matches!(z.child.try_wait(), Ok(None)))
+        {
+            zygote = None;
+        }
         if zygote.is_none() {
             let config = match shared.config.lock() {
                 Ok(c) => c.clone(),
@@ -390,16 +405,32 @@ impl Zygote {
 
     /// Sends a job and returns its result; `Err` means the zygote is unusable.
     fn run(&mut self, job: &Job) -> Result<ExecResult, String> {
-        let frame = json!({
-            "type": "job",
+        let timeout_ms = job.timeout.as_millis() as u64;
+        // The job travels as two frames: a control frame the zygote reads,
+        // and the payload it relays to the child without parsing.
+        let payload = serde_json::to_vec(&json!({
             "code": job.code,
-            "timeout_ms": job.timeout.as_millis() as u64,
+            "timeout_ms": timeout_ms,
             "memory_mb": job.memory_mib,
             "output_limit": job.output_limit,
             "params": job.params,
             "as_of": job.as_of,
-        });
-        crate::protocol::write_frame(&mut self.stdin, &frame).map_err(|e| e.to_string())?;
+        }))
+        .map_err(|e| e.to_string())?;
+        if payload.len() > MAX_JOB {
+            return Ok(ExecResult::failure(
+                "CodeTooLarge",
+                format!(
+                    "the code and parameters take {} KiB, over the {} KiB limit",
+                    payload.len() >> 10,
+                    MAX_JOB >> 10
+                ),
+                0,
+            ));
+        }
+        let control = json!({"type": "job", "timeout_ms": timeout_ms});
+        crate::protocol::write_frame(&mut self.stdin, &control).map_err(|e| e.to_string())?;
+        crate::protocol::write_bytes_frame(&mut self.stdin, &payload).map_err(|e| e.to_string())?;
         // The zygote kills a job at its timeout; the grace covers its own reply.
         let deadline = Instant::now() + job.timeout + Duration::from_secs(2);
         let header = self.read_frame(deadline)?;

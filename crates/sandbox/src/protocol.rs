@@ -8,12 +8,17 @@ use std::io::{Read, Write};
 /// Largest frame accepted from a zygote (results carry PNG and CSV artifacts).
 pub const MAX_FRAME: usize = 64 << 20;
 
-/// Writes one frame.
+/// Writes one frame of JSON.
 pub fn write_frame(w: &mut impl Write, value: &serde_json::Value) -> std::io::Result<()> {
     let body = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+    write_bytes_frame(w, &body)
+}
+
+/// Writes one frame of raw bytes.
+pub fn write_bytes_frame(w: &mut impl Write, body: &[u8]) -> std::io::Result<()> {
     let len = u32::try_from(body.len()).map_err(std::io::Error::other)?;
     w.write_all(&len.to_be_bytes())?;
-    w.write_all(&body)?;
+    w.write_all(body)?;
     w.flush()
 }
 

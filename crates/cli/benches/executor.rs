@@ -1,0 +1,872 @@
+//! Executor benchmark (a `harness = false` bench target, driven by
+//! benches/executor.sh, which builds the release binary and a demo store).
+//!
+//! On the store at `--home`, in one run:
+//!   1. `load_trades(days=7).groupby('exchange')['amount'].sum()` through a
+//!      warm pool of one zygote, end to end through the executor API
+//!      (`Pool::run`), idle between jobs (the interactive case) and back to
+//!      back;
+//!   2. the same query as a cold `python -c` of the runtime's interpreter
+//!      (imports pandas/pyarrow and the project's `tradebox.data` helper,
+//!      reads the same snapshot), timed from spawn to exit;
+//!   3. that cold run under bubblewrap (skipped, and said so, without bwrap),
+//!      interleaved with the plain cold runs, both with the same minimal
+//!      environment;
+//!   4. throughput of `result = 1 + 1` on the default pool (one zygote per
+//!      core), jobs submitted from several client threads;
+//!   5. memory: zygote RSS at ready and after the jobs, and the private
+//!      memory of a job's child (what each job adds on top of the zygote).
+//!
+//! All three query variants use as_of 'latest' and must return the same
+//! sums. Prints two tables with the targets (or `--json`).
+//!
+//! Options (or env): --home DIR (BENCH_HOME, required), --runtime DIR
+//! (BENCH_RUNTIME, default: target/tmp/bench-runtime, kept between runs and
+//! apart from the tests' runtime, which they may rewrite meanwhile),
+//! --warm N (BENCH_WARM, 200), --cold N (BENCH_COLD, 20, also the bwrap
+//! runs), --jobs N (BENCH_JOBS, 1000), --gap-ms N (BENCH_GAP_MS, 20: idle
+//! time before each interactive warm job), --json.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tradebox_sandbox::{runtime, ExecResult, Job, Pool, PoolConfig, PythonPaths};
+
+const QUERY: &str = "load_trades(days=7).groupby('exchange')['amount'].sum()";
+const TRIVIAL: &str = "result = 1 + 1";
+
+const TARGET_WARM_P50_MS: f64 = 15.0;
+const TARGET_COLD_RATIO: f64 = 20.0;
+const TARGET_JOBS_PER_S: f64 = 100.0;
+const TARGET_ZYGOTE_RSS_MIB: f64 = 200.0;
+
+/// The cold run: what a user would run without tradebox (same helper, same
+/// snapshot, same as_of); prints the sums as JSON for the comparison.
+const COLD_CODE: &str = "import sys, json
+sys.path.insert(0, LIB)
+from tradebox.data import Snapshot
+s = Snapshot(SNAP, as_of='latest')
+r = s.load_trades(days=7).groupby('exchange')['amount'].sum()
+print(json.dumps({k: float(v) for k, v in r.items()}))
+";
+
+/// Appended to a job: the child's own memory at its end, from smaps_rollup.
+const MEMORY_PROBE: &str = "
+def _tb_mem():
+    m = {}
+    with open('/proc/self/smaps_rollup') as f:
+        for line in f:
+            key, _, rest = line.partition(':')
+            parts = rest.split()
+            if len(parts) == 2 and parts[1] == 'kB':
+                m[key] = int(parts[0])
+    return {'rss_kb': m['Rss'], 'pss_kb': m['Pss'],
+            'private_dirty_kb': m['Private_Dirty'], 'private_clean_kb': m['Private_Clean']}
+result = _tb_mem()
+";
+
+struct Args {
+    home: PathBuf,
+    runtime: PathBuf,
+    warm: usize,
+    cold: usize,
+    jobs: usize,
+    gap_ms: u64,
+    json: bool,
+}
+
+fn parse_args() -> Args {
+    let env_num = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .map(|v| {
+                v.parse()
+                    .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
+            })
+            .unwrap_or(default)
+    };
+    let mut args = Args {
+        home: std::env::var_os("BENCH_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default(),
+        runtime: std::env::var_os("BENCH_RUNTIME").map_or_else(
+            || Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-runtime"),
+            PathBuf::from,
+        ),
+        warm: env_num("BENCH_WARM", 200),
+        cold: env_num("BENCH_COLD", 20),
+        jobs: env_num("BENCH_JOBS", 1000),
+        gap_ms: env_num("BENCH_GAP_MS", 20) as u64,
+        json: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().unwrap_or_else(|| panic!("{name} needs a value"));
+        let mut num = |name: &str| -> usize {
+            let v = value(name);
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name} {v}: not a number"))
+        };
+        match arg.as_str() {
+            "--bench" => {} // passed by `cargo bench`
+            "--json" => args.json = true,
+            "--home" => args.home = PathBuf::from(value("--home")),
+            "--runtime" => args.runtime = PathBuf::from(value("--runtime")),
+            "--warm" => args.warm = num("--warm"),
+            "--cold" => args.cold = num("--cold"),
+            "--jobs" => args.jobs = num("--jobs"),
+            "--gap-ms" => args.gap_ms = num("--gap-ms") as u64,
+            other => panic!(
+                "unknown argument {other:?} (expected --home DIR, --runtime DIR, --warm N, \
+                 --cold N, --jobs N, --gap-ms N, --json)"
+            ),
+        }
+    }
+    assert!(
+        !args.home.as_os_str().is_empty(),
+        "no store: pass --home DIR or set BENCH_HOME (benches/executor.sh does)"
+    );
+    assert!(
+        args.warm > 0 && args.cold > 0 && args.jobs > 0,
+        "counts must be positive"
+    );
+    args
+}
+
+/// p50/p95 (nearest rank) of timings in ms.
+#[derive(Clone, Copy)]
+struct Stats {
+    runs: usize,
+    p50: f64,
+    p95: f64,
+}
+
+fn stats(times: &[Duration]) -> Stats {
+    let mut ms: Vec<f64> = times.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    ms.sort_by(f64::total_cmp);
+    let rank = |p: f64| ms[((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
+    Stats {
+        runs: ms.len(),
+        p50: rank(0.50),
+        p95: rank(0.95),
+    }
+}
+
+fn stats_json(s: Stats) -> Value {
+    json!({"runs": s.runs, "p50_ms": s.p50, "p95_ms": s.p95})
+}
+
+fn progress(msg: &str) {
+    eprintln!("[bench] {msg}");
+}
+
+type Sums = BTreeMap<String, f64>;
+
+/// The sums from a warm job's structured value (a Series).
+fn warm_sums(r: &ExecResult) -> Sums {
+    assert!(r.success, "warm job failed: {:?}", r.error);
+    let v = r.value.as_ref().expect("a structured value");
+    assert_eq!(v["type"], "series", "unexpected value {v}");
+    let index = v["index"].as_array().expect("index");
+    let data = v["data"].as_array().expect("data");
+    index
+        .iter()
+        .zip(data)
+        .map(|(k, x)| {
+            (
+                k.as_str().expect("exchange name").to_string(),
+                x.as_f64().expect("a sum"),
+            )
+        })
+        .collect()
+}
+
+fn same_sums(a: &Sums, b: &Sums) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|((ka, va), (kb, vb))| {
+            ka == kb && (va - vb).abs() <= 1e-9 * va.abs().max(vb.abs()).max(1.0)
+        })
+}
+
+fn pool_config(args: &Args, python: &PythonPaths, snapshot: &Path, size: usize) -> PoolConfig {
+    PoolConfig {
+        launcher: PathBuf::from(env!("CARGO_BIN_EXE_tradebox")),
+        python: python.clone(),
+        run_dir: args.home.join("run"),
+        snapshot: Some(snapshot.to_path_buf()),
+        // As the CLI runs it: the pool follows the store's `current` link.
+        follow: Some(args.home.join("snapshot")),
+        size,
+        queue: 64,
+        scratch_mib: 64,
+        start_timeout: Duration::from_secs(120),
+    }
+}
+
+fn job(code: &str) -> Job {
+    Job {
+        code: code.to_string(),
+        timeout: Duration::from_secs(30),
+        memory_mib: 1024,
+        as_of: Some("latest".into()),
+        ..Job::default()
+    }
+}
+
+/// One timed cold process; returns its time and stdout.
+fn cold_once(cmd: &mut Command) -> Result<(Duration, String), String> {
+    let start = Instant::now();
+    let out = cmd.output().map_err(|e| e.to_string())?;
+    let took = start.elapsed();
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+        return Err(format!("{}: {}", out.status, last.trim()));
+    }
+    Ok((
+        took,
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+    ))
+}
+
+type Series = Result<(Vec<Duration>, String), String>;
+
+/// Runs each command `n` times, interleaved (one of each in turn, so that
+/// noise on the machine hits them alike), after one untimed run each to warm
+/// the page cache. Each command's outputs must stay equal; a command that
+/// fails is dropped with its error. Returns the timings and the output.
+fn cold_rounds(n: usize, makers: &[&dyn Fn() -> Command]) -> Vec<Series> {
+    let mut series: Vec<Series> = makers
+        .iter()
+        .map(|make| cold_once(&mut make()).map(|(_, out)| (Vec::with_capacity(n), out)))
+        .collect();
+    for _ in 0..n {
+        for (make, s) in makers.iter().zip(series.iter_mut()) {
+            let Ok((times, first)) = s else { continue };
+            match cold_once(&mut make()) {
+                Ok((t, out)) if out == *first => times.push(t),
+                Ok((_, out)) => *s = Err(format!("output changed: {first} then {out}")),
+                Err(e) => *s = Err(e),
+            }
+        }
+    }
+    series
+}
+
+fn parse_cold(out: &str) -> Sums {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("cold output {out:?}: {e}"))
+}
+
+/// The first executable named `name` on PATH.
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// The bubblewrap command for the cold run: a read-only view of /usr, the
+/// base interpreter, the venv, the helper package and the snapshot; fresh
+/// /proc, /dev and /tmp; every namespace unshared; empty environment.
+fn bwrap_command(bwrap: &Path, python: &PythonPaths, snapshot: &Path) -> Command {
+    let code = COLD_CODE
+        .replace("LIB", "'/opt/tradebox'")
+        .replace("SNAP", "'/data'");
+    let mut cmd = Command::new(bwrap);
+    // /tmp first: the binds below may live under the host's /tmp.
+    cmd.args(["--tmpfs", "/tmp", "--ro-bind", "/usr", "/usr"]);
+    for top in ["lib", "lib64", "bin", "sbin"] {
+        let host = Path::new("/").join(top);
+        match std::fs::read_link(&host) {
+            Ok(link) => {
+                cmd.arg("--symlink").arg(link).arg(&host);
+            }
+            Err(_) if host.is_dir() => {
+                cmd.arg("--ro-bind").arg(&host).arg(&host);
+            }
+            Err(_) => {}
+        }
+    }
+    if !python.base_prefix.starts_with("/usr") {
+        cmd.arg("--ro-bind")
+            .arg(&python.base_prefix)
+            .arg(&python.base_prefix);
+    }
+    cmd.arg("--ro-bind").arg(&python.venv).arg(&python.venv);
+    cmd.arg("--ro-bind").arg(&python.lib).arg("/opt/tradebox");
+    cmd.arg("--ro-bind").arg(snapshot).arg("/data");
+    cmd.args([
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+        "--clearenv",
+        "--setenv",
+        "PATH",
+        "/usr/bin:/bin",
+        "--setenv",
+        "HOME",
+        "/tmp",
+        "--chdir",
+        "/tmp",
+    ]);
+    cmd.arg(&python.python).arg("-c").arg(code);
+    cmd
+}
+
+/// The children of `pid`, from the parent pids in /proc/*/stat.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut kids = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return kids;
+    };
+    for entry in dir.flatten() {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|s| s.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            kids.push(p);
+        }
+    }
+    kids
+}
+
+/// kB fields of /proc/PID/status or smaps_rollup.
+fn proc_kb(pid: u32, file: &str) -> HashMap<String, u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let (key, rest) = line.split_once(':')?;
+            let mut parts = rest.split_whitespace();
+            let v = parts.next()?.parse().ok()?;
+            (parts.next() == Some("kB")).then(|| (key.to_string(), v))
+        })
+        .collect()
+}
+
+fn mib(kb: u64) -> f64 {
+    kb as f64 / 1024.0
+}
+
+fn median_u64(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+/// Aligned table: first column left, the others right.
+fn print_table(rows: &[Vec<String>]) {
+    let cols = rows[0].len();
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == 0 {
+                    format!("{c:<w$}", w = widths[i])
+                } else {
+                    format!("{c:>w$}", w = widths[i])
+                }
+            })
+            .collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+}
+
+fn met(ok: bool) -> String {
+    if ok { "met" } else { "MISSED" }.to_string()
+}
+
+/// Memory figures taken from the warm pool.
+struct Memory {
+    rss_ready_kb: u64,
+    rss_after_kb: Option<u64>,
+    jobs_before: u64,
+    idle_child_private_kb: Option<u64>,
+    trivial: BTreeMap<&'static str, u64>,
+    query: BTreeMap<&'static str, u64>,
+}
+
+/// Median of each smaps_rollup figure over `n` probe jobs running `code`.
+fn probe_memory(pool: &Pool, code: &str, n: usize) -> BTreeMap<&'static str, u64> {
+    let keys = ["rss_kb", "pss_kb", "private_dirty_kb", "private_clean_kb"];
+    let mut samples: BTreeMap<&'static str, Vec<u64>> = BTreeMap::new();
+    for _ in 0..n {
+        let r = pool
+            .run(job(&format!("{code}\n{MEMORY_PROBE}")))
+            .expect("probe job");
+        assert!(r.success, "memory probe failed: {:?}", r.error);
+        let v = r.value.expect("probe value");
+        for k in keys {
+            let x = v["value"][k]
+                .as_u64()
+                .unwrap_or_else(|| panic!("probe value {v}"));
+            samples.entry(k).or_default().push(x);
+        }
+    }
+    samples
+        .into_iter()
+        .map(|(k, v)| (k, median_u64(v)))
+        .collect()
+}
+
+fn main() {
+    let args = parse_args();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+    // The runtime and the store.
+    progress(&format!(
+        "python runtime at {} (provisioned on first use, ~20 s; reused afterwards)",
+        args.runtime.display()
+    ));
+    let t = Instant::now();
+    let bar =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    let rt = runtime::ensure(&args.runtime, &bar).expect("python runtime");
+    bar.finish_and_clear();
+    progress(&format!(
+        "runtime ready in {:.1} s (Python {})",
+        t.elapsed().as_secs_f64(),
+        rt.version
+    ));
+    let python = PythonPaths {
+        python: rt.python.clone(),
+        venv: rt.venv.clone(),
+        base_prefix: rt.base_prefix.clone(),
+        lib: rt.lib.clone(),
+    };
+    let (snapshot, manifest) = tradebox_data::snapshot::current(&args.home.join("snapshot"))
+        .expect("snapshot readable")
+        .expect("a snapshot: run `tradebox data demo` first");
+    let trades = manifest.trades;
+
+    // Warm: a pool of one zygote.
+    progress("starting a pool of 1 zygote");
+    let t = Instant::now();
+    let pool = Pool::start(pool_config(&args, &python, &snapshot, 1)).expect("pool starts");
+    let warm_start = t.elapsed();
+    let first = pool.run(job(QUERY)).expect("job accepted");
+    let warm_result = warm_sums(&first);
+    for _ in 0..9 {
+        pool.run(job(QUERY)).expect("job accepted");
+    }
+    progress(&format!(
+        "warm: {} runs of the query, {} ms idle before each",
+        args.warm, args.gap_ms
+    ));
+    let mut warm_idle = Vec::with_capacity(args.warm);
+    let mut warm_code = Vec::with_capacity(args.warm);
+    for _ in 0..args.warm {
+        std::thread::sleep(Duration::from_millis(args.gap_ms));
+        let t = Instant::now();
+        let r = pool.run(job(QUERY)).expect("job accepted");
+        warm_idle.push(t.elapsed());
+        warm_code.push(Duration::from_millis(r.execution_time_ms));
+        assert!(
+            same_sums(&warm_sums(&r), &warm_result),
+            "warm result changed"
+        );
+    }
+    progress(&format!(
+        "warm: {} runs of `{TRIVIAL}`, {} ms idle before each",
+        args.warm, args.gap_ms
+    ));
+    let mut warm_trivial = Vec::with_capacity(args.warm);
+    for _ in 0..args.warm {
+        std::thread::sleep(Duration::from_millis(args.gap_ms));
+        let t = Instant::now();
+        let r = pool.run(job(TRIVIAL)).expect("job accepted");
+        warm_trivial.push(t.elapsed());
+        assert_eq!(r.result.as_deref(), Some("2"), "{r:?}");
+    }
+    progress(&format!(
+        "warm: {} runs of the query, back to back",
+        args.warm
+    ));
+    let mut warm_b2b = Vec::with_capacity(args.warm);
+    for _ in 0..args.warm {
+        let t = Instant::now();
+        let r = pool.run(job(QUERY)).expect("job accepted");
+        warm_b2b.push(t.elapsed());
+        assert!(
+            same_sums(&warm_sums(&r), &warm_result),
+            "warm result changed"
+        );
+    }
+
+    // Memory, on the same pool.
+    progress("memory: probing job children");
+    std::thread::sleep(Duration::from_millis(200)); // let the next child be forked
+    let slot = pool.status().into_iter().next().expect("one slot");
+    let zygote = slot.pid.map(children_of).and_then(|k| k.into_iter().next());
+    let rss_after_kb = zygote.and_then(|z| proc_kb(z, "status").get("VmRSS").copied());
+    let idle_child_private_kb = zygote
+        .and_then(|z| children_of(z).into_iter().next())
+        .map(|c| proc_kb(c, "smaps_rollup"))
+        .and_then(|m| Some(m.get("Private_Dirty")? + m.get("Private_Clean")?));
+    let memory = Memory {
+        rss_ready_kb: slot.rss_kb.expect("zygote rss at ready"),
+        rss_after_kb,
+        jobs_before: slot.jobs,
+        idle_child_private_kb,
+        trivial: probe_memory(&pool, TRIVIAL, 5),
+        query: probe_memory(&pool, &format!("_r = {QUERY}"), 5),
+    };
+    drop(pool);
+
+    // Cold, and cold under bubblewrap: interleaved, same environment.
+    let cold_code = COLD_CODE
+        .replace(
+            "LIB",
+            &Value::from(python.lib.to_string_lossy()).to_string(),
+        )
+        .replace("SNAP", &Value::from(snapshot.to_string_lossy()).to_string());
+    let make_cold = || {
+        let mut cmd = Command::new(&python.python);
+        cmd.env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", "/tmp")
+            .current_dir("/tmp")
+            .arg("-c")
+            .arg(&cold_code);
+        cmd
+    };
+    let bwrap_path = which("bwrap");
+    let make_bwrap = || {
+        bwrap_command(
+            bwrap_path.as_deref().unwrap_or(Path::new("bwrap")),
+            &python,
+            &snapshot,
+        )
+    };
+    let mut makers: Vec<&dyn Fn() -> Command> = vec![&make_cold];
+    match &bwrap_path {
+        Some(b) => {
+            progress(&format!(
+                "cold: {n} runs of `python -c`, and {n} of it under {}, interleaved (+1 untimed each)",
+                b.display(),
+                n = args.cold
+            ));
+            makers.push(&make_bwrap);
+        }
+        None => progress(&format!(
+            "cold: {} runs of `python -c` (+1 untimed); bwrap not found on PATH",
+            args.cold
+        )),
+    }
+    let mut series = cold_rounds(args.cold, &makers).into_iter();
+    let (cold_times, cold_out) = series
+        .next()
+        .expect("cold series")
+        .unwrap_or_else(|e| panic!("cold run failed: {e}"));
+    let bwrap: Series = match series.next() {
+        Some(r) => r.map_err(|e| format!("bwrap run failed: {e}")),
+        None => Err("bubblewrap (bwrap) is not installed".into()),
+    };
+    let cold_result = parse_cold(&cold_out);
+    assert!(
+        same_sums(&warm_result, &cold_result),
+        "warm and cold results differ:\nwarm {warm_result:?}\ncold {cold_result:?}"
+    );
+    if let Ok((_, out)) = &bwrap {
+        assert_eq!(out, &cold_out, "bwrap and cold results differ");
+    }
+    if let Err(e) = &bwrap {
+        progress(&format!("bwrap row SKIPPED: {e}"));
+    }
+
+    // Throughput on the default pool.
+    progress(&format!("throughput: starting a pool of {cores} zygote(s)"));
+    let pool = Pool::start(pool_config(&args, &python, &snapshot, cores)).expect("pool starts");
+    let clients = (cores * 4).min(64);
+    for _ in 0..cores * 4 {
+        let r = pool.run(job(TRIVIAL)).expect("job accepted");
+        assert_eq!(r.result.as_deref(), Some("2"), "{r:?}");
+    }
+    progress(&format!(
+        "throughput: {} jobs of `{TRIVIAL}` from {clients} client threads",
+        args.jobs
+    ));
+    let left = AtomicUsize::new(args.jobs);
+    let failed = AtomicUsize::new(0);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..clients {
+            s.spawn(|| {
+                while left
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    let r = pool.run(job(TRIVIAL)).expect("job accepted");
+                    if r.result.as_deref() != Some("2") {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    let elapsed = t.elapsed();
+    drop(pool);
+    let failed = failed.into_inner();
+    assert_eq!(failed, 0, "{failed} throughput jobs failed");
+    let jobs_per_s = args.jobs as f64 / elapsed.as_secs_f64();
+
+    // Report.
+    let warm = stats(&warm_idle);
+    let b2b = stats(&warm_b2b);
+    let code = stats(&warm_code);
+    let trivial = stats(&warm_trivial);
+    let cold = stats(&cold_times);
+    let bw = bwrap.as_ref().ok().map(|(t, _)| stats(t));
+    let cold_ratio = cold.p50 / warm.p50;
+    let rss_mib = mib(memory.rss_ready_kb);
+
+    if args.json {
+        let mem = |m: &BTreeMap<&str, u64>| json!(m);
+        let doc = json!({
+            "store": {"home": args.home, "snapshot": snapshot, "trades": trades},
+            "query": QUERY,
+            "as_of": "latest",
+            "result": warm_result,
+            "cores": cores,
+            "warm_pool_start_ms": warm_start.as_secs_f64() * 1000.0,
+            "latency": {
+                "warm": stats_json(warm),
+                "warm_gap_ms": args.gap_ms,
+                "warm_back_to_back": stats_json(b2b),
+                "warm_code_in_child": stats_json(code),
+                "warm_trivial": stats_json(trivial),
+                "cold": stats_json(cold),
+                "bwrap": match (&bw, &bwrap) {
+                    (Some(s), _) => stats_json(*s),
+                    (None, Err(e)) => json!({"skipped": e}),
+                    (None, Ok(_)) => Value::Null,
+                },
+                "cold_over_warm_p50": cold_ratio,
+                "bwrap_over_warm_p50": bw.map(|s| s.p50 / warm.p50),
+            },
+            "throughput": {
+                "code": TRIVIAL, "pool_size": cores, "clients": clients, "jobs": args.jobs,
+                "seconds": elapsed.as_secs_f64(), "jobs_per_s": jobs_per_s,
+            },
+            "memory": {
+                "zygote_rss_kb_at_ready": memory.rss_ready_kb,
+                "zygote_rss_kb_after_jobs": memory.rss_after_kb,
+                "jobs_before_after_figure": memory.jobs_before,
+                "idle_child_private_kb": memory.idle_child_private_kb,
+                "job_trivial": mem(&memory.trivial),
+                "job_query": mem(&memory.query),
+            },
+            "targets": {
+                "warm_p50_ms": {"value": warm.p50, "target": TARGET_WARM_P50_MS, "met": warm.p50 <= TARGET_WARM_P50_MS},
+                "cold_over_warm": {"value": cold_ratio, "target": TARGET_COLD_RATIO, "met": cold_ratio >= TARGET_COLD_RATIO},
+                "jobs_per_s": {"value": jobs_per_s, "target": TARGET_JOBS_PER_S, "met": jobs_per_s >= TARGET_JOBS_PER_S},
+                "zygote_rss_mib": {"value": rss_mib, "target": TARGET_ZYGOTE_RSS_MIB, "met": rss_mib <= TARGET_ZYGOTE_RSS_MIB},
+            },
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
+        return;
+    }
+
+    println!();
+    println!(
+        "store {} ({} trades), snapshot {}, as_of latest; {cores} cores",
+        args.home.display(),
+        trades,
+        snapshot.display()
+    );
+    println!("query: {QUERY}");
+    let sums: Vec<String> = warm_result
+        .iter()
+        .map(|(k, v)| format!("{k}={v:.2}"))
+        .collect();
+    println!(
+        "result (same in all variants): {}; warm pool started in {} ms",
+        sums.join(" "),
+        warm_start.as_millis()
+    );
+    println!();
+    let ratio = |s: Stats| format!("{:.1}x", s.p50 / warm.p50);
+    let mut rows = vec![
+        vec![
+            "variant".to_string(),
+            "runs".into(),
+            "p50 ms".into(),
+            "p95 ms".into(),
+            "p50 vs warm".into(),
+            "target".into(),
+            "".into(),
+        ],
+        vec![
+            format!("warm pool, Pool::run ({} ms idle before each)", args.gap_ms),
+            warm.runs.to_string(),
+            format!("{:.1}", warm.p50),
+            format!("{:.1}", warm.p95),
+            "1.0x".into(),
+            format!("p50 <= {TARGET_WARM_P50_MS} ms"),
+            met(warm.p50 <= TARGET_WARM_P50_MS),
+        ],
+        vec![
+            format!(
+                "warm pool, `{TRIVIAL}` ({} ms idle before each)",
+                args.gap_ms
+            ),
+            trivial.runs.to_string(),
+            format!("{:.1}", trivial.p50),
+            format!("{:.1}", trivial.p95),
+            ratio(trivial),
+            "-".into(),
+            "".into(),
+        ],
+        vec![
+            "warm pool, Pool::run (back to back)".into(),
+            b2b.runs.to_string(),
+            format!("{:.1}", b2b.p50),
+            format!("{:.1}", b2b.p95),
+            ratio(b2b),
+            "-".into(),
+            "".into(),
+        ],
+        vec![
+            "cold `python -c` (imports pandas, reads)".into(),
+            cold.runs.to_string(),
+            format!("{:.1}", cold.p50),
+            format!("{:.1}", cold.p95),
+            ratio(cold),
+            format!(">= {TARGET_COLD_RATIO}x warm"),
+            met(cold_ratio >= TARGET_COLD_RATIO),
+        ],
+    ];
+    rows.push(match (&bw, &bwrap) {
+        (Some(s), _) => vec![
+            "cold `python -c` under bwrap".into(),
+            s.runs.to_string(),
+            format!("{:.1}", s.p50),
+            format!("{:.1}", s.p95),
+            ratio(*s),
+            "-".into(),
+            "".into(),
+        ],
+        (None, Err(e)) => vec![
+            format!("cold under bwrap: SKIPPED ({e})"),
+            "0".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "".into(),
+        ],
+        (None, Ok(_)) => unreachable!(),
+    });
+    print_table(&rows);
+    println!(
+        "warm query: the child reports p50 {:.0} ms / p95 {:.0} ms running the code \
+         (runner's execution_time_ms, whole ms); the rest is the job's round trip, \
+         result rendering and the supervisor",
+        code.p50, code.p95
+    );
+    println!();
+
+    let kb = |m: &BTreeMap<&str, u64>, k: &str| m.get(k).copied().unwrap_or(0);
+    let per_job = |m: &BTreeMap<&str, u64>| {
+        format!(
+            "{:.1} MiB dirty + {:.1} MiB clean",
+            mib(kb(m, "private_dirty_kb")),
+            mib(kb(m, "private_clean_kb"))
+        )
+    };
+    let rows = vec![
+        vec![
+            "figure".to_string(),
+            "value".into(),
+            "target".into(),
+            "".into(),
+        ],
+        vec![
+            format!(
+                "throughput `{TRIVIAL}`, pool of {cores}, {} jobs from {clients} threads",
+                args.jobs
+            ),
+            format!("{jobs_per_s:.0} jobs/s"),
+            format!(">= {TARGET_JOBS_PER_S} jobs/s"),
+            met(jobs_per_s >= TARGET_JOBS_PER_S),
+        ],
+        vec![
+            "zygote RSS at ready".into(),
+            format!("{rss_mib:.1} MiB"),
+            format!("<= {TARGET_ZYGOTE_RSS_MIB} MiB"),
+            met(rss_mib <= TARGET_ZYGOTE_RSS_MIB),
+        ],
+        vec![
+            format!("zygote RSS after {} jobs", memory.jobs_before),
+            memory
+                .rss_after_kb
+                .map_or_else(|| "n/a".into(), |kb| format!("{:.1} MiB", mib(kb))),
+            "-".into(),
+            "".into(),
+        ],
+        vec![
+            "idle pre-forked child, private memory".into(),
+            memory
+                .idle_child_private_kb
+                .map_or_else(|| "n/a".into(), |kb| format!("{:.1} MiB", mib(kb))),
+            "-".into(),
+            "".into(),
+        ],
+        vec![
+            format!("per job `{TRIVIAL}`: child's private memory"),
+            per_job(&memory.trivial),
+            "-".into(),
+            "".into(),
+        ],
+        vec![
+            "per job, the query: child's private memory".into(),
+            per_job(&memory.query),
+            "-".into(),
+            "".into(),
+        ],
+        vec![
+            "per job, the query: child's RSS / PSS".into(),
+            format!(
+                "{:.1} / {:.1} MiB",
+                mib(kb(&memory.query, "rss_kb")),
+                mib(kb(&memory.query, "pss_kb"))
+            ),
+            "-".into(),
+            "".into(),
+        ],
+    ];
+    print_table(&rows);
+    println!();
+    println!(
+        "private = pages only the job's child maps (copy-on-write copies and its own \
+         allocations), from /proc/self/smaps_rollup at the end of the job (median of 5); \
+         clean private pages are file-backed (snapshot data and library code only the \
+         child touched: page cache, reclaimable)"
+    );
+}
