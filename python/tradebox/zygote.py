@@ -152,62 +152,74 @@ class Child:
         self.pid, self.job_w, self.res_r = pid, job_w, res_r
 
     def run(self, timeout_s, job, job_len, result):
-        """Give the child its job (in `job`); collect its answer into `result`.
-        Returns (header, result length)."""
-        started = time.monotonic()
-        deadline = started + timeout_s
+        """Give the child its job (in `job`) and collect its answer into
+        `result`. Returns (status, length of the answer): "ok" as soon as a
+        whole answer frame has arrived, else "timeout", "too_large" or None
+        (the child ended without a whole answer: see `finish`)."""
+        self.deadline = time.monotonic() + timeout_s
         try:
             write_frame(job.view[:job_len], self.job_w)
         except OSError:
-            pass  # the child died before reading: reported below
+            pass  # the child died before reading: reported by finish()
         os.close(self.job_w)
         job.drop()
-        pidfd = os.pidfd_open(self.pid)
-        size, status, eof = 0, None, False
+        self.pidfd = os.pidfd_open(self.pid)
+        size, exited = 0, False
         while True:
-            remaining = deadline - time.monotonic()
+            if size >= 4:
+                want = 4 + struct.unpack(">I", result.view[:4])[0]
+                if want > MAX_RESULT:
+                    return "too_large", 0
+                if size >= want:
+                    return "ok", want
+            remaining = self.deadline - time.monotonic()
             if remaining <= 0:
-                status = "timeout"
-                break
-            watch = [pidfd] if eof else [pidfd, self.res_r]
-            ready, _, _ = select.select(watch, [], [], remaining)
+                return "timeout", 0
+            if exited:
+                return None, 0
+            ready, _, _ = select.select([self.pidfd, self.res_r], [], [], remaining)
             if self.res_r in ready:
-                if size >= MAX_RESULT:
-                    status = "too_large"
-                    break
                 k = result.read_some(self.res_r, size)
-                eof = k == 0
+                if k == 0:
+                    exited = True  # end of the pipe; the frame check above decides
                 size += k
-            elif pidfd in ready:
+            elif self.pidfd in ready:
                 # Exited: the pipe holds the rest of what it wrote.
                 while size < MAX_RESULT and (k := result.read_some(self.res_r, size)):
                     size += k
-                if size >= MAX_RESULT and os.read(self.res_r, 1):
-                    status = "too_large"
-                break
-        if status is not None:
+                exited = True
+
+    def finish(self, kill):
+        """Make sure the child is gone (killing it if asked, or at the
+        deadline) and return how it ended, for the result header; a child
+        that outlived the deadline is reported as {"timed_out": True}."""
+        timed_out = False
+        if not kill:
+            remaining = max(self.deadline - time.monotonic(), 0)
+            ready, _, _ = select.select([self.pidfd], [], [], remaining)
+            kill = timed_out = not ready
+        if kill:
             os.kill(self.pid, signal.SIGKILL)
-        _, wait_status = os.waitpid(self.pid, 0)
-        os.close(pidfd)
+        _, status = os.waitpid(self.pid, 0)
+        os.close(self.pidfd)
         os.close(self.res_r)
-        header = {"type": "result", "elapsed_ms": int((time.monotonic() - started) * 1000)}
-        if status is None:
-            if os.WIFEXITED(wait_status) and os.WEXITSTATUS(wait_status) == 0 and size:
-                status = "ok"
-            else:
-                status = "died"
-                if os.WIFSIGNALED(wait_status):
-                    header["signal"] = os.WTERMSIG(wait_status)
-                else:
-                    header["exit_code"] = os.WEXITSTATUS(wait_status)
-        header["status"] = status
-        return header, (size if status == "ok" else 0)
+        if timed_out:
+            return {"timed_out": True}
+        if os.WIFSIGNALED(status):
+            return {"signal": os.WTERMSIG(status)}
+        return {"exit_code": os.WEXITSTATUS(status)}
 
 
 def _no_data(*args, **kwargs):
     """Stands in for the data helpers when no snapshot is loaded."""
     raise RuntimeError("no trade data is loaded: run `tradebox data demo` or "
                        "`tradebox data import PATH` first")
+
+
+def _failure(kind, message, elapsed_ms=0):
+    return json.dumps({"success": False, "result": None, "value": None, "output": "",
+                       "execution_time_ms": elapsed_ms, "artifacts": [],
+                       "error": {"type": kind, "message": message}}).encode()
 
 
 def _child_main(job_r, res_w, filters, snapshot, scratch_bytes):
@@ -234,23 +246,16 @@ def _child_main(job_r, res_w, filters, snapshot, scratch_bytes):
         result = runner.run(job.get("code", ""), helpers,
                             output_limit=job.get("output_limit", 1 << 20))
         payload = json.dumps(result, default=str).encode()
-        if len(payload) > MAX_RESULT:
-            payload = json.dumps({
-                "success": False, "result": None, "value": None, "output": "",
-                "execution_time_ms": result.get("execution_time_ms", 0), "artifacts": [],
-                "error": {"type": "ResultTooLarge",
-                          "message": f"the result is {len(payload) >> 20} MiB, over the "
-                                     f"{MAX_RESULT >> 20} MiB limit"}}).encode()
-        view_ = memoryview(payload)
-        while view_:
-            view_ = view_[os.write(res_w, view_):]
+        if len(payload) + 4 > MAX_RESULT:
+            payload = _failure("ResultTooLarge", f"the result is {len(payload) >> 20} MiB, over "
+                               f"the {MAX_RESULT >> 20} MiB limit",
+                               result.get("execution_time_ms", 0))
+        write_frame(payload, res_w)
+        os.close(res_w)
     except BaseException as e:  # noqa: BLE001 - the child reports and exits
         code = 70
         try:
-            os.write(res_w, json.dumps({
-                "success": False, "result": None, "value": None, "output": "",
-                "execution_time_ms": 0, "artifacts": [],
-                "error": {"type": "SandboxError", "message": f"{type(e).__name__}: {e}"}}).encode())
+            write_frame(_failure("SandboxError", f"{type(e).__name__}: {e}"), res_w)
             code = 0
         except BaseException:  # noqa: BLE001
             pass
@@ -312,10 +317,21 @@ def main():
         length = _read_length(0)
         if length is None or length > MAX_JOB or not job.read_exact(0, length):
             return  # the supervisor broke the protocol: start afresh
-        header, size = child.run(msg.get("timeout_ms", 30_000) / 1000, job, length, result)
-        wipe_scratch()
-        send(header)
-        if size:
-            write_frame(result.view[:size])
+        started = time.monotonic()
+        status, size = child.run(msg.get("timeout_ms", 30_000) / 1000, job, length, result)
+        header = {"type": "result", "status": status}
+        if status == "ok":  # answer first; the child is still exiting
+            header["elapsed_ms"] = int((time.monotonic() - started) * 1000)
+            send(header)
+            write_frame(result.view[4:size])
+        ended = child.finish(kill=status in ("timeout", "too_large"))
+        if status != "ok":
+            if status is None:
+                status = "timeout" if ended.pop("timed_out", False) else "died"
+                header.update(ended)
+            header["status"] = status
+            header["elapsed_ms"] = int((time.monotonic() - started) * 1000)
+            send(header)
         result.drop()
+        wipe_scratch()
         child = Child(filters, snapshot, scratch)

@@ -1106,13 +1106,13 @@ fn forged_results_are_tidied_by_the_supervisor() {
     let forge = |payload: &str| {
         format!(
             r#"
-import os, sys
+import os, struct, sys
 f = sys._getframe()
 while f.f_code.co_name != "_child_main":
     f = f.f_back
 res_w = f.f_locals["res_w"]
 payload = {payload}
-view = memoryview(payload)
+view = memoryview(struct.pack(">I", len(payload)) + payload)
 while view:
     view = view[os.write(res_w, view):]
 os._exit(0)
