@@ -121,7 +121,17 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     }
 }
 
+/// Dies quietly on a closed pipe (`tradebox data info | head -1`), as Unix
+/// tools do, instead of panicking in `println!`.
+#[allow(unsafe_code)]
+fn default_sigpipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: restores the default disposition before any thread exists.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
 fn main() -> ExitCode {
+    default_sigpipe();
     // The launcher must stay single-threaded and quiet: no logging set-up.
     let cli = Cli::parse();
     if let Command::Zygote { spec } = &cli.command {

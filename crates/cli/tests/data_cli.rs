@@ -450,3 +450,20 @@ fn empty_store_info_and_json_logs() {
         "{err}"
     );
 }
+
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let home = TempDir::new().unwrap();
+    import_fixture(home.path());
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("tradebox"))
+        .env("TRADEBOX_HOME", home.path())
+        .args(["data", "info"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away, as with `| head -0`
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+}
