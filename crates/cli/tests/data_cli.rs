@@ -4,24 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
+
+use common::fixtures;
 
 use assert_cmd::Command;
 use serde_json::Value;
 use tempfile::TempDir;
-
-fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("TRADEBOX_FIXTURES").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/cex-reporter"),
-        PathBuf::from,
-    );
-    assert!(
-        dir.join("trade_cache.db").is_file(),
-        "fixture data not found at {} (set TRADEBOX_FIXTURES)",
-        dir.display()
-    );
-    dir
-}
 
 fn tradebox(home: &Path) -> Command {
     let mut cmd = Command::cargo_bin("tradebox").unwrap();

@@ -43,29 +43,13 @@ fn a_new_snapshot_reaches_the_next_job() {
         "timestamp,exchange,symbol,side,amount,price\n2025-12-01T00:00:00,mexc,ALKIMI,buy,10,0.05\n",
     )
     .unwrap();
-    let tradebox = |args: &[&str]| {
-        let out = std::process::Command::new(common::bin())
-            .env("TRADEBOX_HOME", home.path())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
     let db = common::fixtures().join("trade_cache.db");
-    tradebox(&["data", "import", db.to_str().unwrap()]);
-    let mut config = common::config(1);
-    config.snapshot = tradebox_data::snapshot::current(&home.path().join("snapshot"))
-        .unwrap()
-        .map(|(dir, _)| dir);
-    config.follow = Some(home.path().join("snapshot"));
+    common::tradebox(home.path(), &["data", "import", db.to_str().unwrap()]);
+    let config = common::config_for(home.path(), 1);
     let pool = tradebox_sandbox::Pool::start(config).unwrap();
     let count = "result = len(load_trades(days=None))";
     assert_eq!(run(&pool, count).result.as_deref(), Some("3970"));
-    tradebox(&["data", "import", csv.to_str().unwrap()]);
+    common::tradebox(home.path(), &["data", "import", csv.to_str().unwrap()]);
     assert_eq!(run(&pool, count).result.as_deref(), Some("3971"));
     assert_eq!(pool.status()[0].restarts, 1);
 }

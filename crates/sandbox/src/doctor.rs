@@ -185,22 +185,17 @@ pub struct Layer {
 pub fn interpret(p: &serde_json::Value) -> Vec<Layer> {
     let s = |k: &str| p[k].as_str().unwrap_or("").to_string();
     let denied = |k: &str| s(k).starts_with("denied");
-    let uid_map: Vec<String> = p["uid_map"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    let interfaces: Vec<String> = p["interfaces"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
+    let strings = |k: &str| -> Vec<String> {
+        p[k].as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let uid_map = strings("uid_map");
+    let interfaces = strings("interfaces");
     let layer = |name, active, detail: String| Layer {
         name,
         active,

@@ -49,31 +49,48 @@ pub fn python() -> PythonPaths {
     .clone()
 }
 
+/// Runs the binary on `home`; panics with its stderr if it fails.
+pub fn tradebox(home: &Path, args: &[&str]) {
+    let out = std::process::Command::new(bin())
+        .env("TRADEBOX_HOME", home)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A fresh home (kept for the process) with the fixture imported.
 pub fn home() -> &'static Path {
     static HOME: OnceLock<tempfile::TempDir> = OnceLock::new();
     HOME.get_or_init(|| {
         let dir = tempfile::TempDir::new().unwrap();
         let f = fixtures();
-        let out = std::process::Command::new(bin())
-            .env("TRADEBOX_HOME", dir.path())
-            .args(["data", "import"])
-            .arg(f.join("trade_cache.db"))
-            .arg(f.join("snapshots"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let (db, snaps) = (f.join("trade_cache.db"), f.join("snapshots"));
+        tradebox(
+            dir.path(),
+            &[
+                "data",
+                "import",
+                db.to_str().unwrap(),
+                snaps.to_str().unwrap(),
+            ],
         );
         dir
     })
     .path()
 }
 
+/// A pool configuration on the fixture home.
 pub fn config(size: usize) -> PoolConfig {
-    let home = home();
+    config_for(home(), size)
+}
+
+/// A pool configuration on `home`'s current snapshot, following new ones.
+pub fn config_for(home: &Path, size: usize) -> PoolConfig {
     let snapshot = tradebox_data::snapshot::current(&home.join("snapshot"))
         .unwrap()
         .map(|(dir, _)| dir);
