@@ -169,6 +169,8 @@ fn launch(spec: &LaunchSpec) -> Result<i32, LayerError> {
             }
         }
         ForkResult::Child => {
+            // Die with the launcher even before Python sets this again.
+            let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
             let e = confine_and_exec(spec);
             report(&e);
             std::process::exit(3);

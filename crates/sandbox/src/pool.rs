@@ -206,7 +206,9 @@ impl Pool {
         }
     }
 
-    /// Runs a job and waits for its result (for synchronous callers).
+    /// Runs a job and waits for its result (for synchronous callers; async
+    /// code awaits the receiver from [`Pool::submit`] instead, as blocking
+    /// here inside an async runtime panics).
     pub fn run(&self, job: Job) -> Result<ExecResult, PoolError> {
         self.submit(job)?
             .blocking_recv()
