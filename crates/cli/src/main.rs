@@ -19,7 +19,13 @@ use tradebox_data::Home;
 #[command(after_help = "Examples:
   tradebox data demo --rows 200000        # a realistic demo history ending today
   tradebox data import trade_cache.db snapshots/
-  tradebox data info")]
+  tradebox data info
+  tradebox run -c \"df = load_trades(days=7); result = df.groupby('exchange')['amount'].sum()\"
+  tradebox doctor                         # the Python runtime and every sandbox layer
+
+Environment: TRADEBOX_HOME (store, snapshots, runtime), TRADEBOX_RUNTIME (a
+shared Python runtime folder), TRADEBOX_PYTHON (the python3 to build it from),
+RUST_LOG (log filter).")]
 struct Cli {
     /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
