@@ -1,0 +1,10 @@
+//! The command layer of tradebox: what `/analyze`, `/savefunc`, `/runfunc`,
+//! `/listfuncs` and `/delfunc` mean, independent of where they were typed
+//! (Slack, the web console, `tradebox chat`). Nothing here knows Slack
+//! exists; front ends render the reply model.
+
+pub mod audit;
+pub mod command;
+pub mod functions;
+pub mod params;
+pub mod text;
