@@ -1,7 +1,11 @@
 //! The `tradebox` command: wires the crates together behind one CLI.
 
+mod app;
+mod audit_cmd;
+mod chat_cmd;
 mod data_cmd;
 mod doctor_cmd;
+mod func_cmd;
 mod run_cmd;
 mod sandbox_setup;
 
@@ -62,6 +66,13 @@ enum Command {
     Run(run_cmd::RunArgs),
     /// Check the Python runtime and every sandbox layer.
     Doctor(doctor_cmd::DoctorArgs),
+    /// Run one slash command through the same pipeline as Slack and the console.
+    Chat(chat_cmd::ChatArgs),
+    /// Manage saved functions: save, run, list, show, history, delete, rename, export, import.
+    #[command(subcommand)]
+    Func(func_cmd::FuncCommand),
+    /// Read the audit trail of executions, saves, deletes and refusals.
+    Audit(audit_cmd::AuditArgs),
     /// Internal: the sandbox launcher that becomes a confined Python zygote.
     #[command(name = "__zygote", hide = true)]
     Zygote {
@@ -105,6 +116,9 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Data(cmd) => data_cmd::run(cmd, &home, cli.quiet).map(|()| 0),
         Command::Run(args) => run_cmd::run(args, &home, cli.quiet),
         Command::Doctor(args) => doctor_cmd::run(args, &home, cli.quiet),
+        Command::Chat(args) => chat_cmd::run(args, &home, cli.quiet),
+        Command::Func(cmd) => func_cmd::run(cmd, &home, cli.quiet),
+        Command::Audit(args) => audit_cmd::run(args, &home),
         Command::Zygote { spec } => Ok(exit_byte(tradebox_sandbox::launcher::main(spec))),
     }
 }

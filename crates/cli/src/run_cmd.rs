@@ -68,7 +68,7 @@ pub fn run(args: &RunArgs, home: &Home, quiet: bool) -> anyhow::Result<u8> {
     let result = if let Some(invalid) = validate(&code, args.no_validate) {
         invalid
     } else {
-        let pool = sandbox_setup::start_pool(home, 1, quiet)?;
+        let pool = sandbox_setup::start_pool(home, sandbox_setup::PoolShape::single(), quiet)?;
         let job = Job {
             code,
             timeout: Duration::from_secs_f64(args.timeout),

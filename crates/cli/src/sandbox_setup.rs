@@ -48,8 +48,28 @@ pub fn runtime(home: &Home, quiet: bool) -> anyhow::Result<runtime::Runtime> {
     rt.map_err(|e| SetupError(format!("the Python runtime is not usable: {e}")).into())
 }
 
-/// Starts a pool of `size` zygotes on the current snapshot.
-pub fn start_pool(home: &Home, size: usize, quiet: bool) -> anyhow::Result<Pool> {
+/// Pool shape: zygotes, queue, scratch.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolShape {
+    pub size: usize,
+    pub queue: usize,
+    pub scratch_mib: u64,
+}
+
+impl PoolShape {
+    /// One zygote, for a single command.
+    pub fn single() -> PoolShape {
+        PoolShape {
+            size: 1,
+            queue: 64,
+            scratch_mib: 64,
+        }
+    }
+}
+
+/// Starts a pool on the current snapshot.
+pub fn start_pool(home: &Home, shape: PoolShape, quiet: bool) -> anyhow::Result<Pool> {
+    let size = shape.size;
     let rt = runtime(home, quiet)?;
     let snapshot = snapshot::current(&home.snapshot_root())?.map(|(dir, _)| dir);
     let config = PoolConfig {
@@ -64,8 +84,8 @@ pub fn start_pool(home: &Home, size: usize, quiet: bool) -> anyhow::Result<Pool>
         snapshot,
         follow: Some(home.snapshot_root()),
         size,
-        queue: 64,
-        scratch_mib: 64,
+        queue: shape.queue,
+        scratch_mib: shape.scratch_mib,
         start_timeout: Duration::from_secs(120),
     };
     let bar = spinner(quiet);

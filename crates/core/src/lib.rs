@@ -5,6 +5,11 @@
 
 pub mod audit;
 pub mod command;
+pub mod config;
 pub mod functions;
 pub mod params;
+pub mod permissions;
+pub mod pipeline;
+pub mod ratelimit;
+pub mod reply;
 pub mod text;

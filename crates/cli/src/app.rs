@@ -1,0 +1,106 @@
+//! Wiring the command layer for CLI commands: configuration, stores, the
+//! sandbox pool and the pipeline, as `tradebox chat` and `tradebox func` use
+//! them (the web console and Slack will build the same).
+
+use std::sync::Arc;
+
+use tradebox_core::audit::AuditLog;
+use tradebox_core::config::Config;
+use tradebox_core::functions::FunctionStore;
+use tradebox_core::permissions::Permissions;
+use tradebox_core::pipeline::{Pipeline, Settings};
+use tradebox_core::ratelimit::RateLimiter;
+use tradebox_data::{Home, Store};
+
+use crate::sandbox_setup::{self, PoolShape, SetupError};
+
+/// `tradebox.toml` and the environment; errors are configuration errors (exit 2).
+pub fn config(home: &Home) -> anyhow::Result<Config> {
+    Config::load(home.root()).map_err(|e| SetupError(e.to_string()).into())
+}
+
+/// The function store, creating the store file if needed.
+pub fn functions(home: &Home) -> anyhow::Result<FunctionStore> {
+    Store::open(&home.store_path())?;
+    Ok(FunctionStore::open(home.store_path())?)
+}
+
+/// The audit trail, pruned to the configured retention.
+pub fn audit(home: &Home, config: &Config) -> anyhow::Result<AuditLog> {
+    Store::open(&home.store_path())?;
+    let audit = AuditLog::open(home.store_path())?;
+    if let Some(keep) = config.audit.retention() {
+        let cutoff = tradebox_data::timestamp::now() - keep.as_micros() as i64;
+        let removed = audit.prune(cutoff)?;
+        if removed > 0 {
+            tracing::info!(removed, "audit entries past the retention period removed");
+        }
+    }
+    Ok(audit)
+}
+
+/// Permissions; the console user is an admin when the config says so.
+pub fn permissions(config: &Config) -> Permissions {
+    let permissions = Permissions::new(&config.permissions);
+    if config.console.user_is_admin {
+        permissions.with_admin(config.console.user.clone())
+    } else {
+        permissions
+    }
+}
+
+/// The pipeline; with `Some(workers)` a pool of that many zygotes (0: the
+/// configured number) runs code, with `None` only functions are managed.
+pub fn pipeline(
+    home: &Home,
+    config: &Config,
+    workers: Option<usize>,
+    quiet: bool,
+) -> anyhow::Result<Pipeline> {
+    let pool = match workers {
+        Some(workers) => {
+            let shape = PoolShape {
+                size: if workers == 0 {
+                    config.pool.effective_workers()
+                } else {
+                    workers
+                },
+                queue: config.pool.queue,
+                scratch_mib: config.limits.scratch_mb,
+            };
+            Some(Arc::new(sandbox_setup::start_pool(home, shape, quiet)?))
+        }
+        None => None,
+    };
+    let settings = Settings {
+        timeout: config.limits.timeout(),
+        memory_mib: config.limits.memory_mb,
+        output_limit: config.limits.output_limit(),
+        as_of: config.data.as_of.clone(),
+        validator: config.validator.enabled.then(|| tradebox_validate::Rules {
+            allowed_modules: config.validator.allowed_modules.iter().cloned().collect(),
+            max_code_bytes: config.limits.max_code_bytes,
+        }),
+        per_user_running: config.pool.per_user_running,
+        per_user_waiting: config.pool.per_user_waiting,
+        rate_limit: (
+            config.rate_limit.executions,
+            config.rate_limit.window_seconds,
+        ),
+    };
+    Ok(Pipeline::new(
+        pool,
+        functions(home)?,
+        audit(home, config)?,
+        RateLimiter::from_config(home.store_path(), &config.rate_limit)?,
+        permissions(config),
+        settings,
+    ))
+}
+
+/// A single-threaded async runtime for one CLI command.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}

@@ -1,0 +1,761 @@
+//! The one pipeline every front end calls: command text in, reply out.
+//!
+//! For each request: parse (usage errors go back to the user only), check
+//! permissions, validate code, apply the rate limit and the per-user job
+//! limit, show a placeholder, run the code in the sandbox pool, build the
+//! reply the original bot gave (same texts and fields), and write the audit
+//! trail — including every refusal.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tradebox_sandbox::{ExecResult, Job, Pool, PoolError};
+
+use crate::audit::{Action, AuditEntry, AuditLog, Outcome, Source};
+use crate::command::{self, Command, UsageError};
+use crate::functions::{Function, FunctionStore, StoreError};
+use crate::permissions::Permissions;
+use crate::ratelimit::{Decision, RateLimiter};
+use crate::reply::{Block, Button, File, Reply, Visibility};
+
+/// Functions per page of `/listfuncs`, and in a bare `/runfunc`.
+pub const LIST_PAGE: usize = 20;
+pub const TOP_RUNFUNC: usize = 10;
+
+/// Execution settings the pipeline applies to every job.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub timeout: Duration,
+    pub memory_mib: u64,
+    pub output_limit: usize,
+    pub as_of: Option<String>,
+    /// `None`: the validator is off.
+    pub validator: Option<tradebox_validate::Rules>,
+    pub per_user_running: usize,
+    pub per_user_waiting: usize,
+    /// Shown in rate-limit messages.
+    pub rate_limit: (u32, u64),
+}
+
+/// What came in.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// A slash command and its text (`/analyze`, `result = 1`).
+    Slash { command: String, text: String },
+    /// A whole line as typed in the console or `tradebox chat`.
+    Line(String),
+    /// A button press (`run_func_<name>`, value).
+    Action { action_id: String, value: String },
+}
+
+/// One request from a front end.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub user: String,
+    pub channel: Option<String>,
+    pub source: Source,
+    pub input: Input,
+}
+
+/// The command layer, shared by all front ends.
+pub struct Pipeline {
+    /// `None` for front ends that only manage functions (`tradebox func list`).
+    pool: Option<Arc<Pool>>,
+    functions: FunctionStore,
+    audit: AuditLog,
+    limiter: RateLimiter,
+    permissions: Permissions,
+    settings: Settings,
+    slots: UserSlots,
+}
+
+impl Pipeline {
+    pub fn new(
+        pool: Option<Arc<Pool>>,
+        functions: FunctionStore,
+        audit: AuditLog,
+        limiter: RateLimiter,
+        permissions: Permissions,
+        settings: Settings,
+    ) -> Pipeline {
+        let slots = UserSlots::new(settings.per_user_running, settings.per_user_waiting);
+        Pipeline {
+            pool,
+            functions,
+            audit,
+            limiter,
+            permissions,
+            settings,
+            slots,
+        }
+    }
+
+    pub fn functions(&self) -> &FunctionStore {
+        &self.functions
+    }
+
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// Handles a request. `placeholder` is called (at most once) before a
+    /// job runs, with the message to show until the final reply replaces it.
+    pub async fn handle(&self, req: &Request, placeholder: impl FnOnce(Reply) + Send) -> Reply {
+        let parsed = match &req.input {
+            Input::Slash { command, text } => command::parse(command, text),
+            Input::Line(line) => command::parse_line(line),
+            Input::Action { action_id, value } => command::parse_action(action_id, value),
+        };
+        let cmd = match parsed {
+            Ok(cmd) => cmd,
+            Err(e) => return usage_reply(&e),
+        };
+        let button = matches!(req.input, Input::Action { .. });
+        self.handle_command(req, cmd, button, placeholder).await
+    }
+
+    /// Handles an already parsed command (`req.input` is not read again).
+    pub async fn handle_command(
+        &self,
+        req: &Request,
+        cmd: Command,
+        button: bool,
+        placeholder: impl FnOnce(Reply) + Send,
+    ) -> Reply {
+        match cmd {
+            Command::Help { topic } => help_reply(topic.as_deref()),
+            Command::Analyze { code } => self.analyze(req, code, placeholder).await,
+            Command::RunFunc { name: None, .. } => self.top_functions(),
+            Command::RunFunc {
+                name: Some(name),
+                params,
+            } => {
+                self.run_function(req, &name, params, button, placeholder)
+                    .await
+            }
+            Command::RunAction { name } => {
+                self.run_function(req, &name, serde_json::Map::new(), true, placeholder)
+                    .await
+            }
+            Command::SaveFunc {
+                name,
+                description,
+                code,
+            } => self.save(req, &name, &description, &code),
+            Command::ListFuncs { query, page } => self.list(query.as_deref(), page),
+            Command::DelFunc { name } => self.delete(req, &name),
+        }
+    }
+
+    fn entry(&self, req: &Request, action: Action, outcome: Outcome) -> AuditEntry {
+        let mut e = AuditEntry::new(req.user.clone(), req.source.clone(), action, outcome);
+        e.channel = req.channel.clone();
+        e
+    }
+
+    fn record(&self, entry: AuditEntry) {
+        if let Err(e) = self.audit.record(&entry) {
+            tracing::error!("audit trail: {e}");
+        }
+    }
+
+    /// Refuses with `message`, writing the refusal to the audit trail.
+    fn refuse(&self, mut entry: AuditEntry, outcome: Outcome, message: String) -> Reply {
+        entry.outcome = outcome;
+        entry.detail = Some(message.clone());
+        self.record(entry);
+        Reply::refusal(message)
+    }
+
+    /// The checks before any execution; `Err` is the refusal to send.
+    fn admit(&self, req: &Request, code: &str, entry: &AuditEntry) -> Result<(), Reply> {
+        if let Err(refusal) = self
+            .permissions
+            .check_execute(&req.user, req.channel.as_deref())
+        {
+            return Err(self.refuse(
+                entry.clone(),
+                Outcome::RefusedPermission,
+                refusal.to_string(),
+            ));
+        }
+        if let Some(rules) = &self.settings.validator {
+            if let Err(e) = tradebox_validate::validate(code, rules) {
+                let mut entry = entry.clone();
+                entry.error_type = Some("ValidationError".into());
+                return Err(self.refuse(
+                    entry,
+                    Outcome::RefusedValidation,
+                    format!("Code validation failed: {e}"),
+                ));
+            }
+        }
+        match self
+            .limiter
+            .check_and_record(&req.user, tradebox_data::timestamp::now())
+        {
+            Ok(Decision::Allowed { .. }) => Ok(()),
+            Ok(Decision::Limited {
+                retry_after_seconds,
+            }) => {
+                let (n, window) = self.settings.rate_limit;
+                Err(self.refuse(
+                    entry.clone(),
+                    Outcome::RefusedRateLimit,
+                    format!(
+                        "Rate limit exceeded. Max {n} executions per {window}s. Try again in {retry_after_seconds}s."
+                    ),
+                ))
+            }
+            Err(e) => Err(Reply::refusal(format!("the rate limiter failed: {e}"))),
+        }
+    }
+
+    /// Runs `code` in the sandbox with the user's job slot held.
+    async fn execute(
+        &self,
+        req: &Request,
+        code: &str,
+        params: serde_json::Map<String, serde_json::Value>,
+        entry: &AuditEntry,
+    ) -> Result<ExecResult, Reply> {
+        let Some(slot) = self.slots.enter(&req.user) else {
+            let (running, waiting) = (
+                self.settings.per_user_running,
+                self.settings.per_user_waiting,
+            );
+            return Err(self.refuse(
+                entry.clone(),
+                Outcome::RefusedQueueFull,
+                format!(
+                    "You already have {running} jobs running and {waiting} waiting; try again when one has finished."
+                ),
+            ));
+        };
+        let _running = slot.run().await;
+        let job = Job {
+            code: code.to_string(),
+            timeout: self.settings.timeout,
+            memory_mib: self.settings.memory_mib,
+            output_limit: self.settings.output_limit,
+            params,
+            as_of: self.settings.as_of.clone(),
+        };
+        let Some(pool) = &self.pool else {
+            return Err(Reply::refusal(
+                "code cannot run here: no sandbox pool is running",
+            ));
+        };
+        let receiver = match pool.submit(job) {
+            Ok(rx) => rx,
+            Err(PoolError::QueueFull(n)) => {
+                return Err(self.refuse(
+                    entry.clone(),
+                    Outcome::RefusedQueueFull,
+                    format!("The sandbox is busy ({n} jobs waiting); try again in a moment."),
+                ))
+            }
+            Err(e) => return Err(Reply::refusal(format!("the sandbox is unavailable: {e}"))),
+        };
+        receiver
+            .await
+            .map_err(|_| Reply::refusal("the sandbox stopped before answering"))
+    }
+
+    async fn analyze(&self, req: &Request, code: String, placeholder: impl FnOnce(Reply)) -> Reply {
+        let mut entry = self.entry(req, Action::Analyze, Outcome::Ok);
+        entry.code = Some(code.clone());
+        if let Err(refusal) = self.admit(req, &code, &entry) {
+            return refusal;
+        }
+        placeholder(Reply::placeholder("Analyzing"));
+        let started = Instant::now();
+        let result = match self
+            .execute(req, &code, serde_json::Map::new(), &entry)
+            .await
+        {
+            Ok(r) => r,
+            Err(refusal) => return refusal,
+        };
+        self.record(finish_entry(entry, &result, started));
+        if !result.success {
+            return failure_reply("Analysis failed", &result);
+        }
+        let text = result_text(&result);
+        let mut blocks = vec![
+            Block::Header {
+                text: "Analysis Result".into(),
+            },
+            Block::Result {
+                label: None,
+                text: text.clone(),
+                value: result.value.clone(),
+            },
+        ];
+        push_output(&mut blocks, &result);
+        let files = files_of(&result, &mut blocks);
+        blocks.push(Block::Context {
+            items: vec![format!(
+                "Executed in {}ms by <@{}>",
+                result.execution_time_ms, req.user
+            )],
+        });
+        Reply {
+            files,
+            ..Reply::in_channel(format!("Analysis complete: {text}"), blocks)
+        }
+    }
+
+    async fn run_function(
+        &self,
+        req: &Request,
+        name: &str,
+        params: serde_json::Map<String, serde_json::Value>,
+        button: bool,
+        placeholder: impl FnOnce(Reply),
+    ) -> Reply {
+        let action = if button {
+            Action::RunButton
+        } else {
+            Action::Runfunc
+        };
+        let mut entry = self.entry(req, action, Outcome::Ok);
+        entry.function_name = Some(name.to_string());
+        let func = match self.functions.get(name) {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                let mut message = format!("Function `{name}` not found.");
+                if let Ok(close) = self.functions.suggest(name, 3) {
+                    if !close.is_empty() {
+                        let names: Vec<String> = close.iter().map(|n| format!("`{n}`")).collect();
+                        message.push_str(&format!(" Did you mean {}?", names.join(", ")));
+                    }
+                }
+                message.push_str(" Use `/runfunc` to see available functions.");
+                return self.refuse(entry, Outcome::NotFound, message);
+            }
+            Err(e) => return Reply::refusal(e.to_string()),
+        };
+        entry.function_version = Some(func.version);
+        entry.code = Some(func.code.clone());
+        if !params.is_empty() {
+            entry.detail = Some(format!(
+                "params: {}",
+                serde_json::Value::Object(params.clone())
+            ));
+        }
+        if let Err(refusal) = self.admit(req, &func.code, &entry) {
+            return refusal;
+        }
+        placeholder(Reply::placeholder(&format!("Executing `{name}`")));
+        let started = Instant::now();
+        let result = match self.execute(req, &func.code, params, &entry).await {
+            Ok(r) => r,
+            Err(refusal) => return refusal,
+        };
+        // Counted whether or not the code succeeded, as the original did.
+        let used = self
+            .functions
+            .record_use(name)
+            .map_or(func.use_count + 1, |f| f.use_count);
+        self.record(finish_entry(entry, &result, started));
+        if !result.success {
+            return failure_reply("Error", &result);
+        }
+        let text = result_text(&result);
+        let mut blocks = vec![
+            Block::Header {
+                text: func.name.clone(),
+            },
+            Block::Text {
+                text: if func.description.is_empty() {
+                    "_no description_".into()
+                } else {
+                    func.description.clone()
+                },
+                button: None,
+            },
+            Block::Result {
+                label: Some("Result".into()),
+                text: text.clone(),
+                value: result.value.clone(),
+            },
+        ];
+        push_output(&mut blocks, &result);
+        let files = files_of(&result, &mut blocks);
+        blocks.push(Block::Context {
+            items: vec![
+                format!(
+                    "Executed in {}ms by <@{}>",
+                    result.execution_time_ms, req.user
+                ),
+                format!("Created by <@{}>", func.created_by),
+                format!("Used {used}x"),
+            ],
+        });
+        Reply {
+            files,
+            ..Reply::in_channel(format!("{}: {text}", func.name), blocks)
+        }
+    }
+
+    fn top_functions(&self) -> Reply {
+        let funcs = match self.functions.list(TOP_RUNFUNC, 0) {
+            Ok(f) => f,
+            Err(e) => return Reply::refusal(e.to_string()),
+        };
+        if funcs.is_empty() {
+            return Reply::text(
+                Visibility::Ephemeral,
+                "No saved functions. Use `/savefunc` to create one.",
+            );
+        }
+        let list: Vec<String> = funcs
+            .iter()
+            .map(|f| format!("• `{}` - {} (used {}x)", f.name, f.description, f.use_count))
+            .collect();
+        Reply::ephemeral(
+            "Available functions",
+            vec![
+                Block::Text {
+                    text: format!("*Available Functions*\n{}", list.join("\n")),
+                    button: None,
+                },
+                Block::Context {
+                    items: vec!["Use `/runfunc <name>` to execute".into()],
+                },
+            ],
+        )
+    }
+
+    fn save(&self, req: &Request, name: &str, description: &str, code: &str) -> Reply {
+        let mut entry = self.entry(req, Action::Savefunc, Outcome::Ok);
+        entry.function_name = Some(name.to_string());
+        entry.code = Some(code.to_string());
+        if let Err(refusal) = self
+            .permissions
+            .check_save(&req.user, req.channel.as_deref())
+        {
+            return self.refuse(entry, Outcome::RefusedPermission, refusal.to_string());
+        }
+        if let Some(rules) = &self.settings.validator {
+            if let Err(e) = tradebox_validate::validate(code, rules) {
+                entry.error_type = Some("ValidationError".into());
+                return self.refuse(
+                    entry,
+                    Outcome::RefusedValidation,
+                    format!("Code validation failed: {e}"),
+                );
+            }
+        }
+        let admin = self.permissions.is_admin(&req.user);
+        let saved = match self
+            .functions
+            .save(name, description, code, &req.user, admin)
+        {
+            Ok(s) => s,
+            Err(StoreError::NotOwner { owner, .. }) => {
+                return self.refuse(
+                    entry,
+                    Outcome::RefusedPermission,
+                    format!("`{name}` belongs to <@{owner}>; only they or an admin can change it"),
+                )
+            }
+            Err(e) => {
+                entry.outcome = Outcome::Error;
+                entry.detail = Some(e.to_string());
+                self.record(entry);
+                return Reply::refusal(format!("Failed to save function: {e}"));
+            }
+        };
+        entry.function_version = Some(saved.function.version);
+        self.record(entry);
+        let f = &saved.function;
+        Reply::in_channel(
+            format!("Saved function: {name}"),
+            vec![
+                Block::Text {
+                    text: format!(
+                        ":white_check_mark: *Saved Function*\n*Name:* `{}`\n*Description:* {}\n*Creator:* <@{}>",
+                        f.name, f.description, req.user
+                    ),
+                    button: None,
+                },
+                Block::Code {
+                    label: Some("Code".into()),
+                    text: f.code.clone(),
+                },
+                Block::Context {
+                    items: vec![
+                        format!("Use `/runfunc {}` to execute", f.name),
+                        format!("Version {}", f.version),
+                    ],
+                },
+            ],
+        )
+    }
+
+    fn list(&self, query: Option<&str>, page: usize) -> Reply {
+        let page = page.max(1);
+        let offset = (page - 1) * LIST_PAGE;
+        let (funcs, matching, header) = match query {
+            Some(q) => (
+                self.functions.search(q, LIST_PAGE, offset),
+                self.functions.search_count(q),
+                format!("Functions matching '{q}'"),
+            ),
+            None => (
+                self.functions.list(LIST_PAGE, offset),
+                self.functions.count(),
+                "All Saved Functions".to_string(),
+            ),
+        };
+        let (funcs, matching, stats) = match (funcs, matching, self.functions.stats()) {
+            (Ok(f), Ok(m), Ok(s)) => (f, m, s),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                return Reply::refusal(e.to_string())
+            }
+        };
+        if funcs.is_empty() {
+            let text = match (query, page) {
+                (_, p) if p > 1 && matching > 0 => format!("There is no page {p}."),
+                (Some(_), _) => "No functions found.".into(),
+                (None, _) => "No saved functions.".into(),
+            };
+            return Reply::text(Visibility::InChannel, text);
+        }
+        let mut blocks = vec![Block::Header {
+            text: header.clone(),
+        }];
+        for f in &funcs {
+            blocks.push(Block::Text {
+                text: format!("*`{}`*\n{}", f.name, f.description),
+                button: Some(run_button(f)),
+            });
+            blocks.push(Block::Context {
+                items: vec![
+                    format!("Created by <@{}>", f.created_by),
+                    format!("Used {}x", f.use_count),
+                ],
+            });
+        }
+        blocks.push(Block::Divider);
+        let mut totals = vec![
+            format!("Total: {} functions", stats.total_functions),
+            format!("{} total executions", stats.total_uses),
+        ];
+        let pages = (matching as usize).div_ceil(LIST_PAGE);
+        if pages > 1 {
+            totals.push(format!("Page {page} of {pages}"));
+        }
+        blocks.push(Block::Context { items: totals });
+        Reply::in_channel(header, blocks)
+    }
+
+    fn delete(&self, req: &Request, name: &str) -> Reply {
+        let mut entry = self.entry(req, Action::Delfunc, Outcome::Ok);
+        entry.function_name = Some(name.to_string());
+        let admin = self.permissions.is_admin(&req.user);
+        match self.functions.delete(name, &req.user, admin) {
+            Ok(f) => {
+                entry.function_version = Some(f.version);
+                self.record(entry);
+                Reply::text(
+                    Visibility::InChannel,
+                    format!(":white_check_mark: Deleted function `{name}`"),
+                )
+            }
+            Err(StoreError::NotFound { .. }) => self.refuse(
+                entry,
+                Outcome::NotFound,
+                format!("Function `{name}` not found"),
+            ),
+            Err(StoreError::NotOwner { owner, .. }) => self.refuse(
+                entry,
+                Outcome::RefusedPermission,
+                format!("Only the creator (<@{owner}>) can delete this function"),
+            ),
+            Err(e) => {
+                entry.outcome = Outcome::Error;
+                entry.detail = Some(e.to_string());
+                self.record(entry);
+                Reply::refusal(format!("Failed to delete function `{name}`: {e}"))
+            }
+        }
+    }
+}
+
+fn run_button(f: &Function) -> Button {
+    Button {
+        text: "Run".into(),
+        action_id: format!("{}{}", command::RUN_ACTION_PREFIX, f.name),
+        value: f.name.clone(),
+    }
+}
+
+fn usage_reply(e: &UsageError) -> Reply {
+    if e.is_usage() {
+        Reply::ephemeral(
+            e.to_string(),
+            vec![Block::Text {
+                text: e.to_string(),
+                button: None,
+            }],
+        )
+    } else {
+        Reply::refusal(e.to_string())
+    }
+}
+
+fn help_reply(topic: Option<&str>) -> Reply {
+    let text = topic
+        .and_then(command::CommandKind::from_name)
+        .map_or_else(command::help_text, command::help_topic);
+    Reply::ephemeral(text.clone(), vec![Block::Text { text, button: None }])
+}
+
+/// The result as text: the original showed `None` for code without a result.
+fn result_text(r: &ExecResult) -> String {
+    r.result.clone().unwrap_or_else(|| "None".into())
+}
+
+fn push_output(blocks: &mut Vec<Block>, r: &ExecResult) {
+    if !r.output.is_empty() {
+        blocks.push(Block::Code {
+            label: Some("Output".into()),
+            text: r.output.trim_end().to_string(),
+        });
+    }
+}
+
+/// Artifacts as reply files; each PNG also gets an image block.
+fn files_of(r: &ExecResult, blocks: &mut Vec<Block>) -> Vec<File> {
+    let mut files = Vec::new();
+    for (i, a) in r.artifacts.iter().enumerate() {
+        let Some(bytes) = a.bytes() else { continue };
+        let title = match a.kind.as_str() {
+            "png" => format!("Figure {}", i + 1),
+            _ => "Full table (CSV)".to_string(),
+        };
+        if a.kind == "png" {
+            blocks.push(Block::Image {
+                file: a.name.clone(),
+                alt: title.clone(),
+            });
+        }
+        files.push(File {
+            name: a.name.clone(),
+            mime: a.mime.clone(),
+            title,
+            size: bytes.len(),
+            bytes,
+        });
+    }
+    files
+}
+
+fn error_text(r: &ExecResult) -> String {
+    match &r.error {
+        Some(e) => match &e.traceback {
+            Some(tb) if !tb.is_empty() => tb.trim_end().to_string(),
+            _ => format!("{}: {}", e.kind, e.message),
+        },
+        None => "unknown error".into(),
+    }
+}
+
+fn failure_reply(fallback: &str, r: &ExecResult) -> Reply {
+    let text = error_text(r);
+    let mut blocks = vec![
+        Block::Text {
+            text: ":x: *Error*".into(),
+            button: None,
+        },
+        Block::Code {
+            label: None,
+            text: text.clone(),
+        },
+    ];
+    push_output(&mut blocks, r);
+    Reply {
+        error: true,
+        ..Reply::in_channel(format!("{fallback}: {text}"), blocks)
+    }
+}
+
+fn finish_entry(mut entry: AuditEntry, r: &ExecResult, started: Instant) -> AuditEntry {
+    entry.duration_ms = Some(started.elapsed().as_millis() as u64);
+    if let Some(e) = &r.error {
+        entry.outcome = if e.kind == "Timeout" {
+            Outcome::Timeout
+        } else {
+            Outcome::Error
+        };
+        entry.error_type = Some(e.kind.clone());
+        entry.detail = Some(e.message.chars().take(500).collect());
+    }
+    entry
+}
+
+/// At most `running` jobs per user at once, `waiting` more queued behind.
+struct UserSlots {
+    running: usize,
+    waiting: usize,
+    users: Mutex<HashMap<String, (Arc<Semaphore>, usize)>>,
+}
+
+/// A user's place in line; leaving it (drop) frees it.
+struct Slot<'a> {
+    slots: &'a UserSlots,
+    user: String,
+    semaphore: Arc<Semaphore>,
+}
+
+impl UserSlots {
+    fn new(running: usize, waiting: usize) -> UserSlots {
+        UserSlots {
+            running: running.max(1),
+            waiting,
+            users: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A place in the user's line, or `None` when it is full.
+    fn enter(&self, user: &str) -> Option<Slot<'_>> {
+        let mut users = self.users.lock().ok()?;
+        let (semaphore, count) = users
+            .entry(user.to_string())
+            .or_insert_with(|| (Arc::new(Semaphore::new(self.running)), 0));
+        if *count >= self.running + self.waiting {
+            return None;
+        }
+        *count += 1;
+        Some(Slot {
+            slots: self,
+            user: user.to_string(),
+            semaphore: Arc::clone(semaphore),
+        })
+    }
+}
+
+impl Slot<'_> {
+    /// Waits for one of the user's running places.
+    async fn run(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.semaphore.acquire().await.ok()
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut users) = self.slots.users.lock() {
+            if let Some((_, count)) = users.get_mut(&self.user) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    users.remove(&self.user);
+                }
+            }
+        }
+    }
+}
