@@ -206,6 +206,34 @@ impl AuditEntry {
     }
 }
 
+/// Appends `entry` inside the caller's transaction (for stores that write
+/// an action and its audit row together).
+pub(crate) fn insert(tx: &Connection, entry: &AuditEntry, at: Micros) -> rusqlite::Result<i64> {
+    tx.execute(
+        "INSERT INTO audit_log (at, user_id, channel, source, action, function_name,
+         function_version, code, outcome, error_type, detail, duration_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![
+            timestamp::format(at),
+            entry.user_id,
+            entry.channel,
+            entry.source.as_str(),
+            entry.action.as_str(),
+            entry.function_name,
+            entry.function_version,
+            entry.code,
+            entry.outcome.as_str(),
+            entry.error_type,
+            entry.detail,
+            entry
+                .duration_ms
+                .map(|d| i64::try_from(d).unwrap_or(i64::MAX)),
+        ],
+    )?;
+    // Postgres: `RETURNING id`.
+    Ok(tx.last_insert_rowid())
+}
+
 /// A recorded entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditRecord {
@@ -263,32 +291,7 @@ impl AuditLog {
     /// that measured the time themselves, and for tests.
     pub fn record_at(&self, entry: &AuditEntry, at: Micros) -> Result<i64, StoreError> {
         check_entry(entry)?;
-        let at = timestamp::format(at);
-        self.db.write(|tx| {
-            tx.execute(
-                "INSERT INTO audit_log (at, user_id, channel, source, action, function_name,
-                 function_version, code, outcome, error_type, detail, duration_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                params![
-                    at,
-                    entry.user_id,
-                    entry.channel,
-                    entry.source.as_str(),
-                    entry.action.as_str(),
-                    entry.function_name,
-                    entry.function_version,
-                    entry.code,
-                    entry.outcome.as_str(),
-                    entry.error_type,
-                    entry.detail,
-                    entry
-                        .duration_ms
-                        .map(|d| i64::try_from(d).unwrap_or(i64::MAX)),
-                ],
-            )?;
-            // Postgres: `RETURNING id`.
-            Ok(tx.last_insert_rowid())
-        })
+        self.db.write(|tx| Ok(insert(tx, entry, at)?))
     }
 
     /// Entries matching `filter`, newest first.

@@ -68,6 +68,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use tradebox_data::timestamp;
 
+use crate::audit::{AuditEntry, AuditLog};
+
 /// The longest function name the store accepts, in characters.
 pub const MAX_NAME_CHARS: usize = 64;
 
@@ -316,6 +318,36 @@ impl FunctionStore {
         user: &str,
         is_admin: bool,
     ) -> Result<SaveOutcome, StoreError> {
+        self.save_inner(name, description, code, user, is_admin, None)
+    }
+
+    /// [`FunctionStore::save`], appending `entry` (with the saved version
+    /// filled in) to the audit trail in the same transaction: a save and its
+    /// audit row land together or not at all. `_audit` shows the audit table
+    /// exists.
+    #[allow(clippy::too_many_arguments)]
+    pub fn save_audited(
+        &self,
+        name: &str,
+        description: &str,
+        code: &str,
+        user: &str,
+        is_admin: bool,
+        _audit: &AuditLog,
+        entry: &AuditEntry,
+    ) -> Result<SaveOutcome, StoreError> {
+        self.save_inner(name, description, code, user, is_admin, Some(entry))
+    }
+
+    fn save_inner(
+        &self,
+        name: &str,
+        description: &str,
+        code: &str,
+        user: &str,
+        is_admin: bool,
+        entry: Option<&AuditEntry>,
+    ) -> Result<SaveOutcome, StoreError> {
         check_name(name)?;
         check_code(code)?;
         check_user(user)?;
@@ -352,6 +384,7 @@ impl FunctionStore {
                     }
                 }
             };
+            audit_in(tx, entry, outcome.function.version)?;
             tracing::debug!(
                 name,
                 version = outcome.function.version,
@@ -467,6 +500,29 @@ impl FunctionStore {
     /// Soft-deletes the live function `name` (creator or admin only) and
     /// returns it as it was deleted (its `version` is the `delete` version).
     pub fn delete(&self, name: &str, user: &str, is_admin: bool) -> Result<Function, StoreError> {
+        self.delete_inner(name, user, is_admin, None)
+    }
+
+    /// [`FunctionStore::delete`] with its audit row in the same transaction
+    /// (see [`FunctionStore::save_audited`]).
+    pub fn delete_audited(
+        &self,
+        name: &str,
+        user: &str,
+        is_admin: bool,
+        _audit: &AuditLog,
+        entry: &AuditEntry,
+    ) -> Result<Function, StoreError> {
+        self.delete_inner(name, user, is_admin, Some(entry))
+    }
+
+    fn delete_inner(
+        &self,
+        name: &str,
+        user: &str,
+        is_admin: bool,
+        entry: Option<&AuditEntry>,
+    ) -> Result<Function, StoreError> {
         check_user(user)?;
         self.db.write(|tx| {
             let f = find_live(tx, name)?.ok_or_else(|| not_found(name))?;
@@ -479,6 +535,7 @@ impl FunctionStore {
             )?;
             let f = by_id(tx, f.id)?;
             insert_version(tx, &f, user, &now, VersionAction::Delete)?;
+            audit_in(tx, entry, f.version)?;
             tracing::debug!(name, user, "function deleted");
             Ok(f)
         })
@@ -1242,6 +1299,16 @@ pub(crate) struct Db {
 
 /// An error inside a transaction: SQLite's (mapped with the path on the way
 /// out) or already one of ours.
+/// Appends the audit row of a write, with its version, in its transaction.
+fn audit_in(tx: &Connection, entry: Option<&AuditEntry>, version: u32) -> Result<(), Failure> {
+    if let Some(entry) = entry {
+        let mut entry = entry.clone();
+        entry.function_version = Some(version);
+        crate::audit::insert(tx, &entry, timestamp::now())?;
+    }
+    Ok(())
+}
+
 pub(crate) enum Failure {
     Sql(rusqlite::Error),
     Store(StoreError),

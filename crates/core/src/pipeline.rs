@@ -451,10 +451,15 @@ impl Pipeline {
             }
         }
         let admin = self.permissions.is_admin(&req.user);
-        let saved = match self
-            .functions
-            .save(name, description, code, &req.user, admin)
-        {
+        let saved = match self.functions.save_audited(
+            name,
+            description,
+            code,
+            &req.user,
+            admin,
+            &self.audit,
+            &entry,
+        ) {
             Ok(s) => s,
             Err(StoreError::NotOwner { owner, .. }) => {
                 return self.refuse(
@@ -470,8 +475,6 @@ impl Pipeline {
                 return Reply::refusal(format!("Failed to save function: {e}"));
             }
         };
-        entry.function_version = Some(saved.function.version);
-        self.record(entry);
         let f = &saved.function;
         Reply::in_channel(
             format!("Saved function: {name}"),
@@ -558,15 +561,14 @@ impl Pipeline {
         let mut entry = self.entry(req, Action::Delfunc, Outcome::Ok);
         entry.function_name = Some(name.to_string());
         let admin = self.permissions.is_admin(&req.user);
-        match self.functions.delete(name, &req.user, admin) {
-            Ok(f) => {
-                entry.function_version = Some(f.version);
-                self.record(entry);
-                Reply::text(
-                    Visibility::InChannel,
-                    format!(":white_check_mark: Deleted function `{name}`"),
-                )
-            }
+        match self
+            .functions
+            .delete_audited(name, &req.user, admin, &self.audit, &entry)
+        {
+            Ok(_) => Reply::text(
+                Visibility::InChannel,
+                format!(":white_check_mark: Deleted function `{name}`"),
+            ),
             Err(StoreError::NotFound { .. }) => self.refuse(
                 entry,
                 Outcome::NotFound,
