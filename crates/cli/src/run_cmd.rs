@@ -35,12 +35,12 @@ pub struct RunArgs {
     /// Print one JSON object: success, result, output, error, execution_time_ms, artifacts.
     #[arg(long)]
     json: bool,
-    /// Wall-time limit in seconds.
-    #[arg(long, default_value_t = 30.0, value_name = "S")]
-    timeout: f64,
-    /// Memory limit in MiB.
-    #[arg(long, default_value_t = 1024, value_name = "MB", value_parser = clap::value_parser!(u64).range(64..=65536))]
-    memory: u64,
+    /// Wall-time limit in seconds [default: limits.timeout_seconds of the config, 30]
+    #[arg(long, value_name = "S")]
+    timeout: Option<f64>,
+    /// Memory limit in MiB [default: limits.memory_mb of the config, 1024]
+    #[arg(long, value_name = "MB", value_parser = clap::value_parser!(u64).range(64..=65536))]
+    memory: Option<u64>,
     /// Skip the courtesy validator (syntax and import allow-list); the sandbox still applies.
     #[arg(long)]
     no_validate: bool,
@@ -55,25 +55,36 @@ pub struct RunArgs {
 /// Runs the command; returns the process exit code.
 pub fn run(args: &RunArgs, home: &Home, quiet: bool) -> anyhow::Result<u8> {
     let code = read_code(args)?;
-    if !(args.timeout > 0.0 && args.timeout <= 3600.0) {
+    let config = crate::app::config(home)?;
+    let timeout = args.timeout.unwrap_or(config.limits.timeout_seconds as f64);
+    if !(timeout > 0.0 && timeout <= 3600.0) {
         return Err(SetupError(format!(
-            "--timeout {} must be between 0 and 3600 seconds",
-            args.timeout
+            "--timeout {timeout} must be between 0 and 3600 seconds"
         ))
         .into());
     }
     if let Some(as_of) = &args.as_of {
         check_as_of(as_of)?;
     }
-    let result = if let Some(invalid) = validate(&code, args.no_validate) {
+    let rules = (config.validator.enabled && !args.no_validate).then(|| tradebox_validate::Rules {
+        allowed_modules: config.validator.allowed_modules.iter().cloned().collect(),
+        max_code_bytes: config.limits.max_code_bytes,
+    });
+    let as_of = args.as_of.clone().or(config.data.as_of.clone());
+    let result = if let Some(invalid) = rules.and_then(|r| validate(&code, &r)) {
         invalid
     } else {
-        let pool = sandbox_setup::start_pool(home, sandbox_setup::PoolShape::single(), quiet)?;
+        let shape = sandbox_setup::PoolShape {
+            scratch_mib: config.limits.scratch_mb,
+            ..sandbox_setup::PoolShape::single()
+        };
+        let pool = sandbox_setup::start_pool(home, shape, quiet)?;
         let job = Job {
             code,
-            timeout: Duration::from_secs_f64(args.timeout),
-            memory_mib: args.memory,
-            as_of: args.as_of.clone(),
+            timeout: Duration::from_secs_f64(timeout),
+            memory_mib: args.memory.unwrap_or(config.limits.memory_mb),
+            output_limit: config.limits.output_limit(),
+            as_of,
             ..Job::default()
         };
         pool.run(job)?
@@ -130,11 +141,8 @@ fn check_as_of(as_of: &str) -> anyhow::Result<()> {
 }
 
 /// The validator's verdict as a failed result, or `None` when the code passes.
-fn validate(code: &str, skip: bool) -> Option<ExecResult> {
-    if skip {
-        return None;
-    }
-    let err = tradebox_validate::validate(code, &tradebox_validate::Rules::default()).err()?;
+fn validate(code: &str, rules: &tradebox_validate::Rules) -> Option<ExecResult> {
+    let err = tradebox_validate::validate(code, rules).err()?;
     let first = err.findings.first();
     Some(ExecResult {
         error: Some(ExecError {
