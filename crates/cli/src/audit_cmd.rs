@@ -45,6 +45,16 @@ pub fn run(args: &AuditArgs, home: &Home) -> anyhow::Result<u8> {
         ),
         None => None,
     };
+    let known = |value: &Option<String>, names: &[&str], flag: &str| -> anyhow::Result<()> {
+        match value {
+            Some(v) if !names.contains(&v.as_str()) => {
+                Err(SetupError(format!("{flag} {v:?} is not one of: {}", names.join(", "))).into())
+            }
+            _ => Ok(()),
+        }
+    };
+    known(&args.outcome, Outcome::NAMES, "--outcome")?;
+    known(&args.action, Action::NAMES, "--action")?;
     let filter = AuditFilter {
         user: args.user.clone(),
         since,

@@ -314,6 +314,14 @@ pub fn run(cmd: &FuncCommand, home: &Home, quiet: bool) -> anyhow::Result<u8> {
                 .user
                 .clone()
                 .unwrap_or_else(|| config.console.user.clone());
+            // An import may replace anyone's functions: admins only.
+            if !app::permissions(&config).is_admin(&user) {
+                return Err(SetupError(format!(
+                    "importing functions may replace other users' code, so it needs an admin; \
+                     {user} is not one (see [permissions] admins in docs/configuration.md)"
+                ))
+                .into());
+            }
             let report = app::functions(home)?.import(&value, &user)?;
             let mut entry = AuditEntry::new(user, Source::Cli, Action::Import, Outcome::Ok);
             let summary = format!(

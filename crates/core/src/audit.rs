@@ -90,6 +90,11 @@ macro_rules! text_enum {
             }
         }
 
+        impl $name {
+            /// Every value this version names, as stored.
+            pub const NAMES: &'static [&'static str] = &[$($text,)+];
+        }
+
         impl From<&str> for $name {
             fn from(s: &str) -> Self {
                 match s {

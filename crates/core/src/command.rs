@@ -417,7 +417,7 @@ pub fn help_text() -> String {
         ));
     }
     out.push_str(
-        "\nCode may be wrapped in ``` fences. The helpers `load_trades(days=30, exchange=None, ...)`, \
+        "\nCode may be wrapped in triple-backtick fences. The helpers `load_trades(days=30, exchange=None, ...)`, \
          `load_balances()` and `load_snapshots(days=30)` are ready, as are `pd`, `np` and `plt`.",
     );
     out

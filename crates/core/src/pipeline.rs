@@ -482,7 +482,7 @@ impl Pipeline {
                 Block::Text {
                     text: format!(
                         ":white_check_mark: *Saved Function*\n*Name:* `{}`\n*Description:* {}\n*Creator:* <@{}>",
-                        f.name, f.description, req.user
+                        f.name, f.description, f.created_by
                     ),
                     button: None,
                 },
