@@ -48,22 +48,8 @@ pub const FILE_NAME: &str = "tradebox.toml";
 /// The prefix of environment overrides: `TRADEBOX_<SECTION>_<KEY>`.
 pub const ENV_PREFIX: &str = "TRADEBOX_";
 
-/// The default module allow-list of the validator (DESIGN.md section 4; the
-/// same list as `tradebox_validate::DEFAULT_ALLOWED_MODULES`).
-pub const DEFAULT_ALLOWED_MODULES: &[&str] = &[
-    "pandas",
-    "numpy",
-    "datetime",
-    "math",
-    "statistics",
-    "collections",
-    "itertools",
-    "functools",
-    "decimal",
-    "json",
-    "re",
-    "matplotlib",
-];
+/// The default module allow-list of the validator (DESIGN.md section 4).
+pub use tradebox_validate::DEFAULT_ALLOWED_MODULES;
 
 /// The user name of the console when `$USER` is unset or unusable.
 pub const FALLBACK_CONSOLE_USER: &str = "console";

@@ -169,6 +169,14 @@ impl Pipeline {
         Reply::refusal(message)
     }
 
+    /// Reports a store failure to the user, with an `error` audit row.
+    fn failed(&self, mut entry: AuditEntry, message: String) -> Reply {
+        entry.outcome = Outcome::Error;
+        entry.detail = Some(message.clone());
+        self.record(entry);
+        Reply::refusal(message)
+    }
+
     /// The checks before any execution; `Err` is the refusal to send.
     fn admit(&self, req: &Request, code: &str, entry: &AuditEntry) -> Result<(), Reply> {
         if let Err(refusal) = self
@@ -468,12 +476,7 @@ impl Pipeline {
                     format!("`{name}` belongs to <@{owner}>; only they or an admin can change it"),
                 )
             }
-            Err(e) => {
-                entry.outcome = Outcome::Error;
-                entry.detail = Some(e.to_string());
-                self.record(entry);
-                return Reply::refusal(format!("Failed to save function: {e}"));
-            }
+            Err(e) => return self.failed(entry, format!("Failed to save function: {e}")),
         };
         let f = &saved.function;
         Reply::in_channel(
@@ -579,12 +582,7 @@ impl Pipeline {
                 Outcome::RefusedPermission,
                 format!("Only the creator (<@{owner}>) can delete this function"),
             ),
-            Err(e) => {
-                entry.outcome = Outcome::Error;
-                entry.detail = Some(e.to_string());
-                self.record(entry);
-                Reply::refusal(format!("Failed to delete function `{name}`: {e}"))
-            }
+            Err(e) => self.failed(entry, format!("Failed to delete function `{name}`: {e}")),
         }
     }
 }
