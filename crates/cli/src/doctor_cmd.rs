@@ -31,29 +31,33 @@ pub fn run(args: &DoctorArgs, home: &Home, quiet: bool) -> anyhow::Result<u8> {
             json!({"name": name, "version": installed, "pinned": lock.get(*name), "matches": installed.as_ref() == lock.get(*name)})
         })
         .collect();
-    let (layers, pool, sandbox_error) =
-        match sandbox_setup::start_pool(home, sandbox_setup::PoolShape::single(), quiet) {
-            Ok(pool) => {
-                let probe = pool.run(Job {
-                    code: doctor::PROBE.to_string(),
-                    ..Job::default()
-                })?;
-                let value = probe
-                    .value
-                    .as_ref()
-                    .and_then(|v| v.get("value"))
-                    .cloned()
-                    .unwrap_or_default();
-                let layers = if probe.success {
-                    doctor::interpret(&value)
-                } else {
-                    Vec::new()
-                };
-                let error = (!probe.success).then(|| format!("{:?}", probe.error));
-                (layers, Some(pool.status()), error)
-            }
-            Err(e) => (Vec::new(), None, Some(format!("{e:#}"))),
-        };
+    let (layers, pool, sandbox_error) = match sandbox_setup::start_pool_on(
+        home,
+        rt.clone(),
+        sandbox_setup::PoolShape::single(),
+        quiet,
+    ) {
+        Ok(pool) => {
+            let probe = pool.run(Job {
+                code: doctor::PROBE.to_string(),
+                ..Job::default()
+            })?;
+            let value = probe
+                .value
+                .as_ref()
+                .and_then(|v| v.get("value"))
+                .cloned()
+                .unwrap_or_default();
+            let layers = if probe.success {
+                doctor::interpret(&value)
+            } else {
+                Vec::new()
+            };
+            let error = (!probe.success).then(|| format!("{:?}", probe.error));
+            (layers, Some(pool.status()), error)
+        }
+        Err(e) => (Vec::new(), None, Some(format!("{e:#}"))),
+    };
     let all_active = !layers.is_empty() && layers.iter().all(|l| l.active);
     if args.json {
         let out = json!({

@@ -69,8 +69,18 @@ impl PoolShape {
 
 /// Starts a pool on the current snapshot.
 pub fn start_pool(home: &Home, shape: PoolShape, quiet: bool) -> anyhow::Result<Pool> {
-    let size = shape.size;
     let rt = runtime(home, quiet)?;
+    start_pool_on(home, rt, shape, quiet)
+}
+
+/// Starts a pool on an already ensured runtime.
+pub fn start_pool_on(
+    home: &Home,
+    rt: runtime::Runtime,
+    shape: PoolShape,
+    quiet: bool,
+) -> anyhow::Result<Pool> {
+    let size = shape.size;
     let snapshot = snapshot::current(&home.snapshot_root())?.map(|(dir, _)| dir);
     let config = PoolConfig {
         launcher: std::env::current_exe()?,

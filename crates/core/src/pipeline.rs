@@ -177,6 +177,22 @@ impl Pipeline {
         Reply::refusal(message)
     }
 
+    /// The courtesy validator, when on; `Err` is the refusal (audited).
+    fn validate(&self, code: &str, entry: &AuditEntry) -> Result<(), Reply> {
+        let Some(rules) = &self.settings.validator else {
+            return Ok(());
+        };
+        tradebox_validate::validate(code, rules).map_err(|e| {
+            let mut entry = entry.clone();
+            entry.error_type = Some("ValidationError".into());
+            self.refuse(
+                entry,
+                Outcome::RefusedValidation,
+                format!("Code validation failed: {e}"),
+            )
+        })
+    }
+
     /// The checks before any execution; `Err` is the refusal to send.
     fn admit(&self, req: &Request, code: &str, entry: &AuditEntry) -> Result<(), Reply> {
         if let Err(refusal) = self
@@ -189,17 +205,7 @@ impl Pipeline {
                 refusal.to_string(),
             ));
         }
-        if let Some(rules) = &self.settings.validator {
-            if let Err(e) = tradebox_validate::validate(code, rules) {
-                let mut entry = entry.clone();
-                entry.error_type = Some("ValidationError".into());
-                return Err(self.refuse(
-                    entry,
-                    Outcome::RefusedValidation,
-                    format!("Code validation failed: {e}"),
-                ));
-            }
-        }
+        self.validate(code, entry)?;
         match self
             .limiter
             .check_and_record(&req.user, tradebox_data::timestamp::now())
@@ -448,15 +454,8 @@ impl Pipeline {
         {
             return self.refuse(entry, Outcome::RefusedPermission, refusal.to_string());
         }
-        if let Some(rules) = &self.settings.validator {
-            if let Err(e) = tradebox_validate::validate(code, rules) {
-                entry.error_type = Some("ValidationError".into());
-                return self.refuse(
-                    entry,
-                    Outcome::RefusedValidation,
-                    format!("Code validation failed: {e}"),
-                );
-            }
+        if let Err(refusal) = self.validate(code, &entry) {
+            return refusal;
         }
         let admin = self.permissions.is_admin(&req.user);
         let saved = match self.functions.save_audited(
