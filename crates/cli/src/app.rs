@@ -72,22 +72,7 @@ pub fn pipeline(
         }
         None => None,
     };
-    let settings = Settings {
-        timeout: config.limits.timeout(),
-        memory_mib: config.limits.memory_mb,
-        output_limit: config.limits.output_limit(),
-        as_of: config.data.as_of.clone(),
-        validator: config.validator.enabled.then(|| tradebox_validate::Rules {
-            allowed_modules: config.validator.allowed_modules.iter().cloned().collect(),
-            max_code_bytes: config.limits.max_code_bytes,
-        }),
-        per_user_running: config.pool.per_user_running,
-        per_user_waiting: config.pool.per_user_waiting,
-        rate_limit: (
-            config.rate_limit.executions,
-            config.rate_limit.window_seconds,
-        ),
-    };
+    let settings = Settings::from_config(config);
     Ok(Pipeline::new(
         pool,
         functions(home)?,

@@ -193,6 +193,37 @@ fn run_demo(args: &DemoArgs, home: &Home, quiet: bool) -> anyhow::Result<()> {
     publish(&store, home)
 }
 
+/// For `tradebox serve` on a fresh machine: generates the default demo
+/// history when the store holds no trades, and publishes a snapshot when
+/// none exists. Returns whether demo data was generated.
+pub fn ensure_data(home: &Home, quiet: bool) -> anyhow::Result<bool> {
+    let store = Store::open(&home.store_path())?;
+    if store.trade_count()? == 0 {
+        let defaults = DemoArgs {
+            rows: 200_000,
+            days: 90,
+            seed: 42,
+            end: None,
+            replace: false,
+        };
+        if !quiet {
+            eprintln!(
+                "the store {} is empty: generating demo data ({} trades over {} days)",
+                store.path().display(),
+                defaults.rows,
+                defaults.days
+            );
+        }
+        drop(store);
+        run_demo(&defaults, home, quiet)?;
+        return Ok(true);
+    }
+    if snapshot::current(&home.snapshot_root())?.is_none() {
+        publish(&store, home)?;
+    }
+    Ok(false)
+}
+
 fn publish(store: &Store, home: &Home) -> anyhow::Result<()> {
     let started = Instant::now();
     let m = snapshot::export(store, &home.snapshot_root()).with_context(|| {

@@ -1,5 +1,7 @@
 //! `tradebox doctor`: the Python runtime, host facts and every sandbox
-//! layer, checked from inside a real sandboxed job.
+//! layer, checked from inside a real sandboxed job; and, when Slack is
+//! configured, its tokens (`auth.test`, `apps.connections.open`) and the
+//! bot scopes tradebox needs.
 
 use clap::Args;
 use serde_json::json;
@@ -12,15 +14,166 @@ use crate::sandbox_setup;
 #[command(after_help = "Examples:
   tradebox doctor
   tradebox doctor --json | jq '.layers[] | select(.active | not)'
+  tradebox doctor --slack                 # only the Slack tokens and scopes
 
-Exit codes: 0 every layer active, 2 the sandbox cannot run here (with what to change).")]
+Exit codes: 0 every layer active (and Slack, when configured, answers with
+every scope), 2 the sandbox cannot run here or the Slack settings are
+refused (with what to change).")]
 pub struct DoctorArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Check only the Slack connection (tokens and scopes), not the sandbox.
+    #[arg(long)]
+    slack: bool,
+}
+
+/// The Slack part of the report.
+struct SlackReport {
+    /// `not_configured`, `ok`, `missing_scopes` or `error`.
+    status: &'static str,
+    mode: Option<&'static str>,
+    identity: Option<tradebox_slack::Identity>,
+    missing: Vec<&'static str>,
+    error: Option<String>,
+}
+
+impl SlackReport {
+    fn ok(&self) -> bool {
+        matches!(self.status, "ok" | "not_configured")
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "status": self.status,
+            "mode": self.mode,
+            "bot": self.identity.as_ref().map(|i| json!({
+                "user": i.user, "user_id": i.user_id, "team": i.team, "team_id": i.team_id,
+            })),
+            "scopes": self.identity.as_ref().and_then(|i| i.scopes.clone()),
+            "required_scopes": tradebox_slack::REQUIRED_SCOPES,
+            "missing_scopes": self.missing,
+            "error": self.error,
+        })
+    }
+
+    fn print(&self) {
+        println!("\nslack");
+        match (self.status, &self.identity) {
+            ("not_configured", _) => println!(
+                "  not configured (set SLACK_BOT_TOKEN and SLACK_APP_TOKEN; see \"Connect to Slack\" in the README)"
+            ),
+            ("error", _) => println!(
+                "  FAIL {}",
+                self.error.as_deref().unwrap_or("unknown error")
+            ),
+            (_, Some(i)) => {
+                println!(
+                    "  {:<28} ok   @{} ({}) in {} ({})",
+                    self.mode.unwrap_or("slack"),
+                    i.user,
+                    i.user_id,
+                    i.team,
+                    i.team_id
+                );
+                match &i.scopes {
+                    Some(scopes) => println!("  {:<28}      {}", "scopes", scopes.join(", ")),
+                    None => println!("  {:<28}      (Slack did not list them)", "scopes"),
+                }
+                if !self.missing.is_empty() {
+                    println!(
+                        "  {:<28} FAIL missing {}",
+                        "required scopes",
+                        self.missing.join(", ")
+                    );
+                    println!(
+                        "  {:<28}      -> add them under OAuth & Permissions > Bot Token Scopes \
+                         (or from slack/manifest.yml), then reinstall the app",
+                        ""
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn slack_report(home: &Home) -> anyhow::Result<SlackReport> {
+    let config = crate::app::config(home)?;
+    let settings = match tradebox_slack::SlackSettings::from_env(&config.slack) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return Ok(SlackReport {
+                status: "not_configured",
+                mode: None,
+                identity: None,
+                missing: Vec::new(),
+                error: None,
+            })
+        }
+        Err(e) => {
+            return Ok(SlackReport {
+                status: "error",
+                mode: None,
+                identity: None,
+                missing: Vec::new(),
+                error: Some(e.to_string()),
+            })
+        }
+    };
+    let mode = match settings.mode() {
+        tradebox_slack::Mode::SocketMode => "socket mode",
+        tradebox_slack::Mode::Http => "http endpoints",
+    };
+    let settings = tradebox_slack::SlackSettings {
+        retry: tradebox_slack::RetryPolicy {
+            attempts: 2,
+            call_timeout: std::time::Duration::from_secs(10),
+            ..tradebox_slack::RetryPolicy::default()
+        },
+        ..settings
+    };
+    let checked = crate::app::runtime()?.block_on(tradebox_slack::SlackApp::check(&settings));
+    Ok(match checked {
+        Ok(identity) => {
+            let missing = identity.missing_scopes();
+            SlackReport {
+                status: if missing.is_empty() {
+                    "ok"
+                } else {
+                    "missing_scopes"
+                },
+                mode: Some(mode),
+                identity: Some(identity),
+                missing,
+                error: None,
+            }
+        }
+        Err(e) => SlackReport {
+            status: "error",
+            mode: Some(mode),
+            identity: None,
+            missing: Vec::new(),
+            error: Some(e.to_string()),
+        },
+    })
+}
+
+fn run_slack_only(args: &DoctorArgs, home: &Home) -> anyhow::Result<u8> {
+    let report = slack_report(home)?;
+    if args.json {
+        let out = json!({"slack": report.json(), "ok": report.ok()});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        report.print();
+    }
+    Ok(if report.ok() { 0 } else { 2 })
 }
 
 pub fn run(args: &DoctorArgs, home: &Home, quiet: bool) -> anyhow::Result<u8> {
+    if args.slack {
+        return run_slack_only(args, home);
+    }
     let host = doctor::host_checks();
     let rt = sandbox_setup::runtime(home, quiet)?;
     let lock = runtime::lock_pins();
@@ -59,6 +212,7 @@ pub fn run(args: &DoctorArgs, home: &Home, quiet: bool) -> anyhow::Result<u8> {
         Err(e) => (Vec::new(), None, Some(format!("{e:#}"))),
     };
     let all_active = !layers.is_empty() && layers.iter().all(|l| l.active);
+    let slack = slack_report(home)?;
     if args.json {
         let out = json!({
             "python": {"version": rt.version, "venv": rt.venv, "base_prefix": rt.base_prefix},
@@ -68,7 +222,8 @@ pub fn run(args: &DoctorArgs, home: &Home, quiet: bool) -> anyhow::Result<u8> {
             "layers": layers,
             "pool": pool,
             "sandbox_error": sandbox_error,
-            "ok": all_active,
+            "slack": slack.json(),
+            "ok": all_active && slack.ok(),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -122,6 +277,7 @@ pub fn run(args: &DoctorArgs, home: &Home, quiet: bool) -> anyhow::Result<u8> {
                 );
             }
         }
+        slack.print();
         println!(
             "\n{}",
             if all_active {
@@ -130,6 +286,9 @@ pub fn run(args: &DoctorArgs, home: &Home, quiet: bool) -> anyhow::Result<u8> {
                 "the sandbox is NOT fully active: tradebox refuses to run code here"
             }
         );
+        if !slack.ok() {
+            println!("the Slack settings need attention (see above)");
+        }
     }
-    Ok(if all_active { 0 } else { 2 })
+    Ok(if all_active && slack.ok() { 0 } else { 2 })
 }

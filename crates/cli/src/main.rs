@@ -8,6 +8,7 @@ mod doctor_cmd;
 mod func_cmd;
 mod run_cmd;
 mod sandbox_setup;
+mod serve_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,6 +22,7 @@ use tradebox_data::Home;
 #[derive(Debug, Parser)]
 #[command(name = "tradebox", version, about, long_about = None)]
 #[command(after_help = "Examples:
+  tradebox serve                          # the web console on demo data (start here)
   tradebox data demo --rows 200000        # a realistic demo history ending today
   tradebox data import trade_cache.db snapshots/
   tradebox data info
@@ -73,6 +75,8 @@ enum Command {
     Func(func_cmd::FuncCommand),
     /// Read the audit trail of executions, saves, deletes and refusals.
     Audit(audit_cmd::AuditArgs),
+    /// Serve the web console and HTTP API (and Slack when configured).
+    Serve(serve_cmd::ServeArgs),
     /// Internal: the sandbox launcher that becomes a confined Python zygote.
     #[command(name = "__zygote", hide = true)]
     Zygote {
@@ -119,6 +123,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Chat(args) => chat_cmd::run(args, &home, cli.quiet),
         Command::Func(cmd) => func_cmd::run(cmd, &home, cli.quiet),
         Command::Audit(args) => audit_cmd::run(args, &home),
+        Command::Serve(args) => serve_cmd::run(args, &home, cli.quiet),
         Command::Zygote { spec } => Ok(exit_byte(tradebox_sandbox::launcher::main(spec))),
     }
 }

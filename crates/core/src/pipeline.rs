@@ -39,6 +39,72 @@ pub struct Settings {
     pub rate_limit: (u32, u64),
 }
 
+impl Settings {
+    /// The execution settings `tradebox.toml` (and its environment
+    /// overrides) describe.
+    pub fn from_config(config: &crate::config::Config) -> Settings {
+        Settings {
+            timeout: config.limits.timeout(),
+            memory_mib: config.limits.memory_mb,
+            output_limit: config.limits.output_limit(),
+            as_of: config.data.as_of.clone(),
+            validator: config.validator.enabled.then(|| tradebox_validate::Rules {
+                allowed_modules: config.validator.allowed_modules.iter().cloned().collect(),
+                max_code_bytes: config.limits.max_code_bytes,
+            }),
+            per_user_running: config.pool.per_user_running,
+            per_user_waiting: config.pool.per_user_waiting,
+            rate_limit: (
+                config.rate_limit.executions,
+                config.rate_limit.window_seconds,
+            ),
+        }
+    }
+}
+
+/// Why a request was not run, for front ends that answer with a status
+/// (the HTTP API) rather than a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// Not allowed for this user or channel.
+    Permission,
+    /// The courtesy validator refused the code.
+    Validation,
+    /// Over the rate limit.
+    RateLimit,
+    /// The user's own jobs fill their places in line.
+    Busy,
+    /// The pool's queue is full (everyone's jobs).
+    Overloaded,
+    /// The sandbox or the store failed.
+    Unavailable,
+}
+
+/// A refusal: the kind, the sentence for the user, and when to retry (for
+/// the rate limit). Refusals are audited where they are made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub kind: RefusalKind,
+    pub message: String,
+    pub retry_after_seconds: Option<u64>,
+}
+
+impl Refusal {
+    fn new(kind: RefusalKind, message: impl Into<String>) -> Refusal {
+        Refusal {
+            kind,
+            message: message.into(),
+            retry_after_seconds: None,
+        }
+    }
+}
+
+impl From<Refusal> for Reply {
+    fn from(r: Refusal) -> Reply {
+        Reply::refusal(r.message)
+    }
+}
+
 /// What came in.
 #[derive(Debug, Clone)]
 pub enum Input {
@@ -169,6 +235,20 @@ impl Pipeline {
         Reply::refusal(message)
     }
 
+    /// [`Pipeline::refuse`], typed for callers that need the kind.
+    fn refusal(
+        &self,
+        mut entry: AuditEntry,
+        outcome: Outcome,
+        kind: RefusalKind,
+        message: String,
+    ) -> Refusal {
+        entry.outcome = outcome;
+        entry.detail = Some(message.clone());
+        self.record(entry);
+        Refusal::new(kind, message)
+    }
+
     /// Reports a store failure to the user, with an `error` audit row.
     fn failed(&self, mut entry: AuditEntry, message: String) -> Reply {
         entry.outcome = Outcome::Error;
@@ -178,30 +258,32 @@ impl Pipeline {
     }
 
     /// The courtesy validator, when on; `Err` is the refusal (audited).
-    fn validate(&self, code: &str, entry: &AuditEntry) -> Result<(), Reply> {
+    fn validate(&self, code: &str, entry: &AuditEntry) -> Result<(), Refusal> {
         let Some(rules) = &self.settings.validator else {
             return Ok(());
         };
         tradebox_validate::validate(code, rules).map_err(|e| {
             let mut entry = entry.clone();
             entry.error_type = Some("ValidationError".into());
-            self.refuse(
+            self.refusal(
                 entry,
                 Outcome::RefusedValidation,
+                RefusalKind::Validation,
                 format!("Code validation failed: {e}"),
             )
         })
     }
 
     /// The checks before any execution; `Err` is the refusal to send.
-    fn admit(&self, req: &Request, code: &str, entry: &AuditEntry) -> Result<(), Reply> {
+    fn admit(&self, req: &Request, code: &str, entry: &AuditEntry) -> Result<(), Refusal> {
         if let Err(refusal) = self
             .permissions
             .check_execute(&req.user, req.channel.as_deref())
         {
-            return Err(self.refuse(
+            return Err(self.refusal(
                 entry.clone(),
                 Outcome::RefusedPermission,
+                RefusalKind::Permission,
                 refusal.to_string(),
             ));
         }
@@ -215,15 +297,21 @@ impl Pipeline {
                 retry_after_seconds,
             }) => {
                 let (n, window) = self.settings.rate_limit;
-                Err(self.refuse(
+                let mut refusal = self.refusal(
                     entry.clone(),
                     Outcome::RefusedRateLimit,
+                    RefusalKind::RateLimit,
                     format!(
                         "Rate limit exceeded. Max {n} executions per {window}s. Try again in {retry_after_seconds}s."
                     ),
-                ))
+                );
+                refusal.retry_after_seconds = Some(retry_after_seconds);
+                Err(refusal)
             }
-            Err(e) => Err(Reply::refusal(format!("the rate limiter failed: {e}"))),
+            Err(e) => Err(Refusal::new(
+                RefusalKind::Unavailable,
+                format!("the rate limiter failed: {e}"),
+            )),
         }
     }
 
@@ -234,15 +322,28 @@ impl Pipeline {
         code: &str,
         params: serde_json::Map<String, serde_json::Value>,
         entry: &AuditEntry,
-    ) -> Result<ExecResult, Reply> {
+    ) -> Result<ExecResult, Refusal> {
+        self.execute_with(req, code, params, entry, self.settings.timeout)
+            .await
+    }
+
+    async fn execute_with(
+        &self,
+        req: &Request,
+        code: &str,
+        params: serde_json::Map<String, serde_json::Value>,
+        entry: &AuditEntry,
+        timeout: Duration,
+    ) -> Result<ExecResult, Refusal> {
         let Some(slot) = self.slots.enter(&req.user) else {
             let (running, waiting) = (
                 self.settings.per_user_running,
                 self.settings.per_user_waiting,
             );
-            return Err(self.refuse(
+            return Err(self.refusal(
                 entry.clone(),
                 Outcome::RefusedQueueFull,
+                RefusalKind::Busy,
                 format!(
                     "You already have {running} jobs running and {waiting} waiting; try again when one has finished."
                 ),
@@ -251,38 +352,82 @@ impl Pipeline {
         let _running = slot.run().await;
         let job = Job {
             code: code.to_string(),
-            timeout: self.settings.timeout,
+            timeout,
             memory_mib: self.settings.memory_mib,
             output_limit: self.settings.output_limit,
             params,
             as_of: self.settings.as_of.clone(),
         };
         let Some(pool) = &self.pool else {
-            return Err(Reply::refusal(
-                "code cannot run here: no sandbox pool is running",
+            return Err(self.refusal(
+                entry.clone(),
+                Outcome::Error,
+                RefusalKind::Unavailable,
+                "code cannot run here: no sandbox pool is running".into(),
             ));
         };
         let receiver = match pool.submit(job) {
             Ok(rx) => rx,
             Err(PoolError::QueueFull(n)) => {
-                return Err(self.refuse(
+                return Err(self.refusal(
                     entry.clone(),
                     Outcome::RefusedQueueFull,
+                    RefusalKind::Overloaded,
                     format!("The sandbox is busy ({n} jobs waiting); try again in a moment."),
                 ))
             }
-            Err(e) => return Err(Reply::refusal(format!("the sandbox is unavailable: {e}"))),
+            Err(e) => {
+                return Err(self.refusal(
+                    entry.clone(),
+                    Outcome::Error,
+                    RefusalKind::Unavailable,
+                    format!("the sandbox is unavailable: {e}"),
+                ))
+            }
         };
-        receiver
-            .await
-            .map_err(|_| Reply::refusal("the sandbox stopped before answering"))
+        receiver.await.map_err(|_| {
+            self.refusal(
+                entry.clone(),
+                Outcome::Error,
+                RefusalKind::Unavailable,
+                "the sandbox stopped before answering".into(),
+            )
+        })
+    }
+
+    /// Runs code as `/analyze` does (permissions, validator, rate limit,
+    /// per-user slots, audit) but answers with the executor's own result,
+    /// for the HTTP API's `POST /api/v1/run`. `timeout` may only shorten the
+    /// configured limit. `Err` is a refusal, already audited.
+    pub async fn run_code(
+        &self,
+        req: &Request,
+        code: &str,
+        timeout: Option<Duration>,
+    ) -> Result<ExecResult, Refusal> {
+        let mut entry = self.entry(req, Action::Analyze, Outcome::Ok);
+        entry.code = Some(code.to_string());
+        self.admit(req, code, &entry)?;
+        let started = Instant::now();
+        let timeout = timeout.map_or(self.settings.timeout, |t| t.min(self.settings.timeout));
+        let result = self
+            .execute_with(req, code, serde_json::Map::new(), &entry, timeout)
+            .await?;
+        self.record(finish_entry(entry, &result, started));
+        Ok(result)
+    }
+
+    /// Jobs admitted and not yet answered, across all users (for draining
+    /// on shutdown).
+    pub fn in_flight(&self) -> usize {
+        self.slots.total()
     }
 
     async fn analyze(&self, req: &Request, code: String, placeholder: impl FnOnce(Reply)) -> Reply {
         let mut entry = self.entry(req, Action::Analyze, Outcome::Ok);
         entry.code = Some(code.clone());
         if let Err(refusal) = self.admit(req, &code, &entry) {
-            return refusal;
+            return refusal.into();
         }
         placeholder(Reply::placeholder("Analyzing"));
         let started = Instant::now();
@@ -291,7 +436,7 @@ impl Pipeline {
             .await
         {
             Ok(r) => r,
-            Err(refusal) => return refusal,
+            Err(refusal) => return refusal.into(),
         };
         self.record(finish_entry(entry, &result, started));
         if !result.success {
@@ -361,13 +506,13 @@ impl Pipeline {
             ));
         }
         if let Err(refusal) = self.admit(req, &func.code, &entry) {
-            return refusal;
+            return refusal.into();
         }
         placeholder(Reply::placeholder(&format!("Executing `{name}`")));
         let started = Instant::now();
         let result = match self.execute(req, &func.code, params, &entry).await {
             Ok(r) => r,
-            Err(refusal) => return refusal,
+            Err(refusal) => return refusal.into(),
         };
         // Counted whether or not the code succeeded, as the original did.
         let used = self
@@ -455,7 +600,7 @@ impl Pipeline {
             return self.refuse(entry, Outcome::RefusedPermission, refusal.to_string());
         }
         if let Err(refusal) = self.validate(code, &entry) {
-            return refusal;
+            return refusal.into();
         }
         let admin = self.permissions.is_admin(&req.user);
         let saved = match self.functions.save_audited(
@@ -736,6 +881,13 @@ impl UserSlots {
             user: user.to_string(),
             semaphore: Arc::clone(semaphore),
         })
+    }
+
+    /// Places taken, running or waiting, across all users.
+    fn total(&self) -> usize {
+        self.users
+            .lock()
+            .map_or(0, |users| users.values().map(|(_, n)| n).sum())
     }
 }
 

@@ -165,6 +165,12 @@ impl Pool {
                     };
                     match Zygote::spawn(&config) {
                         Ok(zygote) => {
+                            // The slot's state is visible before `start`
+                            // returns.
+                            if let Ok(mut s) = shared.slots[i].lock() {
+                                s.pid = Some(zygote.pid);
+                                s.rss_kb = zygote.rss_kb;
+                            }
                             let _ = ready.send(Ok(()));
                             drop(ready);
                             slot_loop(i, zygote, &rx, &shared);
@@ -251,13 +257,6 @@ fn slot_loop(i: usize, first: Zygote, rx: &Receiver<Work>, shared: &Shared) {
             f(&mut s);
         }
     };
-    if let Some(z) = &zygote {
-        let (pid, rss) = (z.pid, z.rss_kb);
-        update(&|s| {
-            s.pid = Some(pid);
-            s.rss_kb = rss;
-        });
-    }
     while let Ok(work) = rx.recv() {
         // Replace a zygote that died or serves an old snapshot before the job.
         follow_snapshot(shared);

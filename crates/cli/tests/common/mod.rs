@@ -131,3 +131,250 @@ pub fn run_with(pool: &Pool, code: &str, timeout: Duration, memory_mib: u64) -> 
 pub fn error_kind(r: &ExecResult) -> &str {
     r.error.as_ref().map_or("", |e| e.kind.as_str())
 }
+
+/// A fresh home (removed on drop) with the real fixture imported.
+pub fn fixture_home() -> tempfile::TempDir {
+    let dir = tempfile::TempDir::new().unwrap();
+    let f = fixtures();
+    let (db, snaps) = (f.join("trade_cache.db"), f.join("snapshots"));
+    tradebox(
+        dir.path(),
+        &[
+            "data",
+            "import",
+            db.to_str().unwrap(),
+            snaps.to_str().unwrap(),
+        ],
+    );
+    dir
+}
+
+/// A running `tradebox serve` (killed on drop).
+pub struct Server {
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    pub token: String,
+    /// The console URL as printed, with `?token=`.
+    pub url: String,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Server {
+    /// What the server wrote on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits (at most `limit`) for the process to exit.
+    pub fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "tradebox serve did not exit within {limit:?} of SIGTERM; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `tradebox serve --listen 127.0.0.1:0 --workers 1 ARGS` on `home`
+/// with the shared runtime and `env`, and waits for its ready line.
+pub fn serve(home: &Path, env: &[(&str, &str)], args: &[&str]) -> Server {
+    use std::io::{BufRead, BufReader, Read};
+    python(); // the shared runtime, provisioned once under its lock
+    let mut cmd = std::process::Command::new(bin());
+    cmd.env("TRADEBOX_HOME", home)
+        .env("TRADEBOX_RUNTIME", runtime_dir())
+        .env_remove("TRADEBOX_TOKEN")
+        .env_remove("SLACK_BOT_TOKEN")
+        .env_remove("SLACK_APP_TOKEN")
+        .env_remove("SLACK_SIGNING_SECRET")
+        .args([
+            "--quiet",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+        ])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    {
+        let mut pipe = child.stderr.take().unwrap();
+        let stderr = std::sync::Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                stderr
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    let url = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left.min(Duration::from_millis(200))) {
+            Ok(line) => {
+                if let Some(url) = line.strip_prefix("Console ready: ") {
+                    break url.trim().to_string();
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if let Some(status) = child.try_wait().unwrap() {
+                    panic!(
+                        "tradebox serve exited ({status}) before it was ready; stderr:\n{}",
+                        stderr.lock().unwrap()
+                    );
+                }
+                assert!(
+                    !left.is_zero(),
+                    "tradebox serve was not ready within 240 s; stderr:\n{}",
+                    stderr.lock().unwrap()
+                );
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait().unwrap();
+                panic!(
+                    "tradebox serve exited ({status}) before it was ready; stderr:\n{}",
+                    stderr.lock().unwrap()
+                );
+            }
+        }
+    };
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || while rx.recv().is_ok() {});
+    let (base, token) = url.split_once("/?token=").unwrap();
+    Server {
+        child,
+        base: base.to_string(),
+        token: token.to_string(),
+        url: url.clone(),
+        stderr,
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close` to `base`
+/// (`http://HOST:PORT`); `headers` are sent as given (`Host` is added
+/// unless present). Returns the status, the headers (lower-case names) and
+/// the body.
+pub fn http(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use std::io::{Read, Write};
+    let authority = base.strip_prefix("http://").unwrap();
+    let mut s = std::net::TcpStream::connect(authority).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {authority}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete HTTP response");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("a status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    (status, headers, body)
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size_text = String::from_utf8_lossy(&data[..eol]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[eol + 2..eol + 2 + size]);
+        data = &data[eol + 2 + size + 2..];
+    }
+}
+
+/// `POST base+path` with a JSON body and the bearer token; the status and
+/// the parsed JSON answer.
+pub fn post_json(
+    server: &Server,
+    path: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let auth = format!("Bearer {}", server.token);
+    let (status, _, body) = http(
+        &server.base,
+        "POST",
+        path,
+        &[
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/json"),
+        ],
+        body.to_string().as_bytes(),
+    );
+    let value = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&body)));
+    (status, value)
+}

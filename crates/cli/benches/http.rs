@@ -1,0 +1,423 @@
+//! HTTP API benchmark (a `harness = false` bench target, driven by
+//! benches/http.sh, which builds the release binary and a demo store).
+//!
+//! One warm pool (one zygote per core) on the store at `--home` serves three
+//! paths, measured in one run, interleaved in rounds so that drift on a
+//! shared machine hits all three alike:
+//!   executor   `Pool::submit` and await the result: the executor alone;
+//!   pipeline   `Pipeline::run_code`: plus permissions, validator, rate
+//!              limit (a SQLite write) and the audit row (another);
+//!   http       `POST /api/v1/run` through the real console router (token,
+//!              Host check, JSON in and out) on a loopback socket, one
+//!              keep-alive connection per client.
+//! for `result = 1 + 1` and `load_trades(days=7).groupby('exchange')
+//! ['amount'].sum()`: p50/p95 with one client, then throughput with 16
+//! concurrent clients. Prints a table with the HTTP layer's cost (http -
+//! executor, and http - pipeline) against the target of 1 ms at p50.
+//!
+//! Options (or env): --home DIR (BENCH_HOME, required), --runtime DIR
+//! (BENCH_RUNTIME, default target/tmp/bench-runtime), --n N (BENCH_N, 300
+//! sequential requests per path and query), --jobs N (BENCH_JOBS, 800 per
+//! throughput measurement), --clients N (BENCH_CLIENTS, 16), --json.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tradebox_core::audit::{AuditLog, Source};
+use tradebox_core::config::Config;
+use tradebox_core::functions::FunctionStore;
+use tradebox_core::permissions::Permissions;
+use tradebox_core::pipeline::{Input, Pipeline, Request, Settings};
+use tradebox_core::ratelimit::RateLimiter;
+use tradebox_data::{snapshot, Home};
+use tradebox_sandbox::{runtime, Job, Pool, PoolConfig, PythonPaths};
+
+const TRIVIAL: &str = "result = 1 + 1";
+const QUERY: &str = "load_trades(days=7).groupby('exchange')['amount'].sum()";
+const TARGET_OVERHEAD_MS: f64 = 1.0;
+const USER: &str = "bench";
+const TOKEN: &str = "bench-token-0123456789abcdef";
+
+struct Opts {
+    home: PathBuf,
+    runtime: PathBuf,
+    n: usize,
+    jobs: usize,
+    clients: usize,
+    json: bool,
+}
+
+fn opts() -> Opts {
+    let mut args = std::env::args().skip(1);
+    let env = |k: &str| std::env::var(k).ok();
+    let mut o = Opts {
+        home: env("BENCH_HOME").map(PathBuf::from).unwrap_or_default(),
+        runtime: env("BENCH_RUNTIME").map_or_else(
+            || PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-runtime"),
+            PathBuf::from,
+        ),
+        n: env("BENCH_N").map_or(300, |v| v.parse().unwrap()),
+        jobs: env("BENCH_JOBS").map_or(800, |v| v.parse().unwrap()),
+        clients: env("BENCH_CLIENTS").map_or(16, |v| v.parse().unwrap()),
+        json: false,
+    };
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--home" => o.home = args.next().unwrap().into(),
+            "--runtime" => o.runtime = args.next().unwrap().into(),
+            "--n" => o.n = args.next().unwrap().parse().unwrap(),
+            "--jobs" => o.jobs = args.next().unwrap().parse().unwrap(),
+            "--clients" => o.clients = args.next().unwrap().parse().unwrap(),
+            "--json" => o.json = true,
+            "--bench" => {} // passed by `cargo bench`
+            other => panic!("unknown option {other}"),
+        }
+    }
+    assert!(
+        !o.home.as_os_str().is_empty(),
+        "--home DIR (or BENCH_HOME) is required"
+    );
+    o
+}
+
+/// One keep-alive HTTP/1.1 connection.
+struct Client {
+    reader: BufReader<TcpStream>,
+    host: String,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Client {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        Client {
+            reader: BufReader::new(s),
+            host: addr.to_string(),
+        }
+    }
+
+    /// POSTs JSON and returns (status, body).
+    fn post(&mut self, path: &str, body: &str) -> (u16, String) {
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.host,
+            body.len()
+        );
+        self.reader.get_mut().write_all(req.as_bytes()).unwrap();
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        let status: u16 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line).unwrap();
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap();
+                }
+                assert!(
+                    !(k.eq_ignore_ascii_case("transfer-encoding")),
+                    "the bench client reads Content-Length bodies only"
+                );
+            }
+        }
+        let mut body = vec![0u8; len];
+        self.reader.read_exact(&mut body).unwrap();
+        (status, String::from_utf8(body).unwrap())
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Path3 {
+    Executor,
+    Pipeline,
+    Http,
+}
+
+impl Path3 {
+    fn name(self) -> &'static str {
+        match self {
+            Path3::Executor => "executor",
+            Path3::Pipeline => "pipeline",
+            Path3::Http => "http",
+        }
+    }
+}
+
+struct Bench {
+    pool: Arc<Pool>,
+    pipeline: Arc<Pipeline>,
+    addr: SocketAddr,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Bench {
+    fn job(code: &str) -> Job {
+        Job {
+            code: code.into(),
+            timeout: Duration::from_secs(30),
+            memory_mib: 1024,
+            output_limit: 1 << 20,
+            as_of: Some("latest".into()),
+            ..Job::default()
+        }
+    }
+
+    /// One call on `path`; `client` is that thread's connection.
+    fn call(&self, path: Path3, code: &str, client: &mut Option<Client>) -> Duration {
+        let started = Instant::now();
+        match path {
+            Path3::Executor => {
+                let r = self
+                    .rt
+                    .block_on(self.pool.submit(Bench::job(code)).unwrap())
+                    .unwrap();
+                assert!(r.success, "{r:?}");
+            }
+            Path3::Pipeline => {
+                let req = Request {
+                    user: USER.into(),
+                    channel: None,
+                    source: Source::Api,
+                    input: Input::Line(String::new()),
+                };
+                let r = self
+                    .rt
+                    .block_on(self.pipeline.run_code(&req, code, None))
+                    .unwrap_or_else(|refusal| panic!("refused: {}", refusal.message));
+                assert!(r.success, "{r:?}");
+            }
+            Path3::Http => {
+                let c = client.get_or_insert_with(|| Client::connect(self.addr));
+                let body = json!({ "code": code }).to_string();
+                let (status, text) = c.post("/api/v1/run", &body);
+                assert_eq!(status, 200, "{text}");
+                let v: Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(v["success"], true, "{text}");
+            }
+        }
+        started.elapsed()
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn main() {
+    let o = opts();
+    let home = Home::new(o.home.clone());
+    eprintln!("== runtime at {}", o.runtime.display());
+    let rt_paths = runtime::ensure(&o.runtime, &indicatif::ProgressBar::hidden()).unwrap();
+    let snapshot = snapshot::current(&home.snapshot_root())
+        .unwrap()
+        .map(|(d, _)| d);
+    assert!(snapshot.is_some(), "no snapshot in {}", o.home.display());
+    let workers = tradebox_sandbox::pool::default_size();
+    let pool = Arc::new(
+        Pool::start(PoolConfig {
+            launcher: PathBuf::from(env!("CARGO_BIN_EXE_tradebox")),
+            python: PythonPaths {
+                python: rt_paths.python,
+                venv: rt_paths.venv,
+                base_prefix: rt_paths.base_prefix,
+                lib: rt_paths.lib,
+            },
+            run_dir: home.root().join("run"),
+            snapshot,
+            follow: Some(home.snapshot_root()),
+            size: workers,
+            queue: 256,
+            scratch_mib: 64,
+            start_timeout: Duration::from_secs(120),
+        })
+        .unwrap(),
+    );
+
+    // The pipeline as `tradebox serve` builds it, with the rate limit and
+    // the per-user slots out of the way (one user sends everything here).
+    let mut config = Config::default();
+    config.rate_limit.executions = 1_000_000;
+    config.rate_limit.window_seconds = 1;
+    config.pool.per_user_running = 256;
+    config.pool.per_user_waiting = 256;
+    let store = home.store_path();
+    let pipeline = Arc::new(Pipeline::new(
+        Some(Arc::clone(&pool)),
+        FunctionStore::open(&store).unwrap(),
+        AuditLog::open(&store).unwrap(),
+        RateLimiter::from_config(&store, &config.rate_limit).unwrap(),
+        Permissions::new(&config.permissions).with_admin(USER),
+        Settings::from_config(&config),
+    ));
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = tradebox_web::router(
+        Arc::clone(&pipeline),
+        home.clone(),
+        tradebox_web::ConsoleOptions {
+            token: TOKEN.into(),
+            allowed_hosts: vec![addr.to_string()],
+            user: USER.into(),
+            max_body_bytes: tradebox_web::DEFAULT_MAX_BODY,
+        },
+    );
+    rt.spawn(async move { axum::serve(listener, router).await });
+    let bench = Arc::new(Bench {
+        pool,
+        pipeline,
+        addr,
+        rt,
+    });
+
+    let paths = [Path3::Executor, Path3::Pipeline, Path3::Http];
+    let mut rows = Vec::new();
+    let mut overheads = Vec::new();
+    for (label, code) in [("1 + 1", TRIVIAL), ("load_trades(days=7) groupby", QUERY)] {
+        eprintln!("== {label}: warm-up");
+        let mut clients = [None, None, None];
+        for _ in 0..20 {
+            for (i, p) in paths.iter().enumerate() {
+                bench.call(*p, code, &mut clients[i]);
+            }
+        }
+        eprintln!("== {label}: {} sequential calls per path, interleaved", o.n);
+        let mut lat: [Vec<f64>; 3] = Default::default();
+        for round in 0..o.n {
+            // Each path goes first, second and third equally often.
+            for k in 0..3 {
+                let i = (round + k) % 3;
+                lat[i].push(ms(bench.call(paths[i], code, &mut clients[i])));
+            }
+        }
+        let mut thr = [0.0f64; 3];
+        for round in 0..2 {
+            for (i, p) in paths.iter().enumerate() {
+                eprintln!(
+                    "== {label}: {} jobs from {} clients on {} (round {})",
+                    o.jobs,
+                    o.clients,
+                    p.name(),
+                    round + 1
+                );
+                let started = Instant::now();
+                let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+                let handles: Vec<_> = (0..o.clients)
+                    .map(|_| {
+                        let (bench, next, p) = (Arc::clone(&bench), Arc::clone(&next), *p);
+                        let (jobs, code) = (o.jobs, code.to_string());
+                        std::thread::spawn(move || {
+                            let mut client = None;
+                            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < jobs {
+                                bench.call(p, &code, &mut client);
+                            }
+                        })
+                    })
+                    .collect();
+                for h in handles {
+                    h.join().unwrap();
+                }
+                let rate = o.jobs as f64 / started.elapsed().as_secs_f64();
+                thr[i] = thr[i].max(rate); // best of two rounds
+            }
+        }
+        // The cost of a layer: the median of paired differences (the calls
+        // of one round ran back to back, so drift cancels out).
+        let paired = |a: usize, b: usize| {
+            let mut d: Vec<f64> = lat[a].iter().zip(&lat[b]).map(|(x, y)| x - y).collect();
+            d.sort_by(f64::total_cmp);
+            percentile(&d, 0.5)
+        };
+        overheads.push(json!({
+            "query": label,
+            "http_minus_executor_p50_ms": paired(2, 0),
+            "http_minus_pipeline_p50_ms": paired(2, 1),
+            "pipeline_minus_executor_p50_ms": paired(1, 0),
+            "target_ms": TARGET_OVERHEAD_MS,
+            "met": paired(2, 0) <= TARGET_OVERHEAD_MS,
+        }));
+        for (i, p) in paths.iter().enumerate() {
+            let mut v = lat[i].clone();
+            v.sort_by(f64::total_cmp);
+            rows.push(json!({
+                "query": label,
+                "path": p.name(),
+                "p50_ms": percentile(&v, 0.50),
+                "p95_ms": percentile(&v, 0.95),
+                "jobs_per_s": thr[i],
+            }));
+        }
+    }
+
+    if o.json {
+        println!(
+            "{}",
+            json!({ "workers": workers, "clients": o.clients, "rows": rows, "overhead": overheads })
+        );
+        return;
+    }
+    println!(
+        "\nPOST /api/v1/run vs the executor alone ({workers} zygotes, loopback, {} sequential calls per row, throughput: {} clients, best of 2 rounds of {} jobs)\n",
+        o.n, o.clients, o.jobs
+    );
+    println!(
+        "{:<30} {:<9} {:>9} {:>9} {:>11}",
+        "query", "path", "p50 ms", "p95 ms", "jobs/s"
+    );
+    for r in &rows {
+        println!(
+            "{:<30} {:<9} {:>9.2} {:>9.2} {:>11.0}",
+            r["query"].as_str().unwrap(),
+            r["path"].as_str().unwrap(),
+            r["p50_ms"].as_f64().unwrap(),
+            r["p95_ms"].as_f64().unwrap(),
+            r["jobs_per_s"].as_f64().unwrap()
+        );
+    }
+    println!(
+        "\nCost of each layer: median of paired differences (ms)\n{:<30} {:>16} {:>16} {:>16} {:>10}",
+        "query", "http - executor", "http - pipeline", "pipeline - exec", "target"
+    );
+    for ov in &overheads {
+        println!(
+            "{:<30} {:>16.2} {:>16.2} {:>16.2} {:>10}",
+            ov["query"].as_str().unwrap(),
+            ov["http_minus_executor_p50_ms"].as_f64().unwrap(),
+            ov["http_minus_pipeline_p50_ms"].as_f64().unwrap(),
+            ov["pipeline_minus_executor_p50_ms"].as_f64().unwrap(),
+            format!(
+                "{} {}",
+                if ov["met"].as_bool().unwrap() {
+                    "met"
+                } else {
+                    "MISSED"
+                },
+                "<=1"
+            )
+        );
+    }
+}
