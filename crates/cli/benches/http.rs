@@ -7,6 +7,8 @@
 //!   executor   `Pool::submit` and await the result: the executor alone;
 //!   pipeline   `Pipeline::run_code`: plus permissions, validator, rate
 //!              limit (a SQLite write) and the audit row (another);
+//!   spawned    the pipeline call as a task on the server's tokio runtime
+//!              (the thread hops the HTTP path also takes, without HTTP);
 //!   http       `POST /api/v1/run` through the real console router (token,
 //!              Host check, JSON in and out) on a loopback socket, one
 //!              keep-alive connection per client.
@@ -18,7 +20,8 @@
 //! Options (or env): --home DIR (BENCH_HOME, required), --runtime DIR
 //! (BENCH_RUNTIME, default target/tmp/bench-runtime), --n N (BENCH_N, 300
 //! sequential requests per path and query), --jobs N (BENCH_JOBS, 800 per
-//! throughput measurement), --clients N (BENCH_CLIENTS, 16), --json.
+//! throughput measurement), --clients N (BENCH_CLIENTS, 16), --gap-ms N
+//! (BENCH_GAP_MS, 20: idle time before each sequential call), --json.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -50,6 +53,7 @@ struct Opts {
     n: usize,
     jobs: usize,
     clients: usize,
+    gap_ms: u64,
     json: bool,
 }
 
@@ -65,6 +69,7 @@ fn opts() -> Opts {
         n: env("BENCH_N").map_or(300, |v| v.parse().unwrap()),
         jobs: env("BENCH_JOBS").map_or(800, |v| v.parse().unwrap()),
         clients: env("BENCH_CLIENTS").map_or(16, |v| v.parse().unwrap()),
+        gap_ms: env("BENCH_GAP_MS").map_or(20, |v| v.parse().unwrap()),
         json: false,
     };
     while let Some(a) = args.next() {
@@ -74,6 +79,7 @@ fn opts() -> Opts {
             "--n" => o.n = args.next().unwrap().parse().unwrap(),
             "--jobs" => o.jobs = args.next().unwrap().parse().unwrap(),
             "--clients" => o.clients = args.next().unwrap().parse().unwrap(),
+            "--gap-ms" => o.gap_ms = args.next().unwrap().parse().unwrap(),
             "--json" => o.json = true,
             "--bench" => {} // passed by `cargo bench`
             other => panic!("unknown option {other}"),
@@ -143,6 +149,7 @@ enum Path3 {
     Executor,
     Pipeline,
     Http,
+    Hop,
 }
 
 impl Path3 {
@@ -151,6 +158,7 @@ impl Path3 {
             Path3::Executor => "executor",
             Path3::Pipeline => "pipeline",
             Path3::Http => "http",
+            Path3::Hop => "spawned",
         }
     }
 }
@@ -197,6 +205,25 @@ impl Bench {
                     .block_on(self.pipeline.run_code(&req, code, None))
                     .unwrap_or_else(|refusal| panic!("refused: {}", refusal.message));
                 assert!(r.success, "{r:?}");
+            }
+            Path3::Hop => {
+                let req = Request {
+                    user: USER.into(),
+                    channel: None,
+                    source: Source::Api,
+                    input: Input::Line(String::new()),
+                };
+                let p = Arc::clone(&self.pipeline);
+                let code = code.to_string();
+                let r = self
+                    .rt
+                    .block_on(
+                        self.rt
+                            .spawn(async move { p.run_code(&req, &code, None).await }),
+                    )
+                    .unwrap()
+                    .unwrap();
+                assert!(r.success);
             }
             Path3::Http => {
                 let c = client.get_or_insert_with(|| Client::connect(self.addr));
@@ -253,6 +280,9 @@ fn main() {
     // The pipeline as `tradebox serve` builds it, with the rate limit and
     // the per-user slots out of the way (one user sends everything here).
     let mut config = Config::default();
+    // The demo store ends on 2026-11-01: count days back from its newest
+    // trade, as the executor path's job does.
+    config.data.as_of = Some("latest".into());
     config.rate_limit.executions = 1_000_000;
     config.rate_limit.window_seconds = 1;
     config.pool.per_user_running = 256;
@@ -286,6 +316,10 @@ fn main() {
             max_body_bytes: tradebox_web::DEFAULT_MAX_BODY,
         },
     );
+    // As `tradebox serve` does: replies leave at once (no Nagle delay).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     rt.spawn(async move { axum::serve(listener, router).await });
     let bench = Arc::new(Bench {
         pool,
@@ -294,27 +328,31 @@ fn main() {
         rt,
     });
 
-    let paths = [Path3::Executor, Path3::Pipeline, Path3::Http];
+    let paths = [Path3::Executor, Path3::Pipeline, Path3::Http, Path3::Hop];
     let mut rows = Vec::new();
     let mut overheads = Vec::new();
     for (label, code) in [("1 + 1", TRIVIAL), ("load_trades(days=7) groupby", QUERY)] {
         eprintln!("== {label}: warm-up");
-        let mut clients = [None, None, None];
+        let mut clients = [None, None, None, None];
         for _ in 0..20 {
             for (i, p) in paths.iter().enumerate() {
                 bench.call(*p, code, &mut clients[i]);
             }
         }
         eprintln!("== {label}: {} sequential calls per path, interleaved", o.n);
-        let mut lat: [Vec<f64>; 3] = Default::default();
+        let mut lat: [Vec<f64>; 4] = Default::default();
         for round in 0..o.n {
             // Each path goes first, second and third equally often.
-            for k in 0..3 {
-                let i = (round + k) % 3;
+            for k in 0..4 {
+                let i = (round + k) % 4;
+                // Idle before each call, as between a user's commands: a
+                // job right behind the previous one would wait for its
+                // zygote to pre-fork the next child, whichever path sent it.
+                std::thread::sleep(Duration::from_millis(o.gap_ms));
                 lat[i].push(ms(bench.call(paths[i], code, &mut clients[i])));
             }
         }
-        let mut thr = [0.0f64; 3];
+        let mut thr = [0.0f64; 4];
         for round in 0..2 {
             for (i, p) in paths.iter().enumerate() {
                 eprintln!(
@@ -355,7 +393,8 @@ fn main() {
         overheads.push(json!({
             "query": label,
             "http_minus_executor_p50_ms": paired(2, 0),
-            "http_minus_pipeline_p50_ms": paired(2, 1),
+            "http_minus_spawned_p50_ms": paired(2, 3),
+            "spawned_minus_pipeline_p50_ms": paired(3, 1),
             "pipeline_minus_executor_p50_ms": paired(1, 0),
             "target_ms": TARGET_OVERHEAD_MS,
             "met": paired(2, 0) <= TARGET_OVERHEAD_MS,
@@ -381,8 +420,8 @@ fn main() {
         return;
     }
     println!(
-        "\nPOST /api/v1/run vs the executor alone ({workers} zygotes, loopback, {} sequential calls per row, throughput: {} clients, best of 2 rounds of {} jobs)\n",
-        o.n, o.clients, o.jobs
+        "\nPOST /api/v1/run vs the executor alone ({workers} zygotes, loopback, {} sequential calls per row {} ms apart, throughput: {} clients, best of 2 rounds of {} jobs)\n",
+        o.n, o.gap_ms, o.clients, o.jobs
     );
     println!(
         "{:<30} {:<9} {:>9} {:>9} {:>11}",
@@ -399,15 +438,16 @@ fn main() {
         );
     }
     println!(
-        "\nCost of each layer: median of paired differences (ms)\n{:<30} {:>16} {:>16} {:>16} {:>10}",
-        "query", "http - executor", "http - pipeline", "pipeline - exec", "target"
+        "\nCost of each layer: median of paired differences (ms)\n{:<30} {:>16} {:>16} {:>18} {:>18} {:>10}",
+        "query", "http - executor", "http - spawned", "spawned - pipeline", "pipeline - exec", "target"
     );
     for ov in &overheads {
         println!(
-            "{:<30} {:>16.2} {:>16.2} {:>16.2} {:>10}",
+            "{:<30} {:>16.2} {:>16.2} {:>18.2} {:>18.2} {:>10}",
             ov["query"].as_str().unwrap(),
             ov["http_minus_executor_p50_ms"].as_f64().unwrap(),
-            ov["http_minus_pipeline_p50_ms"].as_f64().unwrap(),
+            ov["http_minus_spawned_p50_ms"].as_f64().unwrap(),
+            ov["spawned_minus_pipeline_p50_ms"].as_f64().unwrap(),
             ov["pipeline_minus_executor_p50_ms"].as_f64().unwrap(),
             format!(
                 "{} {}",

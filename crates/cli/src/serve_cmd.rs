@@ -235,6 +235,10 @@ async fn serve(
     let _ = std::io::stdout().flush();
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Replies leave at once: no Nagle delay on small responses.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, router).with_graceful_shutdown({
         let mut stop_rx = stop_rx.clone();
         async move {
