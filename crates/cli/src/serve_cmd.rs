@@ -23,7 +23,7 @@ use crate::sandbox_setup::SetupError;
 #[command(after_help = "Examples:
   tradebox serve                                # http://127.0.0.1:8765, demo data if the store is empty
   tradebox serve --listen 127.0.0.1:9000 --workers 4
-  TRADEBOX_TOKEN=secret tradebox serve          # a fixed token, for automation
+  TRADEBOX_TOKEN=$(openssl rand -hex 24) tradebox serve   # a fixed token (16+ characters), for automation
   SLACK_BOT_TOKEN=xoxb-... SLACK_APP_TOKEN=xapp-... tradebox serve   # and Slack (Socket Mode)
 
 The console's URL carries an access token (kept in $TRADEBOX_HOME/console-token,
