@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tradebox_data::import::{self, CsvOptions};
-use tradebox_data::snapshot::{self, Manifest};
+use tradebox_data::snapshot;
 use tradebox_data::{demo, timestamp, Home, Store};
 
 #[derive(Debug, Subcommand)]
@@ -244,36 +244,17 @@ fn publish(store: &Store, home: &Home) -> anyhow::Result<()> {
 }
 
 fn run_info(args: &InfoArgs, home: &Home) -> anyhow::Result<()> {
+    if args.json {
+        let out = tradebox_data::info::info(home)?;
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
     let store_path = home.store_path();
     let summary = match Store::open_read_only(&store_path)? {
         Some(store) => Some(store.summary()?),
         None => None,
     };
     let current = snapshot::current(&home.snapshot_root())?;
-    if args.json {
-        let mut by_exchange = serde_json::Map::new();
-        for a in summary.iter().flat_map(|s| &s.accounts) {
-            let n = by_exchange
-                .get(&a.exchange)
-                .and_then(|v| v.as_u64())
-                .unwrap_or(0);
-            by_exchange.insert(a.exchange.clone(), (n + a.trades).into());
-        }
-        let out = serde_json::json!({
-            "store": store_path,
-            "trades": summary.as_ref().map_or(0, |s| s.trades),
-            "first_trade": summary.as_ref().and_then(|s| s.first_trade.clone()),
-            "last_trade": summary.as_ref().and_then(|s| s.last_trade.clone()),
-            "by_exchange": by_exchange,
-            "accounts": summary.as_ref().map(|s| s.accounts.clone()).unwrap_or_default(),
-            "snapshots": summary.as_ref().map_or(0, |s| s.snapshots),
-            "first_snapshot": summary.as_ref().and_then(|s| s.first_snapshot.clone()),
-            "last_snapshot": summary.as_ref().and_then(|s| s.last_snapshot.clone()),
-            "snapshot": current.as_ref().map(|(dir, m)| snapshot_json(dir, m)),
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
-    }
     println!("store      {}", store_path.display());
     let Some(s) = summary.filter(|s| s.trades > 0 || s.snapshots > 0) else {
         println!("the store is empty: run `tradebox data demo` or `tradebox data import PATH`");
@@ -315,14 +296,4 @@ fn run_info(args: &InfoArgs, home: &Home) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn snapshot_json(dir: &std::path::Path, m: &Manifest) -> serde_json::Value {
-    serde_json::json!({
-        "version": m.version,
-        "path": dir,
-        "trades": m.trades,
-        "snapshots": m.snapshots,
-        "created_at": m.created_at,
-    })
 }

@@ -59,14 +59,14 @@ fn a_fixed_token_from_the_environment_is_honoured() {
     let v = run_ok(&server, "len(load_trades(days=None))");
     assert_eq!(v["result"], "3970", "{v}");
     // Any other token is refused.
-    let (status, _, _) = http(
+    let answer = http(
         &server.base,
         "POST",
         "/api/v1/run",
         &[("Authorization", "Bearer automation-token-0123456780")],
         br#"{"code": "1"}"#,
     );
-    assert_eq!(status, 401);
+    assert_eq!(answer.status, 401);
 }
 
 fn serve_fails(home: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> String {
@@ -140,7 +140,7 @@ fn sigterm_lets_a_running_job_answer_then_exits() {
     let (base, token) = (server.base.clone(), server.token.clone());
     let job = std::thread::spawn(move || {
         let auth = format!("Bearer {token}");
-        let (status, _, body) = http(
+        let answer = http(
             &base,
             "POST",
             "/api/v1/run",
@@ -149,7 +149,7 @@ fn sigterm_lets_a_running_job_answer_then_exits() {
                 .to_string()
                 .as_bytes(),
         );
-        (status, String::from_utf8_lossy(&body).to_string())
+        (answer.status, answer.text())
     });
     std::thread::sleep(Duration::from_millis(1000));
     let status = server.terminate(Duration::from_secs(20));

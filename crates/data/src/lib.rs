@@ -7,6 +7,7 @@ pub mod demo;
 pub mod error;
 pub mod home;
 pub mod import;
+pub mod info;
 pub mod model;
 pub mod snapshot;
 pub mod store;

@@ -6,15 +6,13 @@
 //! the sandbox pool follows `snapshot/current` by itself. Each import is
 //! audited (action `import`).
 
-use std::path::Path;
-
 use axum::extract::{RawQuery, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::{json, Value};
 use tradebox_core::audit::{Action, AuditEntry, Outcome};
 use tradebox_data::import::{self, CsvOptions};
-use tradebox_data::snapshot::{self, Manifest};
+use tradebox_data::snapshot;
 use tradebox_data::{Home, Store};
 
 use crate::api::{blocking, source};
@@ -31,42 +29,7 @@ pub async fn info(State(state): State<AppState>) -> Result<Response, ApiError> {
 }
 
 fn data_info(home: &Home) -> Result<Value, ApiError> {
-    let store_path = home.store_path();
-    let summary = match Store::open_read_only(&store_path)? {
-        Some(store) => Some(store.summary()?),
-        None => None,
-    };
-    let current = snapshot::current(&home.snapshot_root())?;
-    let mut by_exchange = serde_json::Map::new();
-    for a in summary.iter().flat_map(|s| &s.accounts) {
-        let n = by_exchange
-            .get(&a.exchange)
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
-        by_exchange.insert(a.exchange.clone(), (n + a.trades).into());
-    }
-    Ok(json!({
-        "store": store_path,
-        "trades": summary.as_ref().map_or(0, |s| s.trades),
-        "first_trade": summary.as_ref().and_then(|s| s.first_trade.clone()),
-        "last_trade": summary.as_ref().and_then(|s| s.last_trade.clone()),
-        "by_exchange": by_exchange,
-        "accounts": summary.as_ref().map(|s| s.accounts.clone()).unwrap_or_default(),
-        "snapshots": summary.as_ref().map_or(0, |s| s.snapshots),
-        "first_snapshot": summary.as_ref().and_then(|s| s.first_snapshot.clone()),
-        "last_snapshot": summary.as_ref().and_then(|s| s.last_snapshot.clone()),
-        "snapshot": current.as_ref().map(|(dir, m)| snapshot_json(dir, m)),
-    }))
-}
-
-fn snapshot_json(dir: &Path, m: &Manifest) -> Value {
-    json!({
-        "version": m.version,
-        "path": dir,
-        "trades": m.trades,
-        "snapshots": m.snapshots,
-        "created_at": m.created_at,
-    })
+    Ok(tradebox_data::info::info(home)?)
 }
 
 /// A file name safe to create: the last component, other characters than
@@ -202,7 +165,7 @@ fn import_file(
         "read": report.read,
         "added": report.added,
         "published": published,
-        "snapshot": snapshot_json(&snapshot::version_dir(&root, manifest.version), &manifest),
+        "snapshot": tradebox_data::info::snapshot_json(&snapshot::version_dir(&root, manifest.version), &manifest),
         "message": detail,
     });
     Ok((body, detail))

@@ -1,0 +1,51 @@
+//! What a home holds, as one JSON object: the store's trades (per exchange
+//! and account, date range), its balance snapshots and the current snapshot
+//! version. `tradebox data info --json` prints it and the console's data
+//! page shows it, so both say the same.
+
+use serde_json::{json, Map, Value};
+
+use crate::snapshot::{self, Manifest};
+use crate::{Home, Result, Store};
+
+/// The summary of `home`; an absent store counts as empty (nothing is
+/// created).
+pub fn info(home: &Home) -> Result<Value> {
+    let store_path = home.store_path();
+    let summary = match Store::open_read_only(&store_path)? {
+        Some(store) => Some(store.summary()?),
+        None => None,
+    };
+    let current = snapshot::current(&home.snapshot_root())?;
+    let mut by_exchange = Map::new();
+    for a in summary.iter().flat_map(|s| &s.accounts) {
+        let n = by_exchange
+            .get(&a.exchange)
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        by_exchange.insert(a.exchange.clone(), (n + a.trades).into());
+    }
+    Ok(json!({
+        "store": store_path,
+        "trades": summary.as_ref().map_or(0, |s| s.trades),
+        "first_trade": summary.as_ref().and_then(|s| s.first_trade.clone()),
+        "last_trade": summary.as_ref().and_then(|s| s.last_trade.clone()),
+        "by_exchange": by_exchange,
+        "accounts": summary.as_ref().map(|s| s.accounts.clone()).unwrap_or_default(),
+        "snapshots": summary.as_ref().map_or(0, |s| s.snapshots),
+        "first_snapshot": summary.as_ref().and_then(|s| s.first_snapshot.clone()),
+        "last_snapshot": summary.as_ref().and_then(|s| s.last_snapshot.clone()),
+        "snapshot": current.as_ref().map(|(dir, m)| snapshot_json(dir, m)),
+    }))
+}
+
+/// One snapshot version as `info` shows it.
+pub fn snapshot_json(dir: &std::path::Path, m: &Manifest) -> Value {
+    json!({
+        "version": m.version,
+        "path": dir,
+        "trades": m.trades,
+        "snapshots": m.snapshots,
+        "created_at": m.created_at,
+    })
+}
