@@ -227,6 +227,9 @@ enum WsCommand {
     Send(String),
     /// Close the TCP connection without a closing handshake.
     Drop,
+    /// Send, then drop at once: nothing the app answers to this frame
+    /// (its ack) is read.
+    SendThenDrop(String),
 }
 
 struct Pending {
@@ -1013,6 +1016,10 @@ async fn serve_socket(
                         break;
                     }
                 }
+                Some(WsCommand::SendThenDrop(text)) => {
+                    let _ = sink.send(WsMessage::Text(text.into())).await;
+                    break;
+                }
                 Some(WsCommand::Drop) | None => break,
             },
             incoming = stream.next() => match incoming {
@@ -1076,10 +1083,12 @@ fn deliver_pending(data: &mut Data) {
         p.deliveries += 1;
         p.conn = Some(conn);
         p.sent_at = Instant::now();
-        let _ = tx.send(WsCommand::Send(p.envelope.to_string()));
-        if drop_now {
-            let _ = tx.send(WsCommand::Drop);
-        }
+        let frame = p.envelope.to_string();
+        let _ = tx.send(if drop_now {
+            WsCommand::SendThenDrop(frame)
+        } else {
+            WsCommand::Send(frame)
+        });
     }
 }
 

@@ -263,6 +263,17 @@ pub fn serve(home: &Path, env: &[(&str, &str)], args: &[&str]) -> Server {
     };
     // Keep draining stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || while rx.recv().is_ok() {});
+    // Everything written on stderr before the ready line has been read
+    // once its last line ("tradebox is ready ...") has.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !stderr.lock().unwrap().contains("tradebox is ready") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no \"tradebox is ready\" on stderr: {}",
+            stderr.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let (base, token) = url.split_once("/?token=").unwrap();
     Server {
         child,
