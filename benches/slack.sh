@@ -16,15 +16,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${ROWS:-100000}
 
-cargo build --release --locked --bin tradebox >&2
-cargo bench --locked -p tradebox --bench slack_ack --no-run >&2
-tb=$PWD/target/release/tradebox
-
-home=$(mktemp -d)
-trap 'rm -rf "$home"' EXIT
-export TRADEBOX_HOME=$home
-
-echo "== demo store: $ROWS rows over 365 days (seed 7)" >&2
-"$tb" -q data demo --rows "$ROWS" --days 365 --seed 7 --end 2026-11-01T00:00:00Z >&2
+. benches/demo-home.sh slack_ack
 
 BENCH_HOME=$home cargo bench --locked -p tradebox --bench slack_ack -- "$@"
