@@ -70,16 +70,21 @@ pub struct ImportArgs {
     account: Option<String>,
 }
 
+/// The demo history `data demo` makes by default, and `serve` on an empty store.
+const DEMO_ROWS: u64 = 200_000;
+const DEMO_DAYS: u32 = 90;
+const DEMO_SEED: u64 = 42;
+
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Number of trades.
-    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..=50_000_000))]
+    #[arg(long, default_value_t = DEMO_ROWS, value_parser = clap::value_parser!(u64).range(1..=50_000_000))]
     rows: u64,
     /// Days of history, ending at --end.
-    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    #[arg(long, default_value_t = DEMO_DAYS, value_parser = clap::value_parser!(u32).range(1..=3650))]
     days: u32,
     /// Random seed: the same seed and end give the same history.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = DEMO_SEED)]
     seed: u64,
     /// When the history ends (ISO 8601 date or time, UTC) [default: now]
     #[arg(long, value_name = "TIME")]
@@ -195,14 +200,14 @@ fn run_demo(args: &DemoArgs, home: &Home, quiet: bool) -> anyhow::Result<()> {
 
 /// For `tradebox serve` on a fresh machine: generates the default demo
 /// history when the store holds no trades, and publishes a snapshot when
-/// none exists. Returns whether demo data was generated.
-pub fn ensure_data(home: &Home, quiet: bool) -> anyhow::Result<bool> {
+/// none exists.
+pub fn ensure_data(home: &Home, quiet: bool) -> anyhow::Result<()> {
     let store = Store::open(&home.store_path())?;
     if store.trade_count()? == 0 {
         let defaults = DemoArgs {
-            rows: 200_000,
-            days: 90,
-            seed: 42,
+            rows: DEMO_ROWS,
+            days: DEMO_DAYS,
+            seed: DEMO_SEED,
             end: None,
             replace: false,
         };
@@ -215,13 +220,12 @@ pub fn ensure_data(home: &Home, quiet: bool) -> anyhow::Result<bool> {
             );
         }
         drop(store);
-        run_demo(&defaults, home, quiet)?;
-        return Ok(true);
+        return run_demo(&defaults, home, quiet);
     }
     if snapshot::current(&home.snapshot_root())?.is_none() {
         publish(&store, home)?;
     }
-    Ok(false)
+    Ok(())
 }
 
 fn publish(store: &Store, home: &Home) -> anyhow::Result<()> {

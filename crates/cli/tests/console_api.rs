@@ -193,19 +193,7 @@ fn run_answers_like_tradebox_run_json() {
     );
     assert_eq!(a.status, 200, "{}", a.text());
     let v = a.json();
-    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-    keys.sort_unstable();
-    assert_eq!(
-        keys,
-        [
-            "artifacts",
-            "error",
-            "execution_time_ms",
-            "output",
-            "result",
-            "success"
-        ]
-    );
+    common::assert_run_fields(&v);
     assert_eq!(v["success"], true);
     assert_eq!(v["output"], "3970\n");
     let result = v["result"].as_str().unwrap();

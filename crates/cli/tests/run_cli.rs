@@ -49,19 +49,7 @@ fn json_output_has_exactly_the_contract_fields() {
     );
     assert_eq!(code, 0, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
-    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-    keys.sort_unstable();
-    assert_eq!(
-        keys,
-        [
-            "artifacts",
-            "error",
-            "execution_time_ms",
-            "output",
-            "result",
-            "success"
-        ]
-    );
+    common::assert_run_fields(&v);
     assert_eq!(v["success"], true);
     assert!(v["result"].as_str().unwrap().contains("mexc"), "{v}");
     assert!(v["error"].is_null());

@@ -238,23 +238,18 @@ impl Pipeline {
     /// [`Pipeline::refuse`], typed for callers that need the kind.
     fn refusal(
         &self,
-        mut entry: AuditEntry,
+        entry: AuditEntry,
         outcome: Outcome,
         kind: RefusalKind,
         message: String,
     ) -> Refusal {
-        entry.outcome = outcome;
-        entry.detail = Some(message.clone());
-        self.record(entry);
+        self.refuse(entry, outcome, message.clone());
         Refusal::new(kind, message)
     }
 
     /// Reports a store failure to the user, with an `error` audit row.
-    fn failed(&self, mut entry: AuditEntry, message: String) -> Reply {
-        entry.outcome = Outcome::Error;
-        entry.detail = Some(message.clone());
-        self.record(entry);
-        Reply::refusal(message)
+    fn failed(&self, entry: AuditEntry, message: String) -> Reply {
+        self.refuse(entry, Outcome::Error, message)
     }
 
     /// The courtesy validator, when on; `Err` is the refusal (audited).

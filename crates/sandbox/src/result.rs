@@ -120,6 +120,15 @@ impl ExecResult {
         r.artifacts.truncate(MAX_ARTIFACTS);
         r.artifacts
             .retain(|a| matches!(a.kind.as_str(), "png" | "csv"));
+        // Only valid base64 crosses back, with its true decoded size, so
+        // front ends can pass `data_b64` on as it is.
+        r.artifacts.retain_mut(|a| match a.bytes() {
+            Some(bytes) => {
+                a.size = bytes.len() as u64;
+                true
+            }
+            None => false,
+        });
         for (i, a) in r.artifacts.iter_mut().enumerate() {
             let clean: String = a
                 .name
@@ -150,13 +159,15 @@ mod tests {
     fn hostile_results_are_tidied() {
         let r = ExecResult::from_child(
             br#"{"success": false, "artifacts": [
-                {"kind": "png", "name": "../../etc/passwd", "data_b64": "aGk="},
+                {"kind": "png", "name": "../../etc/passwd", "data_b64": "aGk=", "size": 99},
+                {"kind": "csv", "name": "bad", "data_b64": "not base64!"},
                 {"kind": "exe", "name": "x"}]}"#,
             1024,
         );
         assert_eq!(r.artifacts.len(), 1);
         assert_eq!(r.artifacts[0].name, "etcpasswd");
         assert_eq!(r.artifacts[0].bytes().unwrap(), b"hi");
+        assert_eq!(r.artifacts[0].size, 2, "the size is the decoded length");
         assert!(r.error.is_some());
         let bad = ExecResult::from_child(b"not json", 1024);
         assert_eq!(bad.error.unwrap().kind, "SandboxError");

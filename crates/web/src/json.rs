@@ -139,19 +139,19 @@ pub fn reply_json(reply: &Reply) -> Value {
 /// An execution result with the fields of `tradebox run --json`; artifacts
 /// carry their bytes as base64 `data` instead of a `path`.
 pub fn run_json(result: &ExecResult) -> Value {
+    // The supervisor passed only valid base64, with its decoded size.
     let artifacts: Vec<Value> = result
         .artifacts
         .iter()
-        .filter_map(|a| {
-            let bytes = a.bytes()?;
-            Some(json!({
+        .map(|a| {
+            json!({
                 "kind": a.kind,
                 "name": a.name,
                 "mime": a.mime,
-                "size": bytes.len(),
+                "size": a.size,
                 "truncated": a.truncated,
-                "data": b64(&bytes),
-            }))
+                "data": a.data_b64,
+            })
         })
         .collect();
     json!({

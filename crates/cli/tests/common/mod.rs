@@ -412,3 +412,22 @@ pub fn post_json(
     );
     (answer.status, answer.json())
 }
+
+/// The object has exactly the fields of `tradebox run --json` (which
+/// `POST /api/v1/run` answers too).
+pub fn assert_run_fields(v: &serde_json::Value) {
+    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "artifacts",
+            "error",
+            "execution_time_ms",
+            "output",
+            "result",
+            "success"
+        ],
+        "{v}"
+    );
+}
