@@ -34,7 +34,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-__all__ = ["run"]
+__all__ = ["run", "encode"]
 
 VALUE_ROWS = 1000  # rows in the structured form of a table
 MAX_COLS = 20      # columns in the text form of a table (half first, half last)
@@ -47,7 +47,7 @@ _DISPLAY = ("display.max_columns", MAX_COLS, "display.width", 200,
 
 
 def run(code: str, helpers: dict, *, output_limit: int = 1 << 20, table_rows: int = 20,
-        csv_limit: int = 8 << 20, filename: str = "<snippet>") -> dict:
+        csv_limit: int = 8 << 20, filename: str = "<snippet>", caps: dict | None = None) -> dict:
     """Execute `code`; return the result dict described in the module docstring."""
     res = {"success": False, "result": None, "value": None, "output": "", "error": None,
            "execution_time_ms": 0, "artifacts": []}
@@ -70,6 +70,11 @@ def run(code: str, helpers: dict, *, output_limit: int = 1 << 20, table_rows: in
     res["output"] = out.getvalue()
     res["success"] = res["error"] is None
     return res
+
+
+def encode(res: dict, caps: dict | None = None) -> bytes:
+    """The result as the bytes of one answer frame (UTF-8 JSON)."""
+    return json.dumps(res, default=str).encode()
 
 
 def _execute(code, helpers, filename, res, output_limit, table_rows, csv_limit):

@@ -243,9 +243,10 @@ def _child_main(job_r, res_w, filters, snapshot, scratch_bytes):
                            load_snapshots=view.load_snapshots)
         else:
             helpers.update(load_trades=_no_data, load_balances=_no_data, load_snapshots=_no_data)
+        caps = job.get("caps") or {}
         result = runner.run(job.get("code", ""), helpers,
-                            output_limit=job.get("output_limit", 1 << 20))
-        payload = json.dumps(result, default=str).encode()
+                            output_limit=job.get("output_limit", 1 << 20), caps=caps)
+        payload = runner.encode(result, caps)
         if len(payload) + 4 > MAX_RESULT:
             payload = _failure("ResultTooLarge", f"the result is {len(payload) >> 20} MiB, over "
                                f"the {MAX_RESULT >> 20} MiB limit",

@@ -26,7 +26,7 @@ use crate::protocol::MAX_FRAME;
 
 /// Largest job payload (code, parameters) the zygote accepts.
 const MAX_JOB: usize = 4 << 20;
-use crate::result::ExecResult;
+use crate::result::{ExecResult, ResultCaps};
 
 /// The Python side of the runtime, as the launcher needs it.
 #[derive(Debug, Clone)]
@@ -409,6 +409,7 @@ impl Zygote {
         let timeout_ms = job.timeout.as_millis() as u64;
         // The job travels as two frames: a control frame the zygote reads,
         // and the payload it relays to the child without parsing.
+        let caps = ResultCaps::for_output(job.output_limit);
         let payload = serde_json::to_vec(&json!({
             "code": job.code,
             "timeout_ms": timeout_ms,
@@ -416,6 +417,7 @@ impl Zygote {
             "output_limit": job.output_limit,
             "params": job.params,
             "as_of": job.as_of,
+            "caps": caps,
         }))
         .map_err(|e| e.to_string())?;
         if payload.len() > MAX_JOB {
@@ -441,7 +443,7 @@ impl Zygote {
         Ok(match header["status"].as_str() {
             Some("ok") => {
                 let body = self.read_frame(Instant::now() + Duration::from_secs(5))?;
-                ExecResult::from_child(&body, job.memory_mib)
+                ExecResult::from_child(&body, &caps, job.memory_mib)
             }
             Some("timeout") => ExecResult::failure(
                 "Timeout",

@@ -57,8 +57,46 @@ pub struct Artifact {
     pub truncated: bool,
 }
 
-/// At most this many artifacts are kept from one job.
-pub const MAX_ARTIFACTS: usize = 20;
+/// The caps the supervisor enforces on what a job's child sends back. The
+/// same numbers travel to the child in the job (`caps`), so the runner keeps
+/// a legitimate result within them; a frame that breaks one anyway was forged
+/// by the job and is reported as the job's error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultCaps {
+    /// The whole answer frame, in bytes.
+    pub result_bytes: usize,
+    /// Captured output (and the result's text), in bytes, before the
+    /// truncation note.
+    pub output_bytes: usize,
+    /// Nodes (values, keys not counted) of the structured `value`.
+    pub value_nodes: usize,
+    /// Nesting depth of the structured `value`.
+    pub value_depth: usize,
+    /// Error message and traceback, in bytes each.
+    pub error_bytes: usize,
+    /// Number of artifacts.
+    pub artifacts: usize,
+    /// One PNG, decoded.
+    pub png_bytes: usize,
+    /// One CSV, decoded.
+    pub csv_bytes: usize,
+}
+
+impl ResultCaps {
+    /// The caps for a job whose output is limited to `output_bytes`.
+    pub fn for_output(output_bytes: usize) -> ResultCaps {
+        ResultCaps {
+            result_bytes: 32 << 20,
+            output_bytes,
+            value_nodes: 200_000,
+            value_depth: 40,
+            error_bytes: 64 << 10,
+            artifacts: 11,
+            png_bytes: 4 << 20,
+            csv_bytes: 8 << 20,
+        }
+    }
+}
 
 impl Artifact {
     /// The decoded bytes; `None` if the job sent bad base64.
@@ -90,7 +128,8 @@ impl ExecResult {
     }
 
     /// Parses and tidies what a child wrote.
-    pub fn from_child(bytes: &[u8], memory_mib: u64) -> ExecResult {
+    pub fn from_child(bytes: &[u8], caps: &ResultCaps, memory_mib: u64) -> ExecResult {
+        let _ = caps; // TODO(results): enforce every cap
         let mut r: ExecResult = match serde_json::from_slice(bytes) {
             Ok(r) => r,
             Err(e) => {
@@ -117,7 +156,7 @@ impl ExecResult {
                 e.message = format!("memory limit of {memory_mib} MiB reached: {}", e.message);
             }
         }
-        r.artifacts.truncate(MAX_ARTIFACTS);
+        r.artifacts.truncate(caps.artifacts);
         r.artifacts
             .retain(|a| matches!(a.kind.as_str(), "png" | "csv"));
         // Only valid base64 crosses back, with its true decoded size, so
@@ -162,6 +201,7 @@ mod tests {
                 {"kind": "png", "name": "../../etc/passwd", "data_b64": "aGk=", "size": 99},
                 {"kind": "csv", "name": "bad", "data_b64": "not base64!"},
                 {"kind": "exe", "name": "x"}]}"#,
+            &ResultCaps::for_output(1 << 20),
             1024,
         );
         assert_eq!(r.artifacts.len(), 1);
@@ -169,7 +209,7 @@ mod tests {
         assert_eq!(r.artifacts[0].bytes().unwrap(), b"hi");
         assert_eq!(r.artifacts[0].size, 2, "the size is the decoded length");
         assert!(r.error.is_some());
-        let bad = ExecResult::from_child(b"not json", 1024);
+        let bad = ExecResult::from_child(b"not json", &ResultCaps::for_output(1 << 20), 1024);
         assert_eq!(bad.error.unwrap().kind, "SandboxError");
     }
 }
