@@ -11,19 +11,51 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tradebox.runner import VALUE_ROWS, run
+from tradebox.runner import CAPS, VALUE_ROWS, encode, run
 
 KEYS = {"success", "result", "value", "output", "error", "execution_time_ms", "artifacts"}
 
 
 def go(code, helpers=None, **kw):
-    """run() plus the checks every result must pass: exact keys, strict JSON."""
+    """run() plus the checks every result must pass: exact keys, strict JSON,
+    an answer frame the supervisor accepts."""
     res = run(code, helpers or {}, **kw)
     assert set(res) == KEYS
     json.dumps(res, allow_nan=False)
     assert isinstance(res["execution_time_ms"], int) and res["execution_time_ms"] >= 0
     assert res["success"] is (res["error"] is None)
+    assert_strict_frame(encode(res, kw.get("caps")), kw.get("caps"))
     return res
+
+
+def assert_strict_frame(data, caps=None):
+    """UTF-8 JSON with no lone surrogate, no NaN, integers within 64 bits,
+    within the caps."""
+    caps = {**CAPS, **(caps or {})}
+    assert len(data) <= caps["result_bytes"]
+
+    def check(x):
+        if isinstance(x, str):
+            assert not re.search("[\ud800-\udfff]", x), x
+        elif isinstance(x, bool) or x is None:
+            pass
+        elif isinstance(x, int):
+            assert -(1 << 63) <= x < (1 << 63), x
+        elif isinstance(x, dict):
+            for k, v in x.items():
+                check(k)
+                check(v)
+        elif isinstance(x, list):
+            for v in x:
+                check(v)
+
+    def no_constant(name):
+        raise AssertionError(f"{name} in the frame")
+
+    frame = json.loads(data.decode("utf-8"), parse_constant=no_constant)
+    check(frame)
+    assert len(frame["artifacts"]) <= caps["artifacts"]
+    return frame
 
 
 def ok(code, helpers=None, **kw):
@@ -271,7 +303,7 @@ def test_long_dataframe_head_tail_value_and_csv():
     assert value["data"][1] == [1, 0.5, "2024-01-01T01:00:00.000000Z"]
     [csv] = res["artifacts"]
     assert (csv["kind"], csv["name"], csv["mime"], csv["truncated"]) == (
-        "csv", "result.csv", "text/csv", False)
+        "csv", "table-1.csv", "text/csv", False)
     data = base64.b64decode(csv["data_b64"])
     assert csv["size"] == len(data)
     back = pd.read_csv(io.BytesIO(data))
@@ -353,3 +385,113 @@ def test_two_figures_and_no_figures_after_failure():
             ["artifacts"]] == ["figure-1.png", "figure-2.png"]
     res = go("plt.plot([1])\n1 / 0")
     assert res["artifacts"] == [] and plt.get_fignums() == []
+
+
+# ---- caps, big numbers, surrogates -------------------------------------------
+
+def test_caps_default_to_the_supervisors():
+    assert CAPS == {"result_bytes": 32 << 20, "value_nodes": 200_000, "value_depth": 40,
+                    "error_bytes": 64 << 10, "artifacts": 11, "png_bytes": 4 << 20,
+                    "csv_bytes": 8 << 20}
+
+
+def test_wide_table_value_is_limited_to_its_cell_budget():
+    res = ok("pd.DataFrame(np.arange(1000 * 500).reshape(1000, 500))")
+    value = res["value"]
+    assert value["type"] == "dataframe" and value["truncated"] is True
+    assert len(value["data"]) == 200 and len(value["data"][0]) == 500
+    assert value["rows"] == 1000 and len(value["columns"]) == 500
+    assert ok("pd.DataFrame(np.zeros((2, 10_001)))")["value"] == {"type": "text"}
+
+
+def test_deep_or_large_json_values_become_text():
+    assert ok("x = 1\nfor _ in range(34):\n    x = [x]\nx")["value"]["type"] == "json"
+    assert ok("x = 1\nfor _ in range(36):\n    x = [x]\nx")["value"] == {"type": "text"}
+    assert ok("{i: i for i in range(20_000)}")["value"] == {"type": "text"}
+    assert ok("['x' * 1000] * 2000", output_limit=1 << 20)["value"] == {"type": "text"}
+    assert ok("'y' * 2000", output_limit=1000)["value"] == {"type": "text"}
+
+
+def test_integers_of_any_size():
+    res = ok("result = 10 ** 400")
+    assert res["result"] == "1" + "0" * 400 and res["value"] == {"type": "text"}
+    assert ok("-(2 ** 63)")["value"] == {"type": "scalar", "value": -(1 << 63)}
+    assert ok("2 ** 63")["value"] == {"type": "text"}
+    assert ok("np.uint64(2 ** 64 - 1)")["value"] == {"type": "text"}
+    res = ok("[1, 10 ** 5000]")
+    assert res["value"] == {"type": "text"} and res["result"].endswith("0" * 100 + "]")
+    res = ok("10 ** 200_000")
+    assert res["result"] == "<an integer of about 200,001 digits>"
+    assert ok("pd.Series([10 ** 30, 2 ** 64 - 1, 5], dtype=object)")["value"]["data"] == [
+        "1" + "0" * 30, str(2 ** 64 - 1), 5]
+    assert ok("import sys\nsys.get_int_max_str_digits()")["result"] == "4300"
+
+
+def test_lone_surrogates_come_back_as_escapes():
+    res = ok("result = 'a\\ud800b'")
+    assert res["result"] == "a\\ud800b"
+    frame = assert_strict_frame(encode(res))
+    assert frame["value"] == {"type": "scalar", "value": "a\\ud800b"}
+    frame = assert_strict_frame(encode(ok("{'\\udfff': 1}")))
+    assert frame["value"] == {"type": "json", "value": {"\\udfff": 1}}
+    assert ok("print('\\ud800')")["output"] == "\\ud800\n"
+    res = go("raise ValueError('bad \\ud800')")
+    assert_strict_frame(encode(res))["error"]["message"] == "bad \\ud800"
+    assert json.loads(encode(res))["error"]["message"] == "bad \\ud800"
+
+
+def test_error_texts_are_cut_to_their_cap():
+    err = failed("raise ValueError('m' * 100_000)", "ValueError", caps={"error_bytes": 1000})
+    assert err["message"] == "m" * 1000 + (
+        "\n... message truncated: 96.7 KiB more not shown (limit 1000 bytes)")
+    assert err["traceback"].endswith("(limit 1000 bytes)")
+    assert "traceback truncated" in err["traceback"]
+    err = failed("class " + "E" * 300 + "(Exception): pass\nraise " + "E" * 300, "E" * 100)
+
+
+def test_encode_refuses_an_answer_over_the_cap():
+    res = ok("print('kept')\nresult = 'z' * 5000")
+    frame = json.loads(encode(res, {"result_bytes": 3000}))
+    assert frame == {"success": False, "result": None, "value": None, "output": "kept\n",
+                     "execution_time_ms": res["execution_time_ms"], "artifacts": [],
+                     "error": {"type": "ResultTooLarge",
+                               "message": "the result is 9.9 KiB, over the 2.9 KiB limit"}}
+    frame = json.loads(encode({**res, "output": "o" * 4000}, {"result_bytes": 3000}))
+    assert frame["output"] == "" and frame["error"]["type"] == "ResultTooLarge"
+
+
+def test_files_that_do_not_fit_are_left_out_with_a_note():
+    plot = "plt.figure()\nplt.plot([1, 2])\n"
+    res = ok(plot * 12)
+    assert [a["name"] for a in res["artifacts"]] == [f"figure-{i}.png" for i in range(1, 12)]
+    assert res["output"] == "1 more figures not shown (limit 11 files)"
+    res = ok(plot * 2 + "result = pd.DataFrame({'n': range(100)})", caps={"artifacts": 2})
+    assert [a["name"] for a in res["artifacts"]] == ["table-1.csv", "figure-1.png"]
+    res = ok(plot * 2, caps={"png_bytes": 100})
+    assert res["artifacts"] == [] and res["output"] == (
+        "2 figures not shown: over the 100 bytes limit of an image")
+    res = ok("print('x' * 50)\n" + plot * 3, caps={"result_bytes": (64 << 10) + 50_000},
+             output_limit=10)
+    assert 0 < len(res["artifacts"]) < 3
+    assert res["output"].endswith(
+        "\n... output truncated: 41 bytes more not shown (limit 10 bytes)\n"
+        f"{3 - len(res['artifacts'])} file{'s' * (len(res['artifacts']) == 1)} left out: "
+        "the answer would be over its 112.8 KiB limit")
+    res = ok("pd.DataFrame({'n': range(10_000)})", caps={"result_bytes": (64 << 10) + 1000})
+    assert res["artifacts"] == [] and res["value"] == {"type": "text"}
+    assert res["output"].startswith("1 file left out")
+
+
+def test_csv_has_no_control_characters():
+    res = ok("pd.DataFrame({'s': pd.Series(['a\\x1b[2Jb', 'c\\x00', 'tab\\there', 'x\\ud800'],"
+             " dtype=object)})", table_rows=2)
+    data = base64.b64decode(res["artifacts"][0]["data_b64"]).decode("utf-8")
+    assert data == "s\na\\x1b[2Jb\nc\\x00\ntab\there\nx\\ud800\n"
+
+
+def test_output_mirror_sees_what_is_kept_as_it_comes():
+    seen = []
+    res = ok("print('a')\nprint('\\ud800' + 'b' * 20)", output_limit=10,
+             output_mirror=lambda data, total: seen.append((bytes(data), total)))
+    assert seen == [(b"a", 1), (b"\n", 2), (b"\\ud800bb", 28), (b"", 29)]
+    assert res["output"].startswith("a\n\\ud800bb\n... output truncated: 19 bytes more")

@@ -60,14 +60,103 @@ def test_read_exact_reports_a_short_stream():
     os.close(r)
 
 
-def test_wipe_scratch_removes_everything(tmp_path):
+def _as_sandbox_user(tmp_path, fn):
+    """Runs fn(folder) in a child as an unprivileged user (as the sandbox's
+    uid is: permissions apply to it), on a folder that user owns; returns
+    what fn returned (a short text) or raises with the child's error."""
+    folder = tmp_path / "scratch"
+    folder.mkdir()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        try:
+            os.chdir(folder)  # the parents may not be searchable by that user
+            if os.getuid() == 0:
+                os.chown(".", 65534, 65534)
+                os.setgid(65534)
+                os.setuid(65534)
+            os.write(w, ("OK " + str(fn("."))).encode())
+        except BaseException as e:  # noqa: BLE001
+            os.write(w, f"FAIL {type(e).__name__}: {e}".encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        answer = f.read().decode()
+    os.waitpid(pid, 0)
+    assert answer.startswith("OK "), answer
+    return answer[3:]
+
+
+def _empty(folder):
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        zygote.empty_dir(fd)
+    finally:
+        os.close(fd)
+    return sorted(os.listdir(folder))
+
+
+def test_empty_dir_removes_everything(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("k")
+
+    def plant(folder):
+        join = os.path.join
+        open(join(folder, "f"), "w").write("x")
+        os.makedirs(join(folder, "d", "e"))
+        open(join(folder, "d", "e", "g"), "w").write("y")
+        os.symlink("/etc/hostname", join(folder, "link"))
+        os.symlink(str(outside), join(folder, "dirlink"))  # never followed
+        open(join(folder, ".hidden"), "w").write("z")
+        os.mkfifo(join(folder, "fifo"))
+        return _empty(folder)
+
+    assert _as_sandbox_user(tmp_path, plant) == "[]"
+    assert (outside / "keep").read_text() == "k"
+
+
+def test_empty_dir_undoes_modes_a_job_set(tmp_path):
+    def plant(folder):
+        join = os.path.join
+        for name in ("a", "b", "c"):
+            os.makedirs(join(folder, name, "inner"))
+            open(join(folder, name, "inner", "file"), "w").write("x")
+        os.chmod(join(folder, "a", "inner", "file"), 0)
+        os.chmod(join(folder, "a", "inner"), 0)          # no permission at all
+        os.chmod(join(folder, "b"), 0o500)               # not writable
+        os.chmod(join(folder, "c"), 0o300)               # not readable
+        hidden = join(folder, ".full")
+        os.mkdir(hidden)
+        open(join(hidden, "data"), "wb").write(b"\0" * 4096)
+        os.chmod(hidden, 0o100)
+        return _empty(folder)
+
+    assert _as_sandbox_user(tmp_path, plant) == "[]"
+
+
+def test_empty_dir_handles_deep_nesting_without_recursion(tmp_path):
+    def plant(folder):
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        for _ in range(3000):  # deeper than PATH_MAX allows as one path
+            os.mkdir("d", dir_fd=fd)
+            down = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = down
+        os.close(fd)
+        return _empty(folder)
+
+    assert _as_sandbox_user(tmp_path, plant) == "[]"
+
+
+def test_wipe_scratch_reports_a_folder_it_cannot_reset(tmp_path):
+    # Outside the sandbox tmp_path is no private tmpfs: blocks and inodes in
+    # use by others must make the check fail, never pass silently.
     (tmp_path / "f").write_text("x")
-    (tmp_path / "d" / "e").mkdir(parents=True)
-    (tmp_path / "d" / "e" / "g").write_text("y")
-    (tmp_path / "link").symlink_to("/etc/hostname")
-    (tmp_path / ".hidden").write_text("z")
-    zygote.wipe_scratch(str(tmp_path))
+    problem = zygote.wipe_scratch(str(tmp_path))
     assert list(tmp_path.iterdir()) == []
+    assert problem and "scratch" in problem
 
 
 def test_bad_seccomp_programs_are_refused(tmp_path, monkeypatch):

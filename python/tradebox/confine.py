@@ -91,11 +91,13 @@ def child(filters, scratch_bytes: int):
         raise ConfineError("seccomp filter not active")
 
 
-def limit_job(memory_bytes: int, timeout_s: float):
+def limit_job(memory_bytes: int, cpu_seconds: int):
     """Per-job limits, set once the job is known: address space as headroom
-    above the current size (an absolute limit breaks pandas), and CPU time."""
+    above the current size (an absolute limit breaks pandas), and CPU time
+    (SIGXCPU at the limit, SIGKILL a second later; the supervisor reports
+    either as the time limit)."""
     with open("/proc/self/statm") as f:
         size = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
     resource.setrlimit(resource.RLIMIT_AS, (size + memory_bytes, size + memory_bytes))
-    cpu = int(timeout_s) + 1
+    cpu = max(int(cpu_seconds), 1)
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))

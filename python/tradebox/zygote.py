@@ -7,15 +7,23 @@ of its own namespaces, inside a read-only root. Protocol on stdin/stdout:
 frames of a 4-byte big-endian length and a body.
 
     zygote -> supervisor   {"type": "ready", "pid", "rss_kb", "threads", "versions"}
-    supervisor -> zygote   {"type": "job", "timeout_ms"}   (no user data)
+    supervisor -> zygote   {"type": "job", "timeout_ms", "result_bytes"}   (no user data)
                            then one frame: the job for the child (JSON with the
-                           code, limits, params, as_of), relayed as bytes
-    zygote -> supervisor   {"type": "result", "status", "elapsed_ms", ...}
-                           then, when status is "ok", one frame: the child's
-                           result exactly as the child wrote it
+                           code, limits, params, as_of, caps), relayed as bytes
+    zygote -> supervisor   {"type": "result", "status": "ok", "elapsed_ms"}
+                           then one frame: the child's answer exactly as written
+                       or  {"type": "result", "status", "elapsed_ms", "cpu_ms",
+                            "output_total", ...} then one frame: the output the
+                           job printed before it ended (its mirror, see Child)
+                           then, once the scratch is wiped and the next child
+                           forked: {"type": "idle"}, or {"type": "unhealthy",
+                           "reason"} and the zygote exits (the supervisor
+                           replaces it before the next job)
     supervisor -> zygote   {"type": "ping"}  ->  {"type": "pong", "rss_kb", "threads"}
 
-status: "ok", "timeout", "too_large", or "died" (with "signal" or "exit_code").
+status: "ok", "timeout", "too_large", "confine" (the child could not be
+confined; "message" says why, and no job code ran), or "died" (with "signal"
+or "exit_code").
 
 What one job leaves must not reach the next, which is forked from this
 process: job payloads never become Python objects here; they pass through two
@@ -23,8 +31,15 @@ anonymous mappings that are dropped (MADV_DONTNEED) after every job. The
 zygote is not dumpable, so a job cannot read its memory or open its pipes
 through /proc/1. The next child is forked and confined ahead of its job, so
 a job costs its own run time plus one round trip.
+
+Between jobs: the child is killed as soon as its answer is whole (nothing it
+does afterwards counts), reaped, and the scratch folder is emptied and
+checked (empty, writable, no space or inode in use) before the next child is
+forked; a scratch that cannot be reset makes the zygote report "unhealthy"
+and exit, so no later job starts on what a job left.
 """
 
+import contextlib
 import json
 import mmap
 import os
@@ -36,7 +51,9 @@ import sys
 import time
 
 MAX_JOB = 4 << 20
-MAX_RESULT = 48 << 20
+MAX_RESULT = 256 << 20  # virtual room; the job's "result_bytes" is the real cap
+MAX_OUTPUT = 64 << 20   # room for the output mirror (limits.output_bytes is at most 64 MiB)
+MIRROR_HEADER = struct.Struct("<QQ")  # bytes kept, bytes printed in all
 
 
 class Buffer:
@@ -118,19 +135,84 @@ def _rss_kb():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
+def empty_dir(top):
+    """Remove everything below the open directory `top`, whatever modes and
+    nesting a job left: depth first without recursion, one descriptor open
+    below `top` at a time, and never through a symbolic link. Each folder is
+    made ours to read and write (chmod 700) before it is entered; a file's
+    own mode does not matter to unlink."""
+    fd, names = top, []  # the folder being emptied, and the names down to it
+    try:
+        while True:
+            sub = None
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        sub = entry.name
+                        break
+                    os.unlink(entry.name, dir_fd=fd)
+            if sub is not None:  # go down; this folder is rescanned after
+                os.chmod(sub, 0o700, dir_fd=fd, follow_symlinks=True)  # a folder, not a link
+                down = os.open(sub, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                if fd != top:
+                    os.close(fd)
+                fd = down
+                names.append(sub)
+                continue
+            if not names:
+                return
+            up = os.open("..", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            if len(names) == 1:
+                os.close(up)
+                up = top
+            fd = up
+            os.rmdir(names.pop(), dir_fd=fd)
+    finally:
+        if fd != top:
+            os.close(fd)
+
+
 def wipe_scratch(path="/tmp"):
-    """Remove what a job left in the scratch directory."""
-    for name in os.listdir(path):
-        full = os.path.join(path, name)
-        if os.path.ismount(full):
-            continue
-        if os.path.isdir(full) and not os.path.islink(full):
-            shutil.rmtree(full, ignore_errors=True)
-        else:
-            try:
-                os.unlink(full)
-            except OSError:
-                pass
+    """Empty the scratch tmpfs and check that the next job finds it as new:
+    empty, mode 1777 and ours, no block or inode in use. Returns None, or
+    what is wrong (then the zygote must not run another job)."""
+    try:
+        os.chmod(path, 0o1777)  # a job may have taken the permissions away
+        top = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            empty_dir(top)
+        finally:
+            os.close(top)
+        st, fs, left = os.lstat(path), os.statvfs(path), os.listdir(path)
+    except (OSError, ValueError) as e:
+        return f"the scratch folder could not be emptied: {e}"
+    if left:
+        return f"the scratch folder still holds {len(left)} entries"
+    if st.st_mode & 0o7777 != 0o1777 or st.st_uid != os.getuid():
+        return f"the scratch folder has mode {st.st_mode & 0o7777:o}, owner {st.st_uid}"
+    if fs.f_bfree != fs.f_blocks or fs.f_files - fs.f_ffree > 1:
+        return (f"the scratch still uses {fs.f_blocks - fs.f_bfree} blocks and "
+                f"{fs.f_files - fs.f_ffree} inodes")
+    return None
+
+
+class Mirror:
+    """The output a job has printed so far, kept in a mapping it shares with
+    the zygote, so that a job stopped at its time limit (or crashed) still
+    reports what it printed. Written by the child, read by the zygote only
+    after the child is gone; its content is the job's own output."""
+
+    def __init__(self, shared):
+        self.map, self.kept = shared, 0
+
+    def __call__(self, data, total):
+        room = len(self.map) - MIRROR_HEADER.size - self.kept
+        data = data[:max(room, 0)]
+        start = MIRROR_HEADER.size + self.kept
+        self.map[start:start + len(data)] = data
+        self.kept += len(data)
+        MIRROR_HEADER.pack_into(self.map, 0, self.kept, total)
 
 
 class Child:
@@ -142,20 +224,34 @@ class Child:
             raise RuntimeError(f"zygote has {threads} threads; refusing to fork")
         job_r, job_w = os.pipe()
         res_r, res_w = os.pipe()
+        # Shared with this child alone: unmapped here after its job, before
+        # the next child is forked.
+        self.mirror = mmap.mmap(-1, MIRROR_HEADER.size + MAX_OUTPUT)
         pid = os.fork()
         if pid == 0:  # the child: never returns
             os.close(job_w)
             os.close(res_r)
-            _child_main(job_r, res_w, filters, snapshot, scratch_bytes)
+            _child_main(job_r, res_w, Mirror(self.mirror), filters, snapshot, scratch_bytes)
         os.close(job_r)
         os.close(res_w)
         self.pid, self.job_w, self.res_r = pid, job_w, res_r
+        self.pidfd = os.pidfd_open(pid)
+        self.deadline = 0.0
 
-    def run(self, timeout_s, job, job_len, result):
+    def _wait(self, fd):
+        """Wait until `fd` is readable or the child exits; False at the deadline."""
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        ready, _, _ = select.select([self.pidfd, fd], [], [], remaining)
+        return bool(ready)
+
+    def run(self, timeout_s, job, job_len, result, limit):
         """Give the child its job (in `job`) and collect its answer into
         `result`. Returns (status, length of the answer): "ok" as soon as a
-        whole answer frame has arrived, else "timeout", "too_large" or None
-        (the child ended without a whole answer: see `finish`)."""
+        whole answer frame of at most `limit` bytes has arrived, else
+        "timeout", "too_large", "confine" (the message in result[:length])
+        or None (the child ended without a whole answer: see `finish`)."""
         self.deadline = time.monotonic() + timeout_s
         try:
             write_frame(job.view[:job_len], self.job_w)
@@ -163,51 +259,81 @@ class Child:
             pass  # the child died before reading: reported by finish()
         os.close(self.job_w)
         job.drop()
-        self.pidfd = os.pidfd_open(self.pid)
+        # The child's first byte says whether it is confined. It writes it
+        # before it reads its job, so no job code has run yet: unlike
+        # everything after it, this byte and its message can be trusted.
+        if not self._wait(self.res_r):
+            return "timeout", 0
+        mark = os.read(self.res_r, 1)
+        if mark == b"E":
+            n = 0
+            while n < 4096 and self._wait(self.res_r) and (k := result.read_some(self.res_r, n)):
+                n = min(n + k, 4096)
+            return "confine", n
+        if mark != b"A":
+            return None, 0
         size, exited = 0, False
         while True:
             if size >= 4:
                 want = 4 + struct.unpack(">I", result.view[:4])[0]
-                if want > MAX_RESULT:
+                if want > min(limit, MAX_RESULT):
                     return "too_large", 0
                 if size >= want:
                     return "ok", want
-            remaining = self.deadline - time.monotonic()
-            if remaining <= 0:
-                return "timeout", 0
             if exited:
                 return None, 0
-            ready, _, _ = select.select([self.pidfd, self.res_r], [], [], remaining)
-            if self.res_r in ready:
-                k = result.read_some(self.res_r, size)
-                if k == 0:
-                    exited = True  # end of the pipe; the frame check above decides
-                size += k
-            elif self.pidfd in ready:
-                # Exited: the pipe holds the rest of what it wrote.
+            if not self._wait(self.res_r):
+                return "timeout", 0
+            k = result.read_some(self.res_r, size) if size < MAX_RESULT else 0
+            if k == 0:  # end of the pipe, or exited: the frame check above decides
                 while size < MAX_RESULT and (k := result.read_some(self.res_r, size)):
                     size += k
                 exited = True
+            size += k
+
+    def kill(self):
+        signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
 
     def finish(self, kill):
         """Make sure the child is gone (killing it if asked, or at the
-        deadline) and return how it ended, for the result header; a child
-        that outlived the deadline is reported as {"timed_out": True}."""
+        deadline) and return how it ended, for the result header: "signal"
+        or "exit_code", "cpu_ms", and "timed_out" for a child that outlived
+        the deadline."""
         timed_out = False
         if not kill:
-            remaining = max(self.deadline - time.monotonic(), 0)
-            ready, _, _ = select.select([self.pidfd], [], [], remaining)
-            kill = timed_out = not ready
+            kill = timed_out = not self._wait(self.pidfd)
         if kill:
-            os.kill(self.pid, signal.SIGKILL)
-        _, status = os.waitpid(self.pid, 0)
+            self.kill()
+        _, status, usage = os.wait4(self.pid, 0)
         os.close(self.pidfd)
         os.close(self.res_r)
+        ended = {"cpu_ms": int((usage.ru_utime + usage.ru_stime) * 1000)}
         if timed_out:
-            return {"timed_out": True}
-        if os.WIFSIGNALED(status):
-            return {"signal": os.WTERMSIG(status)}
-        return {"exit_code": os.WEXITSTATUS(status)}
+            ended["timed_out"] = True
+        elif os.WIFSIGNALED(status):
+            ended["signal"] = os.WTERMSIG(status)
+        else:
+            ended["exit_code"] = os.WEXITSTATUS(status)
+        return ended
+
+    def output_total(self):
+        """How many bytes the (finished) job printed in all."""
+        return MIRROR_HEADER.unpack_from(self.mirror, 0)[1]
+
+    def send_output(self):
+        """One frame: the output the (finished) job printed and kept."""
+        kept = min(MIRROR_HEADER.unpack_from(self.mirror, 0)[0],
+                   len(self.mirror) - MIRROR_HEADER.size)
+        view = memoryview(self.mirror)
+        try:
+            part = view[MIRROR_HEADER.size:MIRROR_HEADER.size + kept]
+            write_frame(part)
+            part.release()
+        finally:
+            view.release()
+
+    def close(self):
+        self.mirror.close()
 
 
 def _no_data(*args, **kwargs):
@@ -217,25 +343,32 @@ def _no_data(*args, **kwargs):
 
 
 def _failure(kind, message, elapsed_ms=0):
+    message = message.encode("utf-8", "backslashreplace").decode()  # no lone surrogates
     return json.dumps({"success": False, "result": None, "value": None, "output": "",
                        "execution_time_ms": elapsed_ms, "artifacts": [],
                        "error": {"type": kind, "message": message}}).encode()
 
 
-def _child_main(job_r, res_w, filters, snapshot, scratch_bytes):
-    """Confine, wait for the job, run it, write the result, exit."""
-    code = 0
+def _child_main(job_r, res_w, mirror, filters, snapshot, scratch_bytes):
+    """Confine, say so, wait for the job, run it, write the answer, exit."""
     try:
         devnull = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):  # the protocol pipes belong to the zygote alone
             os.dup2(devnull, fd)
         from tradebox import confine, runner
         confine.child(filters, scratch_bytes)
+    except BaseException as e:  # noqa: BLE001 - no job code has run: report and exit
+        with contextlib.suppress(BaseException):
+            _write_all(res_w, memoryview(b"E" + f"{type(e).__name__}: {e}".encode()[:4000]))
+        os._exit(71)
+    code = 0
+    try:
+        _write_all(res_w, memoryview(b"A"))  # armed; what follows is the job's
         body = read_frame(job_r)
         if body is None:
             os._exit(0)
         job = json.loads(body)
-        confine.limit_job(job.get("memory_mb", 1024) << 20, job.get("timeout_ms", 30_000) / 1000)
+        confine.limit_job(job.get("memory_mb", 1024) << 20, job.get("cpu_seconds", 31))
         helpers = {"params": job.get("params") or {}}
         if snapshot is not None:
             view = snapshot.with_as_of(job.get("as_of"))
@@ -244,22 +377,17 @@ def _child_main(job_r, res_w, filters, snapshot, scratch_bytes):
         else:
             helpers.update(load_trades=_no_data, load_balances=_no_data, load_snapshots=_no_data)
         caps = job.get("caps") or {}
-        result = runner.run(job.get("code", ""), helpers,
-                            output_limit=job.get("output_limit", 1 << 20), caps=caps)
-        payload = runner.encode(result, caps)
-        if len(payload) + 4 > MAX_RESULT:
-            payload = _failure("ResultTooLarge", f"the result is {len(payload) >> 20} MiB, over "
-                               f"the {MAX_RESULT >> 20} MiB limit",
-                               result.get("execution_time_ms", 0))
-        write_frame(payload, res_w)
+        result = runner.run(job.get("code", ""), helpers, caps=caps, output_mirror=mirror,
+                            output_limit=job.get("output_limit", 1 << 20))
+        write_frame(runner.encode(result, caps), res_w)
         os.close(res_w)
     except BaseException as e:  # noqa: BLE001 - the child reports and exits
+        # After job code ran, this is the job's failure, never the sandbox's.
         code = 70
-        try:
-            write_frame(_failure("SandboxError", f"{type(e).__name__}: {e}"), res_w)
+        with contextlib.suppress(BaseException):
+            write_frame(_failure("ResultError", f"the result could not be returned: "
+                                 f"{type(e).__name__}: {e}"), res_w)
             code = 0
-        except BaseException:  # noqa: BLE001
-            pass
     finally:
         os._exit(code)
 
@@ -274,7 +402,6 @@ def _warm_up(snapshot, runner):
             "df = pd.DataFrame({'exchange': ['a', 'b'], 'amount': [1.0, 2.0]})\n")
     code += "result = df.groupby('exchange')['amount'].sum()"
     runner.run(code, helpers)
-    wipe_scratch()
 
 
 def main():
@@ -300,6 +427,10 @@ def main():
     filters = confine.load_filters()
     scratch = shutil.disk_usage("/tmp").total
     _warm_up(snapshot, runner)
+    problem = wipe_scratch()
+    if problem:
+        send({"type": "error", "layer": "scratch", "message": problem})
+        return
     send({"type": "ready", "pid": os.getpid(), "rss_kb": _rss_kb(), "threads": _threads(),
           "python": sys.version.split()[0],
           "versions": {"pandas": pandas.__version__, "numpy": numpy.__version__,
@@ -319,20 +450,31 @@ def main():
         if length is None or length > MAX_JOB or not job.read_exact(0, length):
             return  # the supervisor broke the protocol: start afresh
         started = time.monotonic()
-        status, size = child.run(msg.get("timeout_ms", 30_000) / 1000, job, length, result)
-        header = {"type": "result", "status": status}
-        if status == "ok":  # answer first; the child is still exiting
-            header["elapsed_ms"] = int((time.monotonic() - started) * 1000)
-            send(header)
+        status, size = child.run(msg.get("timeout_ms", 30_000) / 1000, job, length, result,
+                                 int(msg.get("result_bytes", MAX_RESULT)) + 4)
+        elapsed = lambda: int((time.monotonic() - started) * 1000)  # noqa: E731
+        if status == "ok":
+            child.kill()  # the answer is final: nothing the job does after it counts
+            send({"type": "result", "status": "ok", "elapsed_ms": elapsed()})
             write_frame(result.view[4:size])
-        ended = child.finish(kill=status in ("timeout", "too_large"))
-        if status != "ok":
+            child.finish(kill=True)
+        else:
+            header = {"type": "result", "status": status}
+            if status == "confine":
+                header["message"] = bytes(result.view[:size]).decode("utf-8", "replace")
+            ended = child.finish(kill=status in ("timeout", "too_large", "confine"))
             if status is None:
                 status = "timeout" if ended.pop("timed_out", False) else "died"
-                header.update(ended)
-            header["status"] = status
-            header["elapsed_ms"] = int((time.monotonic() - started) * 1000)
+            ended.pop("timed_out", None)
+            header.update(ended, status=status, elapsed_ms=elapsed())
+            header["output_total"] = child.output_total()
             send(header)
+            child.send_output()
         result.drop()
-        wipe_scratch()
+        child.close()
+        problem = wipe_scratch() or (status == "confine" and header["message"])
+        if problem:
+            send({"type": "unhealthy", "reason": problem})
+            return
         child = Child(filters, snapshot, scratch)
+        send({"type": "idle"})

@@ -1,6 +1,13 @@
 //! `tradebox run`: run one snippet in the sandbox and print its result.
+//!
+//! Everything the job produced is untrusted: artifacts are written only
+//! under tradebox's names, never over an existing file or through a
+//! symlink, and the job's texts are shown with control characters escaped
+//! when they go to a terminal.
 
-use std::io::Read;
+use std::borrow::Cow;
+use std::fs::{File, OpenOptions};
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -8,7 +15,7 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 use tradebox_data::Home;
-use tradebox_sandbox::{ExecError, ExecResult, Job};
+use tradebox_sandbox::{ExecError, ExecResult, Job, Origin};
 
 use crate::sandbox_setup::{self, SetupError};
 
@@ -151,6 +158,7 @@ fn validate(code: &str, rules: &tradebox_validate::Rules) -> Option<ExecResult> 
             line: first.and_then(|f| u32::try_from(f.line).ok()),
             column: first.and_then(|f| u32::try_from(f.column).ok()),
             traceback: None,
+            origin: Origin::Tradebox,
         }),
         ..ExecResult::failure("ValidationError", "", 0)
     })
@@ -174,14 +182,19 @@ fn save_artifacts(
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut saved = Vec::new();
-    for a in &result.artifacts {
+    for (i, a) in result.artifacts.iter().enumerate() {
         let Some(bytes) = a.bytes() else { continue };
-        let path = dir.join(&a.name);
-        std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+        let Some((stem, ext)) = artifact_name(i, &a.kind, &a.name) else {
+            continue;
+        };
+        let (path, mut file) = create_new(&dir, &stem, ext)?;
+        file.write_all(&bytes)
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("writing {}", path.display()))?;
         saved.push(json!({
-            "kind": a.kind,
+            "kind": ext,
             "path": path,
-            "name": a.name,
+            "name": path.file_name().map(|n| n.to_string_lossy()),
             "mime": a.mime,
             "size": bytes.len(),
             "truncated": a.truncated,
@@ -190,27 +203,116 @@ fn save_artifacts(
     Ok(saved)
 }
 
+/// The stem and extension an artifact is saved under: tradebox's name
+/// (`figure-1`, `table-1`) when it is one, else `artifact-N`; the extension
+/// is the checked kind's. `None` for a kind tradebox does not save.
+fn artifact_name(index: usize, kind: &str, name: &str) -> Option<(String, &'static str)> {
+    let ext = match kind {
+        "png" => "png",
+        "csv" => "csv",
+        _ => return None,
+    };
+    let stem = name
+        .strip_suffix(ext)
+        .and_then(|s| s.strip_suffix('.'))
+        .filter(|s| {
+            !s.is_empty()
+                && s.len() <= 32
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
+    Some((
+        stem.map_or_else(|| format!("artifact-{}", index + 1), str::to_string),
+        ext,
+    ))
+}
+
+/// Creates `dir/stem.ext`, or `stem-2.ext`, `stem-3.ext`, ... when taken:
+/// never over an existing file and never through a symlink (`O_EXCL`).
+fn create_new(dir: &Path, stem: &str, ext: &str) -> anyhow::Result<(PathBuf, File)> {
+    for n in 1..=1000 {
+        let name = if n == 1 {
+            format!("{stem}.{ext}")
+        } else {
+            format!("{stem}-{n}.{ext}")
+        };
+        let path = dir.join(name);
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(file) => return Ok((path, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+        }
+    }
+    anyhow::bail!(
+        "{}: {stem}.{ext} and 999 numbered variants exist already",
+        dir.display()
+    )
+}
+
+/// `text` for a terminal: control characters (C0 but newline and tab, DEL,
+/// C1) and the bidirectional overrides and isolates become visible escapes
+/// (`\x1b`, `\u{202e}`), so a job cannot move the cursor, retitle the
+/// window, hide text or reorder what the user reads.
+pub fn terminal_safe(text: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if !unsafe_char(c) {
+            out.push(c);
+        } else if (c as u32) < 0x80 {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        }
+    }
+    Cow::Owned(out)
+}
+
 fn print_text(result: &ExecResult, saved: &[serde_json::Value]) {
+    let (tty_out, tty_err) = (
+        std::io::stdout().is_terminal(),
+        std::io::stderr().is_terminal(),
+    );
+    let out = |s: &str| -> String {
+        if tty_out {
+            terminal_safe(s).into_owned()
+        } else {
+            s.to_string()
+        }
+    };
+    let err = |s: &str| -> String {
+        if tty_err {
+            terminal_safe(s).into_owned()
+        } else {
+            s.to_string()
+        }
+    };
     if !result.output.is_empty() {
-        print!("{}", result.output);
+        print!("{}", out(&result.output));
         if !result.output.ends_with('\n') {
             println!();
         }
     }
     if let Some(text) = &result.result {
-        println!("{text}");
+        println!("{}", out(text));
     }
     if let Some(e) = &result.error {
         match &e.traceback {
-            Some(tb) if !tb.is_empty() => eprintln!("{}", tb.trim_end()),
-            _ => eprintln!("{}: {}", e.kind, e.message),
+            Some(tb) if !tb.is_empty() => eprintln!("{}", err(tb.trim_end())),
+            _ => eprintln!("{}: {}", err(&e.kind), err(&e.message)),
         }
     }
     for a in saved {
         eprintln!(
             "{} saved to {}",
             a["kind"].as_str().unwrap_or("file"),
-            a["path"].as_str().unwrap_or("?")
+            err(a["path"].as_str().unwrap_or("?"))
         );
     }
     eprintln!(
@@ -218,4 +320,74 @@ fn print_text(result: &ExecResult, saved: &[serde_json::Value]) {
         if result.success { "ran" } else { "failed" },
         result.execution_time_ms
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_text_has_no_live_control_characters() {
+        assert!(matches!(
+            terminal_safe("plain\ttext\né ✓"),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            terminal_safe("\x1b]0;owned\x07\x1b[2J\r\x00\x7f"),
+            "\\x1b]0;owned\\x07\\x1b[2J\\x0d\\x00\\x7f"
+        );
+        assert_eq!(terminal_safe("a\u{9b}31mb\u{85}"), "a\\u{9b}31mb\\u{85}");
+        assert_eq!(
+            terminal_safe("x\u{202e}gnp.exe\u{2066}\u{2069}\u{202a}"),
+            "x\\u{202e}gnp.exe\\u{2066}\\u{2069}\\u{202a}"
+        );
+        // Neighbours of the escaped ranges are left alone.
+        assert_eq!(
+            terminal_safe("\u{a0}\u{2029}\u{202f}\u{2065}\u{206a}"),
+            "\u{a0}\u{2029}\u{202f}\u{2065}\u{206a}"
+        );
+    }
+
+    #[test]
+    fn artifacts_are_saved_under_tradeboxs_names_only() {
+        assert_eq!(
+            artifact_name(0, "png", "figure-1.png"),
+            Some(("figure-1".into(), "png"))
+        );
+        assert_eq!(
+            artifact_name(2, "csv", "table-2.csv"),
+            Some(("table-2".into(), "csv"))
+        );
+        for name in [
+            "conftest.py",
+            "../x.png",
+            "Makefile",
+            ".png",
+            "a b.png",
+            "x.csv",
+        ] {
+            assert_eq!(
+                artifact_name(4, "png", name),
+                Some(("artifact-5".into(), "png")),
+                "{name}"
+            );
+        }
+        assert_eq!(artifact_name(0, "sh", "x.sh"), None);
+    }
+
+    #[test]
+    fn saving_never_overwrites_or_follows_a_symlink() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(outside.path(), "outside").unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("figure-1.png")).unwrap();
+        std::fs::write(dir.path().join("figure-1-2.png"), "mine").unwrap();
+        let (path, _) = create_new(dir.path(), "figure-1", "png").unwrap();
+        assert_eq!(path, dir.path().join("figure-1-3.png"));
+        assert_eq!(std::fs::read_to_string(outside.path()).unwrap(), "outside");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("figure-1-2.png")).unwrap(),
+            "mine"
+        );
+    }
 }

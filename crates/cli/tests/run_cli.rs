@@ -169,6 +169,101 @@ fn figures_and_big_tables_become_files() {
     );
 }
 
+/// The names in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn artifacts_never_overwrite_or_follow_a_symlink() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let outside = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(outside.path(), "outside the folder").unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("figure-1.png")).unwrap();
+    std::fs::write(dir.path().join("figure-1-2.png"), "mine").unwrap();
+    let (code, out, err) = tradebox(
+        &[
+            "run",
+            "--json",
+            "--artifacts",
+            dir.path().to_str().unwrap(),
+            "-c",
+            "plt.figure()\nplt.plot([1, 2])\nplt.figure()\nplt.plot([2, 1])",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let paths: Vec<&str> = v["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["path"].as_str().unwrap())
+        .collect();
+    let at = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    assert_eq!(paths, [at("figure-1-3.png"), at("figure-2.png")], "{v}");
+    assert_eq!(
+        names_in(dir.path()),
+        [
+            "figure-1-2.png",
+            "figure-1-3.png",
+            "figure-1.png",
+            "figure-2.png"
+        ]
+    );
+    let link = std::fs::read_link(dir.path().join("figure-1.png")).unwrap();
+    assert_eq!(link, outside.path());
+    assert_eq!(
+        std::fs::read_to_string(outside.path()).unwrap(),
+        "outside the folder"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("figure-1-2.png")).unwrap(),
+        "mine"
+    );
+    for name in ["figure-1-3.png", "figure-2.png"] {
+        assert!(std::fs::read(dir.path().join(name))
+            .unwrap()
+            .starts_with(b"\x89PNG"));
+    }
+
+    // A job that forges its answer does not choose the names either.
+    let forged = r#"
+import base64, json, os, struct, sys
+f = sys._getframe()
+while f.f_code.co_name != "_child_main":
+    f = f.f_back
+csv = base64.b64encode(b"a,b\n1,2\n").decode()
+payload = json.dumps({"success": True, "artifacts": [
+    {"kind": "csv", "name": "conftest.py", "data_b64": csv},
+    {"kind": "csv", "name": "../Makefile", "data_b64": csv}]}).encode()
+os.write(f.f_locals["res_w"], struct.pack(">I", len(payload)) + payload)
+os._exit(0)
+"#;
+    let dir = tempfile::TempDir::new().unwrap();
+    let args = [
+        "run",
+        "--no-validate",
+        "--artifacts",
+        dir.path().to_str().unwrap(),
+        "-c",
+        forged,
+    ];
+    let (code, _, err) = tradebox(&args, None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        names_in(dir.path()),
+        ["table-1.csv", "table-2.csv"],
+        "{err}"
+    );
+    assert!(!dir.path().parent().unwrap().join("Makefile").exists());
+}
+
 #[test]
 fn doctor_reports_every_layer_active() {
     let (code, out, err) = tradebox(&["doctor", "--json"], None);

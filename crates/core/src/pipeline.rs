@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
-use tradebox_sandbox::{ExecResult, Job, Pool, PoolError};
+use tradebox_sandbox::{ExecResult, Job, Origin, Pool, PoolError};
 
 use crate::audit::{Action, AuditEntry, AuditLog, Outcome, Source};
 use crate::command::{self, Command, UsageError};
@@ -827,7 +827,8 @@ fn failure_reply(fallback: &str, r: &ExecResult) -> Reply {
 fn finish_entry(mut entry: AuditEntry, r: &ExecResult, started: Instant) -> AuditEntry {
     entry.duration_ms = Some(started.elapsed().as_millis() as u64);
     if let Some(e) = &r.error {
-        entry.outcome = if e.kind == "Timeout" {
+        // Only tradebox decides a timeout: a job may claim any error type.
+        entry.outcome = if e.kind == "Timeout" && e.origin == Origin::Tradebox {
             Outcome::Timeout
         } else {
             Outcome::Error
@@ -903,5 +904,26 @@ impl Drop for Slot<'_> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_tradebox_decides_a_timeout_in_the_audit() {
+        let entry = || AuditEntry::new("U1", Source::Cli, Action::Analyze, Outcome::Ok);
+        let ours = ExecResult::failure("Timeout", "timed out", 30_000);
+        let outcome = finish_entry(entry(), &ours, Instant::now()).outcome;
+        assert_eq!(outcome, Outcome::Timeout);
+        // A job that forges a `Timeout` answer is an error like any other.
+        let mut forged = ours.clone();
+        if let Some(e) = &mut forged.error {
+            e.origin = Origin::Job;
+        }
+        let e = finish_entry(entry(), &forged, Instant::now());
+        assert_eq!(e.outcome, Outcome::Error);
+        assert_eq!(e.error_type.as_deref(), Some("Timeout"));
     }
 }

@@ -109,7 +109,39 @@ pub fn host_checks() -> Vec<HostCheck> {
         detail: cgroup_mode(),
         advice: None,
     });
+
+    let (host_uid, _) = crate::launcher::host_ids();
+    checks.push(HostCheck {
+        name: "sandbox user",
+        ok: true,
+        detail: if is_root {
+            format!("tradebox runs as host root: the sandbox runs as host uid {host_uid} (nobody) instead, with no supplementary groups")
+        } else {
+            format!("host uid {host_uid} (the user running tradebox)")
+        },
+        advice: is_root.then(|| {
+            "run tradebox as an unprivileged user: root is not needed, and a dedicated account keeps \
+             the store, tokens and runtime out of reach of every other account"
+                .to_string()
+        }),
+    });
+    checks.push(HostCheck {
+        name: "process limit",
+        ok: true,
+        detail: pids_mode(),
+        advice: None,
+    });
     checks
+}
+
+/// How the number of processes and threads of a sandbox is bounded here.
+pub fn pids_mode() -> String {
+    format!(
+        "RLIMIT_NPROC {} per sandbox (zygote, job and its threads; counted per user namespace), \
+         which holds for a root caller too because the sandbox never runs as host uid 0; \
+         cgroup pids limits are not used",
+        crate::launcher::MAX_TASKS
+    )
 }
 
 /// How memory can be limited here.
@@ -152,8 +184,19 @@ def mount_root():
                 return parts[5]
     return ''
 s = status()
-with open('/proc/net/dev') as f:
+with open('/proc/self/net/dev') as f:
     interfaces = [l.split(':')[0].strip() for l in f.readlines()[2:]]
+def threads():
+    import threading
+    stop, n = threading.Event(), 0
+    try:
+        while n < 1000:
+            threading.Thread(target=stop.wait).start()
+            n += 1
+    except RuntimeError:
+        pass
+    stop.set()
+    return n
 result = {
     'uid': os.getuid(), 'pid': os.getpid(), 'ppid': os.getppid(),
     'uid_map': open('/proc/self/uid_map').read().split(),
@@ -170,6 +213,11 @@ result = {
     'rlimit_as': resource.getrlimit(resource.RLIMIT_AS)[0],
     'rlimit_cpu': resource.getrlimit(resource.RLIMIT_CPU)[0],
     'rlimit_nofile': resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+    'rlimit_nproc': resource.getrlimit(resource.RLIMIT_NPROC)[0],
+    'threads_started': threads(),
+    'proc_entries': sorted(os.listdir('/proc')),
+    'proc_zygote': attempt(lambda: open('/proc/1/stat').read()),
+    'proc_host': attempt(lambda: open('/proc/loadavg').read()),
 }
 "#;
 
@@ -266,6 +314,37 @@ pub fn interpret(p: &serde_json::Value) -> Vec<Layer> {
             s("cap_eff").trim_start_matches('0').is_empty()
                 && s("cap_bnd").trim_start_matches('0').is_empty(),
             format!("effective {}, bounding {}", s("cap_eff"), s("cap_bnd")),
+        ),
+        layer(
+            "private /proc",
+            s("proc_zygote").starts_with("denied")
+                && s("proc_host").starts_with("denied")
+                && strings("proc_entries").iter().all(|e| {
+                    !e.bytes().all(|b| b.is_ascii_digit())
+                        || p["pid"] == e.parse::<u64>().unwrap_or(0)
+                }),
+            format!(
+                "processes shown: {}; the zygote's /proc/1: {}; host files (/proc/loadavg): {}",
+                strings("proc_entries")
+                    .iter()
+                    .filter(|e| e.bytes().all(|b| b.is_ascii_digit()))
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                s("proc_zygote"),
+                s("proc_host")
+            ),
+        ),
+        layer(
+            "process limit",
+            p["rlimit_nproc"].as_u64() == Some(crate::launcher::MAX_TASKS)
+                && p["threads_started"]
+                    .as_u64()
+                    .is_some_and(|n| n + 2 <= crate::launcher::MAX_TASKS),
+            format!(
+                "RLIMIT_NPROC {}; a job could start {} threads",
+                p["rlimit_nproc"], p["threads_started"]
+            ),
         ),
         layer(
             "resource limits",

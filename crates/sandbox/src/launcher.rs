@@ -32,10 +32,10 @@ use std::path::{Path, PathBuf};
 
 use nix::libc;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sched::{unshare, CloneFlags};
+use nix::sched::CloneFlags;
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, ForkResult};
 use serde::{Deserialize, Serialize};
+use std::os::fd::AsRawFd;
 
 use crate::protocol;
 use crate::seccomp;
@@ -115,6 +115,27 @@ fn report(e: &LayerError) {
     let _ = out.flush();
 }
 
+/// The host uid and gid the sandbox runs as when tradebox itself runs as
+/// host root (`nobody` and `nogroup`): a job must never be host root, and
+/// the kernel exempts uid 0 from the process limit (`RLIMIT_NPROC`).
+pub const ROOT_FALLBACK_ID: u32 = 65534;
+
+/// The host uid and gid mapped to the sandbox's uid 1000: the caller's own,
+/// or [`ROOT_FALLBACK_ID`] when the caller is root.
+pub fn host_ids() -> (u32, u32) {
+    let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+    if uid.is_root() {
+        (ROOT_FALLBACK_ID, ROOT_FALLBACK_ID)
+    } else {
+        (uid.as_raw(), gid.as_raw())
+    }
+}
+
+/// Tasks (processes and threads) allowed in one sandbox: the zygote, the
+/// job's child and 16 threads of the job. `RLIMIT_NPROC` counts per user
+/// namespace (Linux 5.14 and later), so each zygote has its own budget.
+pub const MAX_TASKS: u64 = 18;
+
 fn launch(spec: &LaunchSpec) -> Result<i32, LayerError> {
     let threads = std::fs::read_dir("/proc/self/task")
         .map_err(io_fail("launcher"))?
@@ -132,61 +153,218 @@ fn launch(spec: &LaunchSpec) -> Result<i32, LayerError> {
     }
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(fail("launcher"))?;
 
-    let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
-    unshare(
-        CloneFlags::CLONE_NEWUSER
-            | CloneFlags::CLONE_NEWNS
-            | CloneFlags::CLONE_NEWPID
-            | CloneFlags::CLONE_NEWNET
-            | CloneFlags::CLONE_NEWIPC
-            | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWCGROUP,
-    )
-    .map_err(|e| LayerError {
-        layer: "namespaces",
-        message: format!("unshare: {} (user namespaces unavailable?)", e.desc()),
-    })?;
-    std::fs::write("/proc/self/setgroups", "deny").map_err(io_fail("namespaces"))?;
-    std::fs::write("/proc/self/uid_map", format!("{SANDBOX_ID} {uid} 1"))
-        .map_err(io_fail("namespaces"))?;
-    std::fs::write("/proc/self/gid_map", format!("{SANDBOX_ID} {gid} 1"))
-        .map_err(io_fail("namespaces"))?;
-
-    // SAFETY: single-threaded (checked above), so the child may run anything.
-    match unsafe { fork() }.map_err(fail("namespaces"))? {
-        ForkResult::Parent { child } => {
-            // The zygote owns the protocol pipes; keep only stderr.
-            let _ = nix::unistd::close(0);
-            let _ = nix::unistd::close(1);
-            loop {
-                match waitpid(child, None) {
-                    Ok(WaitStatus::Exited(_, code)) => return Ok(code),
-                    Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
-                    Ok(_) => continue,
-                    Err(nix::Error::EINTR) => continue,
-                    Err(e) => return Err(fail("launcher")(e)),
-                }
-            }
+    let as_root = nix::unistd::getuid().is_root();
+    let (host_uid, host_gid) = host_ids();
+    // The child waits on this pipe until its uid and gid maps are written.
+    let (go_r, go_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(fail("launcher"))?;
+    let flags = CloneFlags::CLONE_NEWUSER
+        | CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWNET
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWCGROUP;
+    // SAFETY: the process is single-threaded (checked above); a raw clone
+    // without a new stack returns twice, like fork, with the child in new
+    // namespaces (pid 1 of the new pid namespace). The maps of a child can
+    // only be written from outside it, which a root caller needs in order
+    // to map the sandbox to an unprivileged host uid.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags.bits() | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        return Err(LayerError {
+            layer: "namespaces",
+            message: format!(
+                "clone: {} (user namespaces unavailable?)",
+                std::io::Error::last_os_error()
+            ),
+        });
+    }
+    if pid == 0 {
+        drop(go_w);
+        // Die with the launcher even before Python sets this again.
+        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+        let mut go = [0u8; 1];
+        if !matches!(nix::unistd::read(&go_r, &mut go), Ok(1)) {
+            std::process::exit(3); // the launcher failed and said why
         }
-        ForkResult::Child => {
-            // Die with the launcher even before Python sets this again.
-            let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
-            let e = confine_and_exec(spec);
-            report(&e);
-            std::process::exit(3);
+        drop(go_r);
+        let e = confine_and_exec(spec, as_root);
+        report(&e);
+        std::process::exit(3);
+    }
+    drop(go_r);
+    let child = nix::unistd::Pid::from_raw(pid as i32);
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    let maps = (|| {
+        if !as_root {
+            // Unprivileged mappings require setgroups to be denied first.
+            std::fs::write(proc.join("setgroups"), "deny")?;
+        }
+        std::fs::write(proc.join("uid_map"), format!("{SANDBOX_ID} {host_uid} 1"))?;
+        std::fs::write(proc.join("gid_map"), format!("{SANDBOX_ID} {host_gid} 1"))
+    })();
+    if let Err(e) = maps {
+        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+        let _ = waitpid(child, None);
+        return Err(io_fail("namespaces")(e));
+    }
+    nix::unistd::write(&go_w, b"1").map_err(fail("namespaces"))?;
+    drop(go_w);
+    // The zygote owns the protocol pipes; keep only stderr.
+    let _ = nix::unistd::close(0);
+    let _ = nix::unistd::close(1);
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) => continue,
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(fail("launcher")(e)),
         }
     }
 }
 
 /// Runs as pid 1 of the new namespaces; only returns on failure.
-fn confine_and_exec(spec: &LaunchSpec) -> LayerError {
-    match build_root(spec).and_then(|()| lock_down(spec)) {
+fn confine_and_exec(spec: &LaunchSpec, as_root: bool) -> LayerError {
+    match enter_root(spec, as_root)
+        .and_then(|sources| build_root(spec, &sources))
+        .and_then(|()| lock_down(spec))
+    {
         Ok(()) => exec_python(spec),
         Err(e) => e,
     }
 }
 
 const RO_BIND: MsFlags = MsFlags::MS_BIND.union(MsFlags::MS_REC);
+
+/// A host path the sandbox's root shows, held open (`O_PATH`) from before
+/// the launcher becomes the sandbox's unprivileged uid: binds go through
+/// `/proc/self/fd/N`, so they need no search permission on the host path
+/// (a root caller's runtime may live under `/root`).
+struct Source {
+    fd: std::os::fd::OwnedFd,
+    /// Where it appears inside the sandbox.
+    dst: PathBuf,
+    is_dir: bool,
+}
+
+impl Source {
+    fn open(src: &Path, dst: &Path) -> Result<Source, LayerError> {
+        use nix::fcntl::OFlag;
+        let at = |e: nix::Error| LayerError {
+            layer: "root",
+            message: format!("{}: {}", src.display(), e.desc()),
+        };
+        let fd = nix::fcntl::open(
+            src,
+            OFlag::O_PATH | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(at)?;
+        let stat = nix::sys::stat::fstat(&fd).map_err(at)?;
+        Ok(Source {
+            fd,
+            dst: dst.to_path_buf(),
+            is_dir: stat.st_mode & libc::S_IFMT == libc::S_IFDIR,
+        })
+    }
+
+    fn proc_path(&self) -> String {
+        format!("/proc/self/fd/{}", self.fd.as_raw_fd())
+    }
+}
+
+/// Everything the root shows from the host, and the links it recreates.
+struct Sources {
+    binds: Vec<Source>,
+    /// Writable binds (the `/dev` nodes).
+    devices: Vec<Source>,
+    /// Top-level links of a merged-/usr system (`/lib -> usr/lib`).
+    links: Vec<(PathBuf, PathBuf)>,
+}
+
+/// Mounts the new root's tmpfs on `spec.root`, enters it, opens every host
+/// path it will show, then becomes the sandbox's uid 1000 (for a root
+/// caller, host uid [`ROOT_FALLBACK_ID`] without supplementary groups).
+fn enter_root(spec: &LaunchSpec, as_root: bool) -> Result<Sources, LayerError> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(fail("root"))?;
+    mount(
+        Some("tmpfs"),
+        &spec.root,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(format!("size=16m,mode=755,uid={SANDBOX_ID},gid={SANDBOX_ID}").as_str()),
+    )
+    .map_err(fail("root"))?;
+    nix::unistd::chdir(&spec.root).map_err(fail("root"))?;
+
+    let mut sources = Sources {
+        binds: vec![Source::open(Path::new("/usr"), Path::new("/usr"))?],
+        devices: Vec::new(),
+        links: Vec::new(),
+    };
+    for top in ["/lib", "/lib64", "/lib32", "/bin", "/sbin"] {
+        let top = Path::new(top);
+        match std::fs::read_link(top) {
+            Ok(link) => sources.links.push((top.to_path_buf(), link)),
+            Err(_) if top.is_dir() => sources.binds.push(Source::open(top, top)?),
+            Err(_) => {}
+        }
+    }
+    // The base interpreter at the path the venv links to; the venv and our package.
+    if !spec.base_prefix.starts_with("/usr") {
+        sources
+            .binds
+            .push(Source::open(&spec.base_prefix, &spec.base_prefix)?);
+    }
+    sources
+        .binds
+        .push(Source::open(&spec.venv, Path::new(VENV))?);
+    sources
+        .binds
+        .push(Source::open(&spec.lib, Path::new("/opt/tradebox"))?);
+    if let Some(snapshot) = &spec.snapshot {
+        sources
+            .binds
+            .push(Source::open(snapshot, Path::new("/data"))?);
+    }
+    for shared in ["/etc/ld.so.cache", "/etc/fonts"] {
+        let shared = Path::new(shared);
+        if shared.exists() {
+            sources.binds.push(Source::open(shared, shared)?);
+        }
+    }
+    for dev in ["null", "zero", "full", "random", "urandom"] {
+        let path = PathBuf::from("/dev").join(dev);
+        sources.devices.push(Source::open(&path, &path)?);
+    }
+
+    let id = nix::unistd::Uid::from_raw(SANDBOX_ID);
+    let gid = nix::unistd::Gid::from_raw(SANDBOX_ID);
+    if as_root {
+        nix::unistd::setgroups(&[]).map_err(fail("namespaces"))?;
+    }
+    nix::unistd::setresgid(gid, gid, gid).map_err(fail("namespaces"))?;
+    nix::unistd::setresuid(id, id, id).map_err(fail("namespaces"))?;
+    Ok(sources)
+}
 
 fn mkdirs(path: &Path) -> Result<(), LayerError> {
     std::fs::create_dir_all(path).map_err(|e| LayerError {
@@ -195,14 +373,16 @@ fn mkdirs(path: &Path) -> Result<(), LayerError> {
     })
 }
 
-/// Bind-mounts `src` at `dst` inside `root`, read-only unless `writable`.
-fn bind(root: &Path, src: &Path, dst: &Path, writable: bool) -> Result<(), LayerError> {
-    let target = root.join(dst.strip_prefix("/").unwrap_or(dst));
-    let meta = std::fs::metadata(src).map_err(|e| LayerError {
-        layer: "root",
-        message: format!("{}: {e}", src.display()),
-    })?;
-    if meta.is_dir() {
+/// The path of `dst` (absolute inside the sandbox) under the new root,
+/// which is the current directory until `pivot_root`.
+fn in_root(dst: &Path) -> PathBuf {
+    Path::new(".").join(dst.strip_prefix("/").unwrap_or(dst))
+}
+
+/// Bind-mounts `src` at its place in the new root, read-only unless `writable`.
+fn bind(src: &Source, writable: bool) -> Result<(), LayerError> {
+    let target = in_root(&src.dst);
+    if src.is_dir {
         mkdirs(&target)?;
     } else {
         if let Some(parent) = target.parent() {
@@ -212,9 +392,16 @@ fn bind(root: &Path, src: &Path, dst: &Path, writable: bool) -> Result<(), Layer
     }
     let at = |e: nix::Error| LayerError {
         layer: "root",
-        message: format!("bind {} -> {}: {}", src.display(), dst.display(), e.desc()),
+        message: format!("bind {}: {}", src.dst.display(), e.desc()),
     };
-    mount(Some(src), &target, None::<&str>, RO_BIND, None::<&str>).map_err(at)?;
+    mount(
+        Some(src.proc_path().as_str()),
+        &target,
+        None::<&str>,
+        RO_BIND,
+        None::<&str>,
+    )
+    .map_err(at)?;
     if !writable {
         // A remount inside a user namespace must keep the flags the kernel
         // locked on the source mount (nosuid, nodev, noexec).
@@ -238,59 +425,38 @@ fn bind(root: &Path, src: &Path, dst: &Path, writable: bool) -> Result<(), Layer
     Ok(())
 }
 
-fn build_root(spec: &LaunchSpec) -> Result<(), LayerError> {
-    let root = spec.root.as_path();
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(fail("root"))?;
-    mount(
-        Some("tmpfs"),
-        root,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("size=16m,mode=755"),
-    )
-    .map_err(fail("root"))?;
+/// Inodes of the scratch tmpfs per MiB of its size: bounds the kernel
+/// memory a job can pin with empty files (about 1 KiB each).
+pub const SCRATCH_INODES_PER_MIB: u64 = 64;
 
-    // The system's libraries and, on merged-/usr systems, its links into /usr.
-    bind(root, Path::new("/usr"), Path::new("/usr"), false)?;
-    for top in ["/lib", "/lib64", "/lib32", "/bin", "/sbin"] {
-        let top = Path::new(top);
-        match std::fs::read_link(top) {
-            Ok(link) => {
-                let at = root.join(top.strip_prefix("/").unwrap_or(top));
-                std::os::unix::fs::symlink(link, at).map_err(io_fail("root"))?;
-            }
-            Err(_) if top.is_dir() => bind(root, top, top, false)?,
-            Err(_) => {}
-        }
-    }
+fn build_root(spec: &LaunchSpec, sources: &Sources) -> Result<(), LayerError> {
     // Scratch first, so that nothing below is hidden by it.
-    mkdirs(&root.join("tmp"))?;
+    let tmp = in_root(Path::new("/tmp"));
+    mkdirs(&tmp)?;
     mount(
         Some("tmpfs"),
-        &root.join("tmp"),
+        &tmp,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(format!("size={}m,mode=1777", spec.scratch_mib).as_str()),
+        Some(
+            format!(
+                "size={}m,nr_inodes={},mode=1777",
+                spec.scratch_mib,
+                (spec.scratch_mib * SCRATCH_INODES_PER_MIB).max(256)
+            )
+            .as_str(),
+        ),
     )
     .map_err(fail("scratch"))?;
-    // The base interpreter at the path the venv links to; the venv and our package.
-    if !spec.base_prefix.starts_with("/usr") {
-        bind(root, &spec.base_prefix, &spec.base_prefix, false)?;
+    // The system's libraries and, on merged-/usr systems, its links into /usr.
+    for (top, link) in &sources.links {
+        std::os::unix::fs::symlink(link, in_root(top)).map_err(io_fail("root"))?;
     }
-    bind(root, &spec.venv, Path::new(VENV), false)?;
-    bind(root, &spec.lib, Path::new("/opt/tradebox"), false)?;
-    if let Some(snapshot) = &spec.snapshot {
-        bind(root, snapshot, Path::new("/data"), false)?;
+    for src in &sources.binds {
+        bind(src, false)?;
     }
-    // /etc: an identity, the loader cache, UTC, and the child's filters.
-    let etc = root.join("etc");
+    // /etc: an identity, UTC, and the child's filters.
+    let etc = in_root(Path::new("/etc"));
     mkdirs(&etc.join("tradebox"))?;
     let files: [(&str, Vec<u8>); 4] = [
         (
@@ -310,29 +476,26 @@ fn build_root(spec: &LaunchSpec) -> Result<(), LayerError> {
     for (name, bytes) in files {
         std::fs::write(etc.join(name), bytes).map_err(io_fail("root"))?;
     }
-    for shared in ["/etc/ld.so.cache", "/etc/fonts"] {
-        let shared = Path::new(shared);
-        if shared.exists() {
-            bind(root, shared, shared, false)?;
-        }
-    }
     std::os::unix::fs::symlink("/usr/share/zoneinfo/UTC", etc.join("localtime"))
         .map_err(io_fail("root"))?;
-    for dev in ["null", "zero", "full", "random", "urandom"] {
-        let path = PathBuf::from("/dev").join(dev);
-        bind(root, &path, &path, true)?;
+    for dev in &sources.devices {
+        bind(dev, true)?;
     }
-    mkdirs(&root.join("proc"))?;
+    // A fresh /proc for the new pid namespace that shows a job nothing of
+    // the zygote or of other jobs: `hidepid=invisible` hides the processes
+    // a job may not ptrace (the zygote is not dumpable), `subset=pid`
+    // hides the host-wide files (load, memory, interrupts, sysctls).
+    let proc = in_root(Path::new("/proc"));
+    mkdirs(&proc)?;
     mount(
         Some("proc"),
-        &root.join("proc"),
+        &proc,
         Some("proc"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        None::<&str>,
+        Some("hidepid=invisible,subset=pid"),
     )
     .map_err(fail("proc"))?;
     // Swap roots; the old one is detached and gone from this namespace.
-    nix::unistd::chdir(root).map_err(fail("root"))?;
     nix::unistd::pivot_root(".", ".").map_err(fail("root"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(fail("root"))?;
     nix::unistd::chdir("/").map_err(fail("root"))?;
@@ -362,6 +525,7 @@ fn policy(e: seccomp::PolicyError) -> LayerError {
 fn lock_down(spec: &LaunchSpec) -> Result<(), LayerError> {
     use nix::sys::resource::{setrlimit, Resource};
     setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(fail("limits"))?;
+    setrlimit(Resource::RLIMIT_NPROC, MAX_TASKS, MAX_TASKS).map_err(fail("limits"))?;
     caps::clear(None, caps::CapSet::Ambient).map_err(|e| LayerError {
         layer: "capabilities",
         message: e.to_string(),

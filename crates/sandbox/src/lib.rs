@@ -12,4 +12,4 @@ pub mod runtime;
 pub mod seccomp;
 
 pub use pool::{Job, Pool, PoolConfig, PoolError, PythonPaths};
-pub use result::{Artifact, ExecError, ExecResult, ResultCaps};
+pub use result::{Artifact, ExecError, ExecResult, Origin, ResultCaps};

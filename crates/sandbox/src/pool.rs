@@ -24,9 +24,22 @@ use tokio::sync::oneshot;
 use crate::launcher::LaunchSpec;
 use crate::protocol::MAX_FRAME;
 
+use crate::result::{ExecResult, ResultCaps};
+
 /// Largest job payload (code, parameters) the zygote accepts.
 const MAX_JOB: usize = 4 << 20;
-use crate::result::{ExecResult, ResultCaps};
+
+/// Largest control frame (header, ready, idle) kept from a zygote.
+const HEADER_MAX: usize = 64 << 10;
+
+/// Why a job got no answer from a zygote (which is then replaced).
+#[derive(Debug)]
+enum RunError {
+    /// The job never reached the zygote: it can run elsewhere.
+    NotDelivered(String),
+    /// The zygote broke during the job.
+    Broken(String),
+}
 
 /// The Python side of the runtime, as the launcher needs it.
 #[derive(Debug, Clone)]
@@ -249,12 +262,37 @@ impl Drop for Pool {
     }
 }
 
+/// How long a zygote may take to reset after a job (kill, reap, wipe the
+/// scratch, fork the next child) before it is replaced.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn slot_loop(i: usize, first: Zygote, rx: &Receiver<Work>, shared: &Shared) {
     let mut zygote = Some(first);
     let mut generation = shared.generation.load(Ordering::SeqCst);
     let update = |f: &dyn Fn(&mut SlotStatus)| {
         if let Ok(mut s) = shared.slots[i].lock() {
             f(&mut s);
+        }
+    };
+    // Starts a zygote in place of the one that is gone; None if that fails.
+    let replace = || -> Option<Zygote> {
+        let config = shared.config.lock().ok()?.clone();
+        match Zygote::spawn(&config) {
+            Ok(z) => {
+                let (pid, rss) = (z.pid, z.rss_kb);
+                update(&|s| {
+                    s.pid = Some(pid);
+                    s.rss_kb = rss;
+                    s.restarts += 1;
+                });
+                Some(z)
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                tracing::warn!(slot = i, "starting a zygote: {msg}");
+                update(&|s| s.last_error = Some(msg.clone()));
+                None
+            }
         }
     };
     while let Ok(work) = rx.recv() {
@@ -272,44 +310,57 @@ fn slot_loop(i: usize, first: Zygote, rx: &Receiver<Work>, shared: &Shared) {
         {
             zygote = None;
         }
-        if zygote.is_none() {
-            let config = match shared.config.lock() {
-                Ok(c) => c.clone(),
-                Err(_) => break,
-            };
-            match Zygote::spawn(&config) {
-                Ok(z) => {
-                    let (pid, rss) = (z.pid, z.rss_kb);
-                    update(&|s| {
-                        s.pid = Some(pid);
-                        s.rss_kb = rss;
-                        s.restarts += 1;
-                    });
-                    zygote = Some(z);
-                }
-                Err(e) => {
-                    let msg = e.to_string();
-                    update(&|s| s.last_error = Some(msg.clone()));
-                    let _ = work.reply.send(ExecResult::failure("SandboxError", msg, 0));
-                    std::thread::sleep(Duration::from_millis(500));
-                    continue;
-                }
-            }
-        }
-        let Some(z) = zygote.as_mut() else { continue };
         let started = Instant::now();
-        let outcome = z.run(&work.job);
-        let result = match outcome {
-            Ok(r) => r,
-            Err(e) => {
-                let msg = format!("the sandbox worker failed during the job: {e}");
-                update(&|s| s.last_error = Some(msg.clone()));
-                zygote = None; // killed on drop, replaced before the next job
-                ExecResult::failure("Crashed", msg, started.elapsed().as_millis() as u64)
+        let mut delivered_to_dead = false;
+        let result = loop {
+            if zygote.is_none() {
+                zygote = replace();
+            }
+            let Some(z) = zygote.as_mut() else {
+                let msg = shared.slots[i]
+                    .lock()
+                    .ok()
+                    .and_then(|s| s.last_error.clone())
+                    .unwrap_or_else(|| "the sandbox could not be started".into());
+                std::thread::sleep(Duration::from_millis(500));
+                break ExecResult::failure("SandboxError", msg, 0);
+            };
+            match z.run(&work.job) {
+                Ok(r) => break r,
+                // The job never reached a worker that could run it: it runs
+                // on a fresh one, and nothing is blamed on it.
+                Err(RunError::NotDelivered(e)) if !delivered_to_dead => {
+                    tracing::warn!(slot = i, "the zygote was gone before the job: {e}");
+                    delivered_to_dead = true;
+                    zygote = None;
+                }
+                Err(RunError::NotDelivered(e) | RunError::Broken(e)) => {
+                    let msg = format!("the sandbox worker failed during the job: {e}");
+                    update(&|s| s.last_error = Some(msg.clone()));
+                    zygote = None; // killed on drop, replaced below
+                    break ExecResult::failure(
+                        "Crashed",
+                        msg,
+                        started.elapsed().as_millis() as u64,
+                    );
+                }
             }
         };
         update(&|s| s.jobs += 1);
         let _ = work.reply.send(result);
+        // The next job only starts on a zygote that has reset after this
+        // one: one that cannot (a scratch it could not empty, no answer) is
+        // replaced now, before the next job.
+        if let Some(z) = zygote.as_mut() {
+            if let Err(reason) = z.await_idle(Instant::now() + IDLE_TIMEOUT) {
+                tracing::warn!(slot = i, "replacing the zygote: {reason}");
+                update(&|s| s.last_error = Some(reason.clone()));
+                zygote = None;
+            }
+        }
+        if zygote.is_none() {
+            zygote = replace();
+        }
     }
 }
 
@@ -384,8 +435,8 @@ impl Zygote {
             root,
         };
         let deadline = Instant::now() + config.start_timeout;
-        let frame = match zygote.read_frame(deadline) {
-            Ok(frame) => frame,
+        let frame = match zygote.read_frame(deadline, HEADER_MAX) {
+            Ok((frame, _)) => frame,
             Err(e) => return Err(PoolError::Start(format!("the zygote did not start: {e}"))),
         };
         let msg: serde_json::Value = serde_json::from_slice(&frame)
@@ -405,21 +456,23 @@ impl Zygote {
     }
 
     /// Sends a job and returns its result; `Err` means the zygote is unusable.
-    fn run(&mut self, job: &Job) -> Result<ExecResult, String> {
+    fn run(&mut self, job: &Job) -> Result<ExecResult, RunError> {
         let timeout_ms = job.timeout.as_millis() as u64;
+        let caps = ResultCaps::for_output(job.output_limit);
+        let cpu_seconds = job.timeout.as_secs() + 1;
         // The job travels as two frames: a control frame the zygote reads,
         // and the payload it relays to the child without parsing.
-        let caps = ResultCaps::for_output(job.output_limit);
         let payload = serde_json::to_vec(&json!({
             "code": job.code,
             "timeout_ms": timeout_ms,
+            "cpu_seconds": cpu_seconds,
             "memory_mb": job.memory_mib,
             "output_limit": job.output_limit,
             "params": job.params,
             "as_of": job.as_of,
             "caps": caps,
         }))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| RunError::NotDelivered(e.to_string()))?;
         if payload.len() > MAX_JOB {
             return Ok(ExecResult::failure(
                 "CodeTooLarge",
@@ -431,21 +484,40 @@ impl Zygote {
                 0,
             ));
         }
-        let control = json!({"type": "job", "timeout_ms": timeout_ms});
-        crate::protocol::write_frame(&mut self.stdin, &control).map_err(|e| e.to_string())?;
-        crate::protocol::write_bytes_frame(&mut self.stdin, &payload).map_err(|e| e.to_string())?;
-        // The zygote kills a job at its timeout; the grace covers its own reply.
+        let control =
+            json!({"type": "job", "timeout_ms": timeout_ms, "result_bytes": caps.result_bytes});
+        crate::protocol::write_frame(&mut self.stdin, &control)
+            .and_then(|()| crate::protocol::write_bytes_frame(&mut self.stdin, &payload))
+            .map_err(|e| RunError::NotDelivered(e.to_string()))?;
+        // The zygote stops a job at its timeout; the grace covers its reply.
+        // Nothing a job does extends this deadline.
         let deadline = Instant::now() + job.timeout + Duration::from_secs(2);
-        let header = self.read_frame(deadline)?;
-        let header: serde_json::Value =
-            serde_json::from_slice(&header).map_err(|e| format!("bad header: {e}"))?;
+        let broken = RunError::Broken;
+        let (header, _) = self.read_frame(deadline, HEADER_MAX).map_err(broken)?;
+        let header: serde_json::Value = serde_json::from_slice(&header)
+            .map_err(|e| RunError::Broken(format!("bad header: {e}")))?;
         let elapsed = header["elapsed_ms"].as_u64().unwrap_or(0);
-        Ok(match header["status"].as_str() {
-            Some("ok") => {
-                let body = self.read_frame(Instant::now() + Duration::from_secs(5))?;
-                ExecResult::from_child(&body, &caps, job.memory_mib)
-            }
-            Some("timeout") => ExecResult::failure(
+        let status = header["status"].as_str().unwrap_or("");
+        if status == "ok" {
+            let (body, _) = self
+                .read_frame(deadline + Duration::from_secs(5), caps.result_bytes)
+                .map_err(broken)?;
+            return Ok(ExecResult::from_child(&body, &caps, job.memory_mib));
+        }
+        // Whatever the job printed before it ended comes with the error.
+        let (printed, kept) = self
+            .read_frame(deadline + Duration::from_secs(5), job.output_limit)
+            .map_err(broken)?;
+        let total = header["output_total"]
+            .as_u64()
+            .unwrap_or(0)
+            .max(kept as u64);
+        let signal = header["signal"].as_i64();
+        let cpu_limited = signal == Some(nix::libc::SIGXCPU as i64)
+            || (signal == Some(nix::libc::SIGKILL as i64)
+                && header["cpu_ms"].as_u64().unwrap_or(0) >= cpu_seconds * 1000);
+        let mut result = match status {
+            "timeout" => ExecResult::failure(
                 "Timeout",
                 format!(
                     "timed out: the code ran longer than its limit of {} s and was stopped",
@@ -453,13 +525,25 @@ impl Zygote {
                 ),
                 elapsed,
             ),
-            Some("too_large") => ExecResult::failure(
-                "ResultTooLarge",
-                "the job's result is too large to return",
+            "died" if cpu_limited => ExecResult::failure(
+                "Timeout",
+                format!(
+                    "timed out: the code used {cpu_seconds} s of CPU time (its threads \
+                     together), the limit for a {} s job, and was stopped",
+                    job.timeout.as_secs_f64()
+                ),
                 elapsed,
             ),
-            Some("died") => {
-                let how = match (header["signal"].as_i64(), header["exit_code"].as_i64()) {
+            "too_large" => ExecResult::failure(
+                "ResultTooLarge",
+                format!(
+                    "the job's result is over the {} MiB limit",
+                    caps.result_bytes >> 20
+                ),
+                elapsed,
+            ),
+            "died" => {
+                let how = match (signal, header["exit_code"].as_i64()) {
                     (Some(sig), _) => signal_name(sig),
                     (_, Some(code)) => format!("exit code {code}"),
                     _ => "an unknown cause".into(),
@@ -470,21 +554,56 @@ impl Zygote {
                     elapsed,
                 )
             }
-            other => return Err(format!("unexpected status {other:?}")),
-        })
+            "confine" => ExecResult::failure(
+                "SandboxError",
+                format!(
+                    "the sandbox could not be set up (job confinement): {}",
+                    header["message"].as_str().unwrap_or("no reason given")
+                ),
+                elapsed,
+            ),
+            other => return Err(RunError::Broken(format!("unexpected status {other:?}"))),
+        };
+        result.output = crate::result::printed_output(&printed, total, job.output_limit);
+        Ok(result)
     }
 
-    /// Reads one frame, giving up at `deadline`.
-    fn read_frame(&mut self, deadline: Instant) -> Result<Vec<u8>, String> {
+    /// Waits for the zygote's word that it has reset after a job.
+    fn await_idle(&mut self, deadline: Instant) -> Result<(), String> {
+        let (frame, _) = self.read_frame(deadline, HEADER_MAX)?;
+        let msg: serde_json::Value =
+            serde_json::from_slice(&frame).map_err(|e| format!("bad frame: {e}"))?;
+        match msg["type"].as_str() {
+            Some("idle") => Ok(()),
+            Some("unhealthy") => Err(format!(
+                "the zygote could not reset after a job: {}",
+                msg["reason"].as_str().unwrap_or("no reason given")
+            )),
+            _ => Err(format!("unexpected frame {msg}")),
+        }
+    }
+
+    /// Reads one frame, giving up at `deadline`; keeps at most `max` bytes
+    /// of its body (the rest is read and dropped) and returns them with
+    /// their count. A frame over [`MAX_FRAME`] means a broken zygote.
+    fn read_frame(&mut self, deadline: Instant, max: usize) -> Result<(Vec<u8>, usize), String> {
         let mut header = [0u8; 4];
         self.read_exact_by(&mut header, deadline)?;
         let len = u32::from_be_bytes(header) as usize;
         if len > MAX_FRAME {
             return Err(format!("frame of {len} bytes is over the limit"));
         }
-        let mut body = vec![0u8; len];
+        let keep = len.min(max);
+        let mut body = vec![0u8; keep];
         self.read_exact_by(&mut body, deadline)?;
-        Ok(body)
+        let mut rest = len - keep;
+        let mut sink = [0u8; 8192];
+        while rest > 0 {
+            let n = rest.min(sink.len());
+            self.read_exact_by(&mut sink[..n], deadline)?;
+            rest -= n;
+        }
+        Ok((body, keep))
     }
 
     fn read_exact_by(&mut self, buf: &mut [u8], deadline: Instant) -> Result<(), String> {

@@ -5,8 +5,9 @@
 
 use std::io::{Read, Write};
 
-/// Largest frame accepted from a zygote (results carry PNG and CSV artifacts).
-pub const MAX_FRAME: usize = 64 << 20;
+/// Largest frame accepted from a zygote at all; each read also has its own,
+/// smaller cap (a result's `ResultCaps::result_bytes`, a header's 64 KiB).
+pub const MAX_FRAME: usize = 256 << 20;
 
 /// Writes one frame of JSON.
 pub fn write_frame(w: &mut impl Write, value: &serde_json::Value) -> std::io::Result<()> {

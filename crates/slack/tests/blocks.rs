@@ -421,7 +421,7 @@ fn huge_result_with_a_csv_refers_to_the_csv() {
         }],
     );
     reply.files.push(File {
-        name: "result.csv".into(),
+        name: "table-1.csv".into(),
         mime: "text/csv".into(),
         title: "Result".into(),
         bytes: b"i\n0\n".to_vec(),
@@ -429,7 +429,7 @@ fn huge_result_with_a_csv_refers_to_the_csv() {
     });
     let r = render_checked(&reply);
     let section = r.blocks[0]["text"]["text"].as_str().unwrap();
-    assert!(section.ends_with("more lines (full table attached: result.csv)"));
+    assert!(section.ends_with("more lines (full table attached: table-1.csv)"));
     assert_eq!(r.uploads.len(), 1, "the CSV only");
     assert_eq!(r.uploads[0].mime, "text/csv");
 }

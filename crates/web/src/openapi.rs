@@ -161,11 +161,12 @@ fn schemas() -> Value {
             "artifacts": {"type": "array", "items": {"$ref": "#/components/schemas/Artifact"}}
         }},
         "ExecError": {"type": "object", "required": ["type", "message"], "properties": {
-            "type": {"type": "string", "description": "Python exception name, or Timeout, MemoryLimit, Crashed, SandboxError, ResultTooLarge, ValidationError"},
+            "type": {"type": "string", "description": "Python exception name, or Timeout, MemoryLimit, Crashed, SandboxError, ResultTooLarge, ResultError, InvalidResult, ValidationError"},
             "message": {"type": "string"},
             "line": {"type": "integer"},
             "column": {"type": "integer"},
-            "traceback": {"type": "string"}
+            "traceback": {"type": "string"},
+            "origin": {"type": "string", "enum": ["job", "tradebox"], "description": "Who determined the error: the job (its own answer, whatever type it names) or tradebox (timeouts, crashes, the validator)"}
         }},
         "Artifact": {"type": "object", "required": ["kind", "name", "mime", "size", "data"], "properties": {
             "kind": {"type": "string", "enum": ["png", "csv"]},
