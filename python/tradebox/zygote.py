@@ -7,7 +7,7 @@ of its own namespaces, inside a read-only root. Protocol on stdin/stdout:
 frames of a 4-byte big-endian length and a body.
 
     zygote -> supervisor   {"type": "ready", "pid", "rss_kb", "threads", "versions"}
-    supervisor -> zygote   {"type": "job", "timeout_ms", "result_bytes"}   (no user data)
+    supervisor -> zygote   {"type": "job", "timeout_ms", "result_bytes", "output_bytes"}
                            then one frame: the job for the child (JSON with the
                            code, limits, params, as_of, caps), relayed as bytes
     zygote -> supervisor   {"type": "result", "status": "ok", "elapsed_ms"}
@@ -40,6 +40,7 @@ and exit, so no later job starts on what a job left.
 """
 
 import contextlib
+import ctypes
 import json
 import mmap
 import os
@@ -55,6 +56,27 @@ MAX_RESULT = 256 << 20  # virtual room; the job's "result_bytes" is the real cap
 MAX_OUTPUT = 64 << 20   # room for the output mirror (limits.output_bytes is at most 64 MiB)
 MIRROR_HEADER = struct.Struct("<QQ")  # bytes kept, bytes printed in all
 
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _address(m):
+    """The address of a mapping (its buffer export is released at once)."""
+    c = ctypes.c_char.from_buffer(m)
+    address = ctypes.addressof(c)
+    del c
+    return address
+
+
+def _unmap(address, size):
+    """Unmap pages in this process only (a forked child drops the zygote's
+    buffers: untouched, they are address space a job could fill beyond its
+    memory limit, which counts only new mappings)."""
+    page = mmap.PAGESIZE
+    start = (address + page - 1) // page * page
+    end = (address + size) // page * page
+    if end > start and _libc.munmap(ctypes.c_void_p(start), ctypes.c_size_t(end - start)):
+        raise OSError(ctypes.get_errno(), "munmap failed")
+
 
 class Buffer:
     """An anonymous mapping that payloads pass through, dropped after use."""
@@ -63,6 +85,7 @@ class Buffer:
         # Private: a shared mapping would be shared with every child, and
         # MADV_DONTNEED does not clear the pages of a shared one.
         self.map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
+        self.region = (_address(self.map), size)
         self.view = memoryview(self.map)
         self.used = 0
 
@@ -204,10 +227,17 @@ class Mirror:
     after the child is gone; its content is the job's own output."""
 
     def __init__(self, shared):
-        self.map, self.kept = shared, 0
+        self.map, self.kept, self.size = shared, 0, len(shared)
+
+    def limit(self, output_bytes):
+        """Keep only room for `output_bytes` mapped in this child."""
+        size = MIRROR_HEADER.size + max(output_bytes, 0)
+        if size < self.size:
+            _unmap(_address(self.map) + size, self.size - size)
+            self.size = size
 
     def __call__(self, data, total):
-        room = len(self.map) - MIRROR_HEADER.size - self.kept
+        room = self.size - MIRROR_HEADER.size - self.kept
         data = data[:max(room, 0)]
         start = MIRROR_HEADER.size + self.kept
         self.map[start:start + len(data)] = data
@@ -218,7 +248,7 @@ class Mirror:
 class Child:
     """A forked, confined child waiting for its one job."""
 
-    def __init__(self, filters, snapshot, scratch_bytes):
+    def __init__(self, filters, snapshot, scratch_bytes, unmap=()):
         threads = _threads()
         if threads != 1:
             raise RuntimeError(f"zygote has {threads} threads; refusing to fork")
@@ -231,7 +261,8 @@ class Child:
         if pid == 0:  # the child: never returns
             os.close(job_w)
             os.close(res_r)
-            _child_main(job_r, res_w, Mirror(self.mirror), filters, snapshot, scratch_bytes)
+            _child_main(job_r, res_w, Mirror(self.mirror), filters, snapshot, scratch_bytes,
+                        unmap)
         os.close(job_r)
         os.close(res_w)
         self.pid, self.job_w, self.res_r = pid, job_w, res_r
@@ -320,9 +351,10 @@ class Child:
         """How many bytes the (finished) job printed in all."""
         return MIRROR_HEADER.unpack_from(self.mirror, 0)[1]
 
-    def send_output(self):
-        """One frame: the output the (finished) job printed and kept."""
-        kept = min(MIRROR_HEADER.unpack_from(self.mirror, 0)[0],
+    def send_output(self, limit):
+        """One frame: the output the (finished) job printed and kept (at
+        most `limit` bytes: the mirror's header is the job's to write)."""
+        kept = min(MIRROR_HEADER.unpack_from(self.mirror, 0)[0], max(limit, 0),
                    len(self.mirror) - MIRROR_HEADER.size)
         view = memoryview(self.mirror)
         try:
@@ -349,9 +381,11 @@ def _failure(kind, message, elapsed_ms=0):
                        "error": {"type": kind, "message": message}}).encode()
 
 
-def _child_main(job_r, res_w, mirror, filters, snapshot, scratch_bytes):
+def _child_main(job_r, res_w, mirror, filters, snapshot, scratch_bytes, unmap):
     """Confine, say so, wait for the job, run it, write the answer, exit."""
     try:
+        for address, size in unmap:  # the zygote's own buffers
+            _unmap(address, size)
         devnull = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):  # the protocol pipes belong to the zygote alone
             os.dup2(devnull, fd)
@@ -368,6 +402,7 @@ def _child_main(job_r, res_w, mirror, filters, snapshot, scratch_bytes):
         if body is None:
             os._exit(0)
         job = json.loads(body)
+        mirror.limit(job.get("output_limit", 1 << 20))
         confine.limit_job(job.get("memory_mb", 1024) << 20, job.get("cpu_seconds", 31))
         helpers = {"params": job.get("params") or {}}
         if snapshot is not None:
@@ -437,7 +472,8 @@ def main():
                        "pyarrow": pyarrow.__version__, "matplotlib": matplotlib.__version__},
           "snapshot": None if snapshot is None else snapshot.manifest.get("version")})
     job, result = Buffer(MAX_JOB), Buffer(MAX_RESULT)
-    child = Child(filters, snapshot, scratch)
+    buffers = (job.region, result.region)
+    child = Child(filters, snapshot, scratch, buffers)
     while True:
         control = read_frame(0)
         if control is None:
@@ -469,12 +505,12 @@ def main():
             header.update(ended, status=status, elapsed_ms=elapsed())
             header["output_total"] = child.output_total()
             send(header)
-            child.send_output()
+            child.send_output(int(msg.get("output_bytes", MAX_OUTPUT)))
         result.drop()
         child.close()
         problem = wipe_scratch() or (status == "confine" and header["message"])
         if problem:
             send({"type": "unhealthy", "reason": problem})
             return
-        child = Child(filters, snapshot, scratch)
+        child = Child(filters, snapshot, scratch, buffers)
         send({"type": "idle"})

@@ -159,6 +159,13 @@ pub fn run(args: &ServeArgs, home: &Home, quiet: bool) -> anyhow::Result<u8> {
     }
     let workers = args.workers.map_or(0, usize::from);
     let pipeline = Arc::new(app::pipeline(home, &config, Some(workers), quiet)?);
+    if nix::unistd::geteuid().is_root() {
+        tracing::warn!(
+            "tradebox serve runs as root: the sandbox runs jobs as host uid {} instead, but the \
+             store, tokens and runtime are root's; run tradebox as an unprivileged user",
+            tradebox_sandbox::launcher::host_ids().0
+        );
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -519,3 +519,31 @@ fn the_next_job_runs_on_a_healthy_worker_after_the_zygote_dies_between_jobs() {
         );
     }
 }
+
+// ------------------------------------------ 7. memory beyond the job's limit
+
+/// The address-space limit counts only new mappings: the zygote's own
+/// buffers (the job and result buffers, the output mirror beyond the job's
+/// output limit) must not be in a job's address space, where a job could
+/// fill them on top of its memory limit.
+#[test]
+fn the_zygotes_buffers_are_not_in_a_jobs_address_space() {
+    let pool = pool(1);
+    let r = run(
+        &pool,
+        r#"
+writable = 0
+for row in open('/proc/self/maps'):
+    parts = row.split()
+    lo, hi = (int(x, 16) for x in parts[0].split('-'))
+    path = parts[5] if len(parts) > 5 else ''
+    if 'w' in parts[1] and (path == '' or path.startswith('/dev/zero')):
+        writable += hi - lo
+result = writable >> 20
+"#,
+    );
+    let mib: u64 = r.result.as_deref().unwrap().parse().unwrap();
+    println!("[memory] anonymous writable mappings in a job: {mib} MiB");
+    // The zygote's result buffer alone is 256 MiB and the mirror 64 MiB.
+    assert!(mib < 128, "{mib} MiB of writable anonymous mappings");
+}

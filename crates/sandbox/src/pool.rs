@@ -484,8 +484,12 @@ impl Zygote {
                 0,
             ));
         }
-        let control =
-            json!({"type": "job", "timeout_ms": timeout_ms, "result_bytes": caps.result_bytes});
+        let control = json!({
+            "type": "job",
+            "timeout_ms": timeout_ms,
+            "result_bytes": caps.result_bytes,
+            "output_bytes": job.output_limit,
+        });
         crate::protocol::write_frame(&mut self.stdin, &control)
             .and_then(|()| crate::protocol::write_bytes_frame(&mut self.stdin, &payload))
             .map_err(|e| RunError::NotDelivered(e.to_string()))?;
