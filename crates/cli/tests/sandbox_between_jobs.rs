@@ -167,6 +167,13 @@ fn nothing_a_job_does_to_the_scratch_reaches_the_next_job() {
              log.append(f'{name}: {e.errno}')\nresult = log",
         ),
         (
+            "4,000 folders and files side by side, names that are not UTF-8",
+            "import os\nfor i in range(2000):\n    os.mkdir(f'/tmp/d{i}')\n    \
+             open(f'/tmp/f{i}', 'w').close()\nopen(b'/tmp/\\xff\\xfe', 'w').close()\n\
+             os.mkdir(b'/tmp/\\xff\\xfd')\nos.chmod(b'/tmp/\\xff\\xfd', 0)\n\
+             result = len(os.listdir('/tmp'))",
+        ),
+        (
             "files kept open by threads of the job",
             "import os, threading, time\nfiles = [open(f'/tmp/open-{i}', 'w') for i in range(20)]\n\
              for f in files:\n    f.write('x' * 1000)\n    f.flush()\n    os.unlink(f.name)\n\
@@ -489,6 +496,23 @@ fn output_printed_before_a_timeout_or_crash_comes_back() {
         "{}",
         &r.output[r.output.len() - 200..]
     );
+    // The mirror's header is the job's to write: a forged one claims more
+    // than the output limit.
+    let r = run_with(
+        &pool,
+        "import struct, sys, time\nprint('real output')\nf = sys._getframe()\n\
+         while f.f_code.co_name != '_child_main':\n    f = f.f_back\n\
+         struct.pack_into('<QQ', f.f_locals['mirror'].map, 0, 1 << 40, 1 << 50)\ntime.sleep(30)",
+        Duration::from_secs(2),
+        1024,
+    );
+    assert_eq!(error_kind(&r), "Timeout", "{r:#?}");
+    assert!(
+        r.output.starts_with("real output\n"),
+        "{:?}",
+        r.output.chars().take(40).collect::<String>()
+    );
+    assert!(r.output.len() <= (1 << 20) + 200, "{}", r.output.len());
     let v = run(&pool, "result = 1 + 1");
     assert_eq!(v.result.as_deref(), Some("2"));
 }
