@@ -1,12 +1,19 @@
-"""Shared fixtures: the cex-reporter fixture data and a snapshot of it built
-by the real `tradebox` binary (`tradebox data import`).
+"""Shared fixtures: cex-reporter data folders and snapshots of them built by
+the real `tradebox` binary (`tradebox data import`).
 
-Environment: TRADEBOX_FIXTURES (default <repo>/../shared/data/cex-reporter),
-TRADEBOX_BIN (default <repo>/target/debug/tradebox). During development only,
-TRADEBOX_BIN may name python/tests/_contract_writer.py, which writes the same
-snapshot layout with pyarrow.
+Two tiers of data:
+  fixture  tests/fixtures/cex-reporter, the repository's own data (written by
+           tests/fixtures/generate.py, its answers in expected.json); always.
+  real     the cex-reporter folder TRADEBOX_FIXTURES names, when it is set;
+           skipped otherwise.
+
+Environment: TRADEBOX_FIXTURES (the real tier), TRADEBOX_BIN (default
+<repo>/target/debug/tradebox). During development only, TRADEBOX_BIN may
+name python/tests/_contract_writer.py, which writes the same snapshot layout
+with pyarrow.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -15,20 +22,44 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+FIXTURE = REPO / "tests/fixtures/cex-reporter"
+
+
+def _data_folder(path: Path, what: str) -> Path:
+    if not (path / "trade_cache.db").is_file() or not (path / "snapshots").is_dir():
+        pytest.fail(f"{what} not found: {path} must hold trade_cache.db and snapshots/",
+                    pytrace=False)
+    return path
+
+
+@pytest.fixture(scope="session", params=["fixture", "real"])
+def fixture_dir(request) -> Path:
+    """A cex-reporter data folder: the repository's fixture, then (when
+    TRADEBOX_FIXTURES is set) the real data."""
+    if request.param == "fixture":
+        return _data_folder(FIXTURE, "the repository's fixture (python3 "
+                            "tests/fixtures/generate.py writes it)")
+    real = os.environ.get("TRADEBOX_FIXTURES")
+    if not real:
+        pytest.skip("real-data tier skipped: TRADEBOX_FIXTURES is not set")
+    return _data_folder(Path(real), "TRADEBOX_FIXTURES")
 
 
 @pytest.fixture(scope="session")
-def fixture_dir() -> Path:
-    path = Path(os.environ.get("TRADEBOX_FIXTURES") or REPO.parent / "shared/data/cex-reporter")
-    if not (path / "trade_cache.db").is_file() or not (path / "snapshots").is_dir():
-        pytest.fail(f"fixture data not found: {path} must hold trade_cache.db and "
-                    "snapshots/ (set TRADEBOX_FIXTURES to its location)", pytrace=False)
-    return path
+def repo_fixture(fixture_dir) -> bool:
+    """Whether fixture_dir is the repository's fixture (which expected.json describes)."""
+    return fixture_dir == FIXTURE
+
+
+@pytest.fixture(scope="session")
+def expected() -> dict:
+    """The fixture's answers, computed by its generator."""
+    return json.loads((FIXTURE / "expected.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="session")
 def snapshot_root(fixture_dir, tmp_path_factory) -> Path:
-    """`<TRADEBOX_HOME>/snapshot` after importing the fixture with the binary."""
+    """`<TRADEBOX_HOME>/snapshot` after importing the data with the binary."""
     binary = Path(os.environ.get("TRADEBOX_BIN") or REPO / "target/debug/tradebox")
     if not binary.is_file():
         pytest.fail(f"tradebox binary not found: {binary} (run `cargo build`, or set "

@@ -289,7 +289,7 @@ fn main() {
     config.pool.per_user_waiting = 256;
     let store = home.store_path();
     let pipeline = Arc::new(Pipeline::new(
-        Some(Arc::clone(&pool)),
+        Some(pool.clone()),
         FunctionStore::open(&store).unwrap(),
         AuditLog::open(&store).unwrap(),
         RateLimiter::from_config(&store, &config.rate_limit).unwrap(),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tradebox_core::audit::AuditLog;
 use tradebox_core::config::Config;
+use tradebox_core::executor::Executor;
 use tradebox_core::functions::FunctionStore;
 use tradebox_core::permissions::Permissions;
 use tradebox_core::pipeline::{Pipeline, Settings};
@@ -50,14 +51,15 @@ pub fn permissions(config: &Config) -> Permissions {
 }
 
 /// The pipeline; with `Some(workers)` a pool of that many zygotes (0: the
-/// configured number) runs code, with `None` only functions are managed.
+/// configured number) is its executor, with `None` only functions are
+/// managed.
 pub fn pipeline(
     home: &Home,
     config: &Config,
     workers: Option<usize>,
     quiet: bool,
 ) -> anyhow::Result<Pipeline> {
-    let pool = match workers {
+    let executor: Option<Arc<dyn Executor>> = match workers {
         Some(workers) => {
             let shape = PoolShape {
                 size: if workers == 0 {
@@ -74,7 +76,7 @@ pub fn pipeline(
     };
     let settings = Settings::from_config(config);
     Ok(Pipeline::new(
-        pool,
+        executor,
         functions(home)?,
         audit(home, config)?,
         RateLimiter::from_config(home.store_path(), &config.rate_limit)?,

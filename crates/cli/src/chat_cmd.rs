@@ -46,7 +46,8 @@ pub struct ChatArgs {
 pub fn run(args: &ChatArgs, home: &Home, quiet: bool) -> anyhow::Result<u8> {
     let config = app::config(home)?;
     // Only commands that run code need the sandbox.
-    let needs_pool = tradebox_core::command::parse_line(&args.text)
+    let needs_pool = tradebox_core::command::Grammar::new(config.limits.max_code_bytes)
+        .parse_line(&args.text)
         .map(|c| c.executes_code())
         .unwrap_or(false);
     let pipeline = app::pipeline(home, &config, needs_pool.then_some(1), quiet)?;

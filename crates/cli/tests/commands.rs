@@ -40,21 +40,69 @@ impl Format {
 
 use Format::{Blocks, Json, Text};
 
-/// A fresh home with the real fixture imported.
+/// A fresh home with the fixture imported.
 fn fresh_home() -> TempDir {
-    let dir = TempDir::new().unwrap();
-    let f = common::fixtures();
-    let (db, snaps) = (f.join("trade_cache.db"), f.join("snapshots"));
-    common::tradebox(
-        dir.path(),
-        &[
-            "data",
-            "import",
-            db.to_str().unwrap(),
-            snaps.to_str().unwrap(),
-        ],
+    common::fixture_home()
+}
+
+/// How many trades `load_trades(days=7)` sees, counted back from the newest.
+fn week_count() -> u64 {
+    common::expected()["trades"]["last_7_days"]["count"]
+        .as_u64()
+        .unwrap()
+}
+
+/// pandas' text of `load_trades(days=7).groupby('exchange')['amount'].sum()`
+/// for the fixture, built from the generator's sums.
+fn week_volume_by_exchange() -> String {
+    let by_exchange = common::expected()["trades"]["last_7_days"]["by_exchange"]
+        .as_object()
+        .unwrap();
+    let rows: Vec<(&str, f64)> = by_exchange
+        .iter()
+        .map(|(name, s)| (name.as_str(), s["amount"].as_f64().unwrap()))
+        .collect();
+    float_series_text("exchange", &rows, "amount")
+}
+
+/// The text pandas (default display options) gives a float64 Series with a
+/// named string index, in its fixed notation: six decimals with the zeros
+/// every value ends in trimmed, values right-aligned after a sign column,
+/// the index left-aligned three spaces before them.
+fn float_series_text(index_name: &str, rows: &[(&str, f64)], name: &str) -> String {
+    assert!(
+        rows.iter().all(|(_, v)| v.abs() < 1e6 && v.abs() >= 1e-6),
+        "pandas would switch to scientific notation: {rows:?}"
     );
-    dir
+    let mut values: Vec<String> = rows.iter().map(|(_, v)| format!(" {v:.6}")).collect();
+    while values
+        .iter()
+        .all(|v| v.ends_with('0') && !v.ends_with(".0"))
+    {
+        values.iter_mut().for_each(|v| {
+            v.pop();
+        });
+    }
+    let value_width = values.iter().map(String::len).max().unwrap();
+    let index_width = rows.iter().map(|(i, _)| i.chars().count()).max().unwrap() + 3;
+    let mut text = format!("{index_name}\n");
+    for ((index, _), value) in rows.iter().zip(&values) {
+        text.push_str(&format!("{index:<index_width$}{value:>value_width$}\n"));
+    }
+    text + &format!("Name: {name}, dtype: float64")
+}
+
+#[test]
+fn float_series_text_is_pandas_layout() {
+    // As pandas (3.x, default options) prints these two Series.
+    assert_eq!(
+        float_series_text("exchange", &[("mexc", 797_711.34), ("sui_dex", 2820.419582)], "amount"),
+        "exchange\nmexc       797711.340000\nsui_dex      2820.419582\nName: amount, dtype: float64"
+    );
+    assert_eq!(
+        float_series_text("side", &[("buy", 1.5), ("sell", 20.25)], "fee"),
+        "side\nbuy      1.50\nsell    20.25\nName: fee, dtype: float64"
+    );
 }
 
 /// Runs the binary on `home` with the shared runtime, the fixture's clock
@@ -340,7 +388,10 @@ fn analyze_with_output_and_smart_quotes_from_slack() {
     );
     assert_eq!(
         redact_str(&out),
-        "== Analysis Result ==\nab\nOutput:\n303 trades\nExecuted in [ms]ms by <@U1>\n"
+        format!(
+            "== Analysis Result ==\nab\nOutput:\n{} trades\nExecuted in [ms]ms by <@U1>\n",
+            week_count()
+        )
     );
 }
 
@@ -689,7 +740,7 @@ fn runfunc_shows_the_function_and_counts_its_uses() {
         err.contains(":hourglass_flowing_sand: Executing `vol`..."),
         "{err}"
     );
-    let want_result = "exchange\nmexc       797711.340000\nsui_dex      2820.419582\nName: amount, dtype: float64";
+    let want_result = week_volume_by_exchange();
     assert_eq!(
         redact_str(&out),
         format!(
@@ -1382,7 +1433,7 @@ fn block_kit_messages_snapshots() {
     assert_eq!(context_texts(&analyze), ["Executed in [ms]ms by <@U1>"]);
     assert_eq!(
         section_texts(&analyze)[1],
-        "*Output:*\n```\n303 trades\n```"
+        format!("*Output:*\n```\n{} trades\n```", week_count())
     );
     insta::assert_json_snapshot!("analyze_success", analyze);
 

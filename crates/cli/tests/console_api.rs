@@ -1,5 +1,5 @@
 //! The console's HTTP API over the wire: a real `tradebox serve` (real
-//! pipeline, real sandbox pool, real SQLite) on the real fixture data,
+//! pipeline, real sandbox pool, real SQLite) on the fixture data,
 //! spoken to with plain HTTP/1.1 over TCP (so Host headers and bodies are
 //! exactly what the test says). The guard's finer cases are tested in
 //! process in crates/web/tests/router.rs; the browser in console_e2e.rs.
@@ -195,10 +195,10 @@ fn run_answers_like_tradebox_run_json() {
     let v = a.json();
     common::assert_run_fields(&v);
     assert_eq!(v["success"], true);
-    assert_eq!(v["output"], "3970\n");
+    assert_eq!(v["output"], format!("{}\n", common::trade_count()));
     let result = v["result"].as_str().unwrap();
-    for exchange in ["gateio", "kraken", "kucoin", "mexc", "sui_dex"] {
-        assert!(result.contains(exchange), "{result}");
+    for exchange in common::strings(&common::expected()["trades"]["exchanges"]) {
+        assert!(result.contains(&exchange), "{exchange}: {result}");
     }
     assert_eq!(v["error"], Value::Null);
 
@@ -300,7 +300,10 @@ fn commands_functions_and_audit() {
         json!({"type": "header", "text": "Analysis Result"})
     );
     assert_eq!(reply["blocks"][1]["type"], "result");
-    assert_eq!(reply["blocks"][1]["text"], "3970");
+    assert_eq!(
+        reply["blocks"][1]["text"],
+        common::trade_count().to_string()
+    );
     let image = reply["blocks"]
         .as_array()
         .unwrap()
@@ -328,7 +331,10 @@ fn commands_functions_and_audit() {
         .contains("Saved Function"));
     let ran = command("U2", "/runfunc by_account");
     assert_eq!(ran["blocks"][0]["text"], "by_account");
-    assert!(ran["blocks"][2]["text"].as_str().unwrap().contains("TM1"));
+    let by_account = ran["blocks"][2]["text"].as_str().unwrap();
+    for account in common::strings(&common::expected()["trades"]["accounts"]) {
+        assert!(by_account.contains(&account), "{account}: {by_account}");
+    }
     let listed = command("U2", "/listfuncs account");
     let button = &listed["blocks"][1]["button"];
     assert_eq!(button["action_id"], "run_func_by_account");
@@ -407,7 +413,10 @@ fn the_console_streams_the_placeholder_then_the_reply() {
         ":hourglass_flowing_sand: Analyzing..."
     );
     assert_eq!(events[1]["event"], "reply");
-    assert_eq!(events[1]["reply"]["blocks"][1]["text"], "3970");
+    assert_eq!(
+        events[1]["reply"]["blocks"][1]["text"],
+        common::trade_count().to_string()
+    );
     // Audited as the console user, source console.
     let audit = Api { server: &server }.get("/api/v1/audit").json();
     assert_eq!(audit["entries"][0]["user_id"], "deskops");
@@ -429,17 +438,21 @@ fn data_and_openapi() {
     let server = serve(home.path(), &[]);
     let api = Api { server: &server };
     let info = api.get("/api/v1/data").json();
-    assert_eq!(info["trades"], 3970);
-    assert_eq!(info["snapshots"], 21);
+    let want = &common::expected()["trades"];
+    assert_eq!(info["trades"], want["count"]);
+    assert_eq!(info["snapshots"], common::expected()["snapshots"]["count"]);
     assert!(info["first_trade"]
         .as_str()
         .unwrap()
-        .starts_with("2025-10-07"));
+        .starts_with(want["first_date"].as_str().unwrap()));
     assert!(info["last_trade"]
         .as_str()
         .unwrap()
-        .starts_with("2025-11-29"));
-    assert_eq!(info["by_exchange"].as_object().unwrap().len(), 5);
+        .starts_with(want["last_date"].as_str().unwrap()));
+    assert_eq!(
+        info["by_exchange"].as_object().unwrap().len(),
+        want["exchanges"].as_array().unwrap().len()
+    );
     assert_eq!(info["snapshot"]["version"], 1);
 
     // An uploaded CSV is imported and the sandbox moves to the new snapshot.
@@ -459,7 +472,7 @@ fn data_and_openapi() {
             &json!({"code": "result = len(load_trades(days=None))"}),
         )
         .json();
-    assert_eq!(v["result"], "3971", "{v}");
+    assert_eq!(v["result"], (common::trade_count() + 1).to_string(), "{v}");
 
     let doc = api.get("/api/v1/openapi.json").json();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));

@@ -1,4 +1,4 @@
-//! The web console in a real browser: starts `tradebox serve` on the real
+//! The web console in a real browser: starts `tradebox serve` on the
 //! fixture data and runs tests/e2e/console.test.mjs (headless Debian
 //! chromium driven by playwright-core) against it. Needs `chromium` and
 //! `npm ci` in tests/e2e (scripts/test installs both); fails, never skips,
@@ -66,6 +66,10 @@ fn the_console_in_a_browser() {
         .arg(e2e.join("console.test.mjs"))
         .current_dir(&e2e)
         .env("TRADEBOX_URL", &server.url)
+        .env(
+            "TRADEBOX_EXPECTED",
+            common::fixtures().join("expected.json"),
+        )
         .env("SCREENSHOT_DIR", &shots)
         .env("CHROMIUM", &browser)
         .stdin(Stdio::null())

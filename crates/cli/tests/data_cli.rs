@@ -1,6 +1,8 @@
-//! End-to-end tests of `tradebox data ...` on the real fixture data: imports,
+//! End-to-end tests of `tradebox data ...` on the fixture data: imports,
 //! idempotency, bad input (exit 2, one clear line, store unchanged), a locked
-//! and a read-only store, demo data and `info`.
+//! and a read-only store, demo data and `info`. The import of an original
+//! data folder is also checked on real data when `TRADEBOX_FIXTURES` names
+//! one.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -8,7 +10,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::fixtures;
+use common::{fixtures, real_fixtures};
 
 use assert_cmd::Command;
 use serde_json::Value;
@@ -50,13 +52,11 @@ fn import_fixture(home: &Path) {
     assert_eq!(code, 0, "{err}");
 }
 
-/// Counts per exchange, straight from the fixture with SQLite.
-fn fixture_counts_by_exchange() -> serde_json::Map<String, Value> {
-    let conn = rusqlite::Connection::open_with_flags(
-        fixtures().join("trade_cache.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
+/// Counts per exchange of a `trade_cache.db`, straight from it with SQLite.
+fn counts_by_exchange(db: &Path) -> serde_json::Map<String, Value> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
     let mut stmt = conn
         .prepare("SELECT exchange, count(*) FROM trades GROUP BY exchange")
         .unwrap();
@@ -69,12 +69,21 @@ fn fixture_counts_by_exchange() -> serde_json::Map<String, Value> {
         .collect()
 }
 
-#[test]
-fn fixture_imports_unchanged_and_reimport_changes_nothing() {
+/// What importing a cex-reporter data folder must report.
+struct Want<'a> {
+    trades: u64,
+    snapshots: u64,
+    first_trade: &'a str,
+    last_trade: &'a str,
+}
+
+/// Imports the folder `data` into a fresh home twice: everything is new the
+/// first time and nothing the second, and the stored rows are the
+/// original rows, column for column.
+fn imports_unchanged_and_reimport_changes_nothing(data: &Path, want: &Want<'_>) {
     let home = TempDir::new().unwrap();
-    let f = fixtures();
-    let db = f.join("trade_cache.db");
-    let snaps = f.join("snapshots");
+    let db = data.join("trade_cache.db");
+    let snaps = data.join("snapshots");
     let args = [
         "data",
         "import",
@@ -83,31 +92,33 @@ fn fixture_imports_unchanged_and_reimport_changes_nothing() {
     ];
     let (code, out, err) = run(home.path(), &args);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("3970 trades read, 3970 new"), "{out}");
-    assert!(out.contains("21 snapshots read, 21 new"), "{out}");
+    let n = want.trades;
+    assert!(out.contains(&format!("{n} trades read, {n} new")), "{out}");
+    let s = want.snapshots;
+    assert!(
+        out.contains(&format!("{s} snapshots read, {s} new")),
+        "{out}"
+    );
     assert!(out.contains("snapshot v1 published"), "{out}");
 
     let first = info(home.path());
-    assert_eq!(first["trades"], 3970);
-    assert_eq!(first["snapshots"], 21);
-    assert_eq!(
-        first["by_exchange"],
-        Value::Object(fixture_counts_by_exchange())
-    );
-    assert_eq!(first["first_trade"], "2025-10-07T09:06:51.478000");
-    assert_eq!(first["last_trade"], "2025-11-29T16:38:41");
+    assert_eq!(first["trades"], n);
+    assert_eq!(first["snapshots"], s);
+    assert_eq!(first["by_exchange"], Value::Object(counts_by_exchange(&db)));
+    assert_eq!(first["first_trade"], want.first_trade);
+    assert_eq!(first["last_trade"], want.last_trade);
     assert_eq!(first["snapshot"]["version"], 1);
-    assert_eq!(first["snapshot"]["trades"], 3970);
+    assert_eq!(first["snapshot"]["trades"], n);
 
     let (code, out, _) = run(home.path(), &args);
     assert_eq!(code, 0);
-    assert!(out.contains("3970 trades read, 0 new"), "{out}");
+    assert!(out.contains(&format!("{n} trades read, 0 new")), "{out}");
     assert!(
         out.contains("nothing new; snapshot v1 stays current"),
         "{out}"
     );
     let second = info(home.path());
-    assert_eq!(second["trades"], 3970);
+    assert_eq!(second["trades"], n);
     assert_eq!(second["snapshot"]["version"], 1);
 
     // The stored rows are the original rows, column for column.
@@ -126,6 +137,75 @@ fn fixture_imports_unchanged_and_reimport_changes_nothing() {
         )
         .unwrap();
     assert_eq!(differing, 0);
+}
+
+#[test]
+fn fixture_imports_unchanged_and_reimport_changes_nothing() {
+    let e = common::expected();
+    let t = &e["trades"];
+    imports_unchanged_and_reimport_changes_nothing(
+        &fixtures(),
+        &Want {
+            trades: t["count"].as_u64().unwrap(),
+            snapshots: e["snapshots"]["count"].as_u64().unwrap(),
+            first_trade: t["first_timestamp"].as_str().unwrap(),
+            last_trade: t["last_timestamp"].as_str().unwrap(),
+        },
+    );
+}
+
+/// The real-data tier: the original trade_cache.db and its snapshots
+/// import without edits.
+#[test]
+fn real_data_imports_unchanged_and_reimport_changes_nothing() {
+    let Some(data) = real_fixtures() else { return };
+    imports_unchanged_and_reimport_changes_nothing(
+        &data,
+        &Want {
+            trades: 3970,
+            snapshots: 21,
+            first_trade: "2025-10-07T09:06:51.478000",
+            last_trade: "2025-11-29T16:38:41",
+        },
+    );
+}
+
+/// A row without a trade id (the original schema allows NULL) is in the
+/// store once, however often its file is imported.
+#[test]
+fn rows_without_a_trade_id_are_imported_once() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("trade_cache.db");
+    let src = rusqlite::Connection::open(&db).unwrap();
+    src.execute_batch(
+        "CREATE TABLE trades (
+             id INTEGER PRIMARY KEY AUTOINCREMENT,
+             trade_id TEXT,
+             exchange TEXT NOT NULL,
+             account_name TEXT NOT NULL,
+             timestamp TEXT NOT NULL,
+             symbol TEXT NOT NULL,
+             side TEXT NOT NULL,
+             amount REAL NOT NULL,
+             price REAL NOT NULL,
+             fee REAL NOT NULL,
+             fee_currency TEXT,
+             cached_at TEXT NOT NULL,
+             UNIQUE(exchange, account_name, trade_id, timestamp, symbol, side, amount, price)
+         );
+         INSERT INTO trades (trade_id, exchange, account_name, timestamp, symbol, side,
+                             amount, price, fee, fee_currency, cached_at)
+         VALUES (NULL, 'kraken', 'MM2', '2025-09-08T09:15:00', 'ALKIMI', 'buy',
+                 1250.5, 0.04, 0.0, NULL, '2025-09-10T20:07:22.731111');",
+    )
+    .unwrap();
+    drop(src);
+    let home = TempDir::new().unwrap();
+    for _ in 0..2 {
+        let (code, _, err) = run(home.path(), &["data", "import", db.to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+    }
+    assert_eq!(info(home.path())["trades"], 1);
 }
 
 #[test]
@@ -335,7 +415,7 @@ fn read_only_store_fails_cleanly() {
     assert!(err.contains("is read-only"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert_eq!(std::fs::read(&db).unwrap(), bytes_before, "store changed");
-    assert_eq!(info(home.path())["trades"], 3970);
+    assert_eq!(info(home.path())["trades"], common::trade_count());
 }
 
 #[test]

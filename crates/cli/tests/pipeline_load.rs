@@ -43,7 +43,7 @@ fn hundred_parallel_runs_from_ten_users_are_counted_exactly() {
         validator: Some(tradebox_validate::Rules::default()),
         per_user_running: 2,
         per_user_waiting: 10,
-        rate_limit: (10, 60),
+        max_code_bytes: 20_000,
     };
     let pipeline = Arc::new(Pipeline::new(
         Some(Arc::new(pool)),

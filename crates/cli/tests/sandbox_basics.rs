@@ -1,6 +1,7 @@
 //! The behaviours of the system tradebox replaces, through the real pool
 //! and sandbox: result convention, pandas, output, errors with line numbers,
-//! the fixture's data.
+//! the fixture's data; and, when `TRADEBOX_FIXTURES` names the original
+//! data, the integration guide's queries on it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -31,7 +32,39 @@ fn the_seed_behaviours() {
     assert_eq!(r.error.as_ref().unwrap().line, Some(3));
 
     let r = run(&pool, "df = load_trades(days=None)\nresult = len(df)");
+    let count = common::trade_count().to_string();
+    assert_eq!(r.result.as_deref(), Some(count.as_str()), "{r:?}");
+}
+
+/// The real-data tier: the guide's snippets on the original data, seen
+/// from its newest trade.
+#[test]
+fn the_seed_behaviours_on_real_data() {
+    let Some(data) = common::real_fixtures() else {
+        return;
+    };
+    let home = common::home_with(&data);
+    let pool = tradebox_sandbox::Pool::start(common::config_for(home.path(), 1)).unwrap();
+    let r = run(&pool, "df = load_trades(days=None)\nresult = len(df)");
     assert_eq!(r.result.as_deref(), Some("3970"), "{r:?}");
+    let r = run(
+        &pool,
+        "df = load_trades(days=7)\nprint(len(df), 'trades')\nresult = df.groupby('exchange')['amount'].sum()",
+    );
+    assert!(r.success, "{r:?}");
+    assert_eq!(r.output, "303 trades\n");
+    assert_eq!(
+        r.result.as_deref(),
+        Some("exchange\nmexc       797711.340000\nsui_dex      2820.419582\nName: amount, dtype: float64")
+    );
+    let r = run(
+        &pool,
+        "df = load_trades(); result = df.groupby('exchange')['amount'].sum()",
+    );
+    let result = r.result.unwrap_or_default();
+    for exchange in ["gateio", "kraken", "kucoin", "mexc"] {
+        assert!(result.contains(exchange), "{exchange}: {result}");
+    }
 }
 
 #[test]
@@ -48,8 +81,9 @@ fn a_new_snapshot_reaches_the_next_job() {
     let config = common::config_for(home.path(), 1);
     let pool = tradebox_sandbox::Pool::start(config).unwrap();
     let count = "result = len(load_trades(days=None))";
-    assert_eq!(run(&pool, count).result.as_deref(), Some("3970"));
+    let n = common::trade_count();
+    assert_eq!(run(&pool, count).result, Some(n.to_string()));
     common::tradebox(home.path(), &["data", "import", csv.to_str().unwrap()]);
-    assert_eq!(run(&pool, count).result.as_deref(), Some("3971"));
+    assert_eq!(run(&pool, count).result, Some((n + 1).to_string()));
     assert_eq!(pool.status()[0].restarts, 1);
 }

@@ -1,6 +1,6 @@
-//! The sandbox contract (DESIGN.md section 4) attacked from inside a job,
-//! through the real pool, launcher and zygote, with the validator off (the
-//! pool never validates). Each test plants or observes specific evidence:
+//! The sandbox contract (SECURITY.md, "Threat model") attacked from inside
+//! a job, through the real pool, launcher and zygote, with the validator off
+//! (the pool never validates). Each test plants or observes specific evidence:
 //! random tokens that must never come back, listeners that must never see a
 //! connection, files and processes that must not survive a job, and the
 //! error a runaway job must end with, followed by a prompt next job.

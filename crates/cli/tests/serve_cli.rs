@@ -55,9 +55,9 @@ fn a_fixed_token_from_the_environment_is_honoured() {
     let server = serve(home.path(), &[("TRADEBOX_TOKEN", token)], &["--no-demo"]);
     assert_eq!(server.token, token);
     assert!(!home.path().join("console-token").exists());
-    // The fixture, not demo data: 3,970 trades.
+    // The fixture, not demo data.
     let v = run_ok(&server, "len(load_trades(days=None))");
-    assert_eq!(v["result"], "3970", "{v}");
+    assert_eq!(v["result"], common::trade_count().to_string(), "{v}");
     // Any other token is refused.
     let answer = http(
         &server.base,

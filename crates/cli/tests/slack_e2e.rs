@@ -1,5 +1,5 @@
 //! Slack end to end: the real `tradebox serve` binary (real pool, real
-//! sandbox, the real fixture data) with `SLACK_API_URL` pointing at the
+//! sandbox, the fixture data) with `SLACK_API_URL` pointing at the
 //! fake Slack server of `crates/fake-slack`, over Socket Mode and over the
 //! HTTP endpoints. Every slash command and the Run button (through the
 //! real `block_actions` payload), a figure arriving as an uploaded file,
@@ -114,8 +114,9 @@ fn socket_mode_every_command_the_run_button_and_a_figure() {
         m.history
     );
     assert_eq!(m.history.len(), 1, "one placeholder, one update");
-    for exchange in ["gateio", "kraken", "kucoin", "mexc"] {
-        assert!(m.all_text().contains(exchange), "{}", m.all_text());
+    // load_trades() looks 30 days back.
+    for exchange in common::strings(&common::expected()["trades"]["last_30_days"]["exchanges"]) {
+        assert!(m.all_text().contains(&exchange), "{}", m.all_text());
     }
 
     // A figure arrives as an uploaded PNG in the same channel; a 429 on
@@ -128,7 +129,10 @@ fn socket_mode_every_command_the_run_button_and_a_figure() {
             "df = load_trades(days=None)\ndf.groupby('exchange')['amount'].sum().plot(kind='bar')\nresult = len(df)",
         ),
     );
-    let m = message_with(&fake, "3970");
+    let m = message_with(
+        &fake,
+        &format!("Analysis complete: {}", common::trade_count()),
+    );
     assert!(
         m.all_text().contains("figure-1.png attached"),
         "{}",
@@ -291,7 +295,10 @@ fn http_mode_signed_requests_and_the_run_button() {
         "{:?}",
         answer.latency
     );
-    let m = message_with(&fake, "3970");
+    let m = message_with(
+        &fake,
+        &format!("Analysis complete: {}", common::trade_count()),
+    );
     assert!(m.history[0].to_string().contains("Analyzing"));
     // A retried delivery of the same command does not run it again.
     let retry = fake

@@ -13,7 +13,8 @@
 //! | Run button, `action_id` `run_func_<name>`, value `name` | [`parse_action`] |
 //!
 //! The text is first normalised with [`normalize`]. Function names have
-//! [`validate_name`]'s shape; code is at most [`MAX_CODE_BYTES`].
+//! [`validate_name`]'s shape; code is at most [`Grammar::max_code_bytes`]
+//! bytes, the configured `limits.max_code_bytes`.
 //!
 //! Messages are Slack mrkdwn (`*bold*`, `` `code` ``, ``` blocks), as in the
 //! bot this replaces, without emoji or Slack markup: a front end adds its own
@@ -26,9 +27,6 @@ use serde_json::{Map, Value};
 
 use crate::params::{parse_params, ParamError};
 use crate::text::{excerpt, normalize, strip_code};
-
-/// Largest code accepted by `/analyze` and `/savefunc`, in bytes (UTF-8).
-pub const MAX_CODE_BYTES: usize = 20_000;
 
 /// Longest function name, in characters.
 pub const MAX_NAME_CHARS: usize = 64;
@@ -229,7 +227,7 @@ pub enum UsageError {
     /// A fence or a code part with nothing in it.
     #[error("{}", empty_code_message(.command))]
     EmptyCode { command: CommandKind },
-    /// Code over [`MAX_CODE_BYTES`].
+    /// Code over [`Grammar::max_code_bytes`].
     #[error(
         "The code is {size} bytes long; the limit is {limit} bytes. \
          Shorten it."
@@ -283,33 +281,61 @@ impl UsageError {
     }
 }
 
-/// Parse a slash command (`/analyze` or `analyze`, any case) and its text.
-pub fn parse(command: &str, text: &str) -> Result<Command, UsageError> {
-    if command.trim().is_empty() {
-        return Err(UsageError::NoCommand);
-    }
-    let kind = CommandKind::from_name(command).ok_or_else(|| UsageError::UnknownCommand {
-        command: command.trim().to_string(),
-    })?;
-    let normalized = normalize(text);
-    let text = normalized.trim();
-    match kind {
-        CommandKind::Analyze => parse_analyze(text),
-        CommandKind::SaveFunc => parse_savefunc(text),
-        CommandKind::RunFunc => parse_runfunc(text),
-        CommandKind::ListFuncs => parse_listfuncs(text),
-        CommandKind::DelFunc => parse_delfunc(text),
-        CommandKind::Help => parse_help(text),
+/// The grammar with its one setting, the largest code `/analyze` and
+/// `/savefunc` accept. Build it from the configuration
+/// ([`Grammar::new`]`(config.limits.max_code_bytes)`), so the parser and
+/// the validator apply the same limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grammar {
+    max_code_bytes: usize,
+}
+
+impl Default for Grammar {
+    /// The grammar with the default limit (`limits.max_code_bytes`'s default).
+    fn default() -> Grammar {
+        Grammar::new(tradebox_validate::DEFAULT_MAX_CODE_BYTES)
     }
 }
 
-/// Parse a whole line as typed in the console or `tradebox chat`:
-/// `/analyze result = 1`. The first word is the command (the slash is
-/// optional), the rest, after whitespace, its text (line breaks kept).
-pub fn parse_line(line: &str) -> Result<Command, UsageError> {
-    let line = line.trim_start();
-    let (command, text) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-    parse(command, text)
+impl Grammar {
+    /// A grammar accepting code of at most `max_code_bytes` bytes (UTF-8).
+    pub fn new(max_code_bytes: usize) -> Grammar {
+        Grammar { max_code_bytes }
+    }
+
+    /// The largest code accepted, in bytes (UTF-8).
+    pub fn max_code_bytes(&self) -> usize {
+        self.max_code_bytes
+    }
+
+    /// Parse a slash command (`/analyze` or `analyze`, any case) and its text.
+    pub fn parse(&self, command: &str, text: &str) -> Result<Command, UsageError> {
+        if command.trim().is_empty() {
+            return Err(UsageError::NoCommand);
+        }
+        let kind = CommandKind::from_name(command).ok_or_else(|| UsageError::UnknownCommand {
+            command: command.trim().to_string(),
+        })?;
+        let normalized = normalize(text);
+        let text = normalized.trim();
+        match kind {
+            CommandKind::Analyze => parse_analyze(text, self.max_code_bytes),
+            CommandKind::SaveFunc => parse_savefunc(text, self.max_code_bytes),
+            CommandKind::RunFunc => parse_runfunc(text),
+            CommandKind::ListFuncs => parse_listfuncs(text),
+            CommandKind::DelFunc => parse_delfunc(text),
+            CommandKind::Help => parse_help(text),
+        }
+    }
+
+    /// Parse a whole line as typed in the console or `tradebox chat`:
+    /// `/analyze result = 1`. The first word is the command (the slash is
+    /// optional), the rest, after whitespace, its text (line breaks kept).
+    pub fn parse_line(&self, line: &str) -> Result<Command, UsageError> {
+        let line = line.trim_start();
+        let (command, text) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        self.parse(command, text)
+    }
 }
 
 /// Parse a Run button click: `action_id` `run_func_<name>`, `value` the name.
@@ -478,33 +504,33 @@ fn shown(text: &str) -> String {
     excerpt(text, MAX_SHOWN).replace('`', "'")
 }
 
-fn checked_code(command: CommandKind, raw: &str) -> Result<String, UsageError> {
+fn checked_code(command: CommandKind, raw: &str, limit: usize) -> Result<String, UsageError> {
     let code = strip_code(raw);
     if code.is_empty() {
         return Err(UsageError::EmptyCode { command });
     }
-    if code.len() > MAX_CODE_BYTES {
+    if code.len() > limit {
         return Err(UsageError::CodeTooLarge {
             command,
             size: code.len(),
-            limit: MAX_CODE_BYTES,
+            limit,
         });
     }
     Ok(code)
 }
 
-fn parse_analyze(text: &str) -> Result<Command, UsageError> {
+fn parse_analyze(text: &str, limit: usize) -> Result<Command, UsageError> {
     if text.is_empty() {
         return Err(UsageError::Usage {
             command: CommandKind::Analyze,
         });
     }
     Ok(Command::Analyze {
-        code: checked_code(CommandKind::Analyze, text)?,
+        code: checked_code(CommandKind::Analyze, text, limit)?,
     })
 }
 
-fn parse_savefunc(text: &str) -> Result<Command, UsageError> {
+fn parse_savefunc(text: &str, limit: usize) -> Result<Command, UsageError> {
     let kind = CommandKind::SaveFunc;
     if text.is_empty() {
         return Err(UsageError::Usage { command: kind });
@@ -527,7 +553,7 @@ fn parse_savefunc(text: &str) -> Result<Command, UsageError> {
     Ok(Command::SaveFunc {
         name: name.to_string(),
         description: description.trim().to_string(),
-        code: checked_code(kind, code)?,
+        code: checked_code(kind, code, limit)?,
     })
 }
 
@@ -627,6 +653,46 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
+
+    /// The default limit of `limits.max_code_bytes`.
+    const MAX_CODE_BYTES: usize = tradebox_validate::DEFAULT_MAX_CODE_BYTES;
+
+    fn parse(command: &str, text: &str) -> Result<Command, UsageError> {
+        Grammar::default().parse(command, text)
+    }
+
+    fn parse_line(line: &str) -> Result<Command, UsageError> {
+        Grammar::default().parse_line(line)
+    }
+
+    #[test]
+    fn the_code_limit_is_the_grammars() {
+        let code = format!("x = '{}'", "a".repeat(30_000));
+        let big = Grammar::new(100_000);
+        assert_eq!(big.max_code_bytes(), 100_000);
+        assert_eq!(
+            big.parse("/analyze", &code).unwrap(),
+            Command::Analyze { code: code.clone() }
+        );
+        assert!(big.parse_line(&format!("/savefunc f | d | {code}")).is_ok());
+        let small = Grammar::new(10);
+        assert_eq!(
+            small.parse("/analyze", "result = 12345").unwrap_err(),
+            UsageError::CodeTooLarge {
+                command: CommandKind::Analyze,
+                size: 14,
+                limit: 10
+            }
+        );
+        assert!(small.parse("/analyze", "result = 1").is_ok());
+        assert!(matches!(
+            parse("/analyze", &code).unwrap_err(),
+            UsageError::CodeTooLarge {
+                limit: MAX_CODE_BYTES,
+                ..
+            }
+        ));
+    }
 
     fn code_of(cmd: Command) -> String {
         match cmd {

@@ -48,7 +48,8 @@ pub const FILE_NAME: &str = "tradebox.toml";
 /// The prefix of environment overrides: `TRADEBOX_<SECTION>_<KEY>`.
 pub const ENV_PREFIX: &str = "TRADEBOX_";
 
-/// The default module allow-list of the validator (DESIGN.md section 4).
+/// The default module allow-list of the validator (`[validator]` in
+/// docs/configuration.md).
 pub use tradebox_validate::DEFAULT_ALLOWED_MODULES;
 
 /// The user name of the console when `$USER` is unset or unusable.
@@ -100,7 +101,7 @@ impl Default for LimitsSection {
             memory_mb: 1024,
             output_bytes: 1 << 20,
             scratch_mb: 64,
-            max_code_bytes: 20_000,
+            max_code_bytes: tradebox_validate::DEFAULT_MAX_CODE_BYTES,
         }
     }
 }
@@ -1033,20 +1034,9 @@ fn did_you_mean<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> St
         .unwrap_or_default()
 }
 
+/// Edit distance in characters (Levenshtein).
 fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            let next = (row[j] + 1).min(row[j + 1] + 1).min(prev + cost);
-            prev = row[j + 1];
-            row[j + 1] = next;
-        }
-    }
-    row[b.len()]
+    strsim::levenshtein(a, b)
 }
 
 #[cfg(test)]

@@ -6,10 +6,12 @@
 pub mod audit;
 pub mod command;
 pub mod config;
+pub mod executor;
 pub mod functions;
 pub mod params;
 pub mod permissions;
 pub mod pipeline;
 pub mod ratelimit;
 pub mod reply;
+pub mod store;
 pub mod text;

@@ -62,18 +62,9 @@ pub enum Error {
     #[error("{0}")]
     InvalidArgument(String),
 
-    #[error("store {path} is locked by another process; nothing was changed, try again when it has finished")]
-    Locked { path: PathBuf },
-
-    #[error("store {path} is read-only ({detail}); nothing was changed")]
-    ReadOnly { path: PathBuf, detail: String },
-
-    #[error("store {path}: {source}")]
-    Store {
-        path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
-    },
+    /// The store file failed: locked, read-only, or another SQLite error.
+    #[error(transparent)]
+    Db(#[from] tradebox_db::DbError),
 
     #[error("{path}: {source}")]
     Io {
@@ -108,6 +99,12 @@ impl Error {
                 | Error::CsvRecord { .. }
                 | Error::InvalidArgument(_)
         )
+    }
+
+    /// True when another process held the store's lock (an import is
+    /// running): retrying later may work.
+    pub fn is_locked(&self) -> bool {
+        matches!(self, Error::Db(e) if e.is_locked())
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

@@ -2,20 +2,19 @@
 //! `trade_cache.db` columns and UNIQUE key, plus balance snapshots.
 //!
 //! Every write goes through [`Store::write`], one transaction: an import
-//! either lands whole or not at all.
+//! either lands whole or not at all. The file is opened, and its failures
+//! are mapped, by the database layer (`tradebox_db`) that the function
+//! store, audit trail and rate limiter share.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
+use tradebox_db::{connect, Access, DbError};
 
 use crate::error::{Error, Result};
 use crate::model::Trade;
 use crate::timestamp;
-
-/// How long a write waits for another process's lock before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS trades (
@@ -85,8 +84,10 @@ impl Store {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        let conn = Connection::open(path).map_err(|e| store_error(path, e))?;
-        let store = Store::configure(conn, path)?;
+        let store = Store {
+            conn: connect(path, Access::ReadWrite)?,
+            path: path.to_path_buf(),
+        };
         store
             .conn
             .execute_batch(SCHEMA)
@@ -99,27 +100,10 @@ impl Store {
         if !path.exists() {
             return Ok(None);
         }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| store_error(path, e))?;
-        Store::configure(conn, path).map(Some)
-    }
-
-    fn configure(conn: Connection, path: &Path) -> Result<Store> {
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .map_err(|e| store_error(path, e))?;
-        // WAL lets readers (info, export) run beside a writer. On a
-        // read-only file the pragma cannot switch modes; that is reported
-        // by the first write instead.
-        let _ = conn.pragma_update(None, "journal_mode", "WAL");
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(|e| store_error(path, e))?;
-        Ok(Store {
-            conn,
+        Ok(Some(Store {
+            conn: connect(path, Access::ReadOnly)?,
             path: path.to_path_buf(),
-        })
+        }))
     }
 
     pub fn path(&self) -> &Path {
@@ -254,8 +238,35 @@ pub struct Writer<'a> {
 
 impl Writer<'_> {
     /// Inserts a trade unless an identical one (the UNIQUE key) is there;
-    /// returns whether it was new. `cached_at` defaults to now.
+    /// returns whether it was new. `cached_at` defaults to now. The original
+    /// table allows a NULL `trade_id`, and SQLite's UNIQUE treats NULLs as
+    /// distinct: such a row is looked up first (`IS` matches NULL, through
+    /// the same index), so re-importing it adds nothing.
     pub fn insert_trade(&mut self, t: &Trade, cached_at: Option<&str>) -> Result<bool> {
+        if t.trade_id.is_none() {
+            let mut seen = self
+                .tx
+                .prepare_cached(
+                    "SELECT 1 FROM trades WHERE exchange = ?1 AND account_name = ?2
+                     AND trade_id IS NULL AND timestamp = ?3 AND symbol = ?4 AND side = ?5
+                     AND amount = ?6 AND price = ?7 LIMIT 1",
+                )
+                .map_err(|e| store_error(&self.path, e))?;
+            let exists = seen
+                .exists(params![
+                    t.exchange,
+                    t.account_name,
+                    timestamp::format(t.timestamp),
+                    t.symbol,
+                    t.side.as_str(),
+                    t.amount,
+                    t.price,
+                ])
+                .map_err(|e| store_error(&self.path, e))?;
+            if exists {
+                return Ok(false);
+            }
+        }
         let mut stmt = self
             .tx
             .prepare_cached(
@@ -307,15 +318,8 @@ impl Writer<'_> {
     }
 }
 
-/// Maps SQLite failures on the store to the errors a user can act on.
+/// A SQLite failure on the store, mapped by the database layer (locked,
+/// read-only or other).
 pub(crate) fn store_error(path: &Path, e: rusqlite::Error) -> Error {
-    let path = path.to_path_buf();
-    match e.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::Locked { path },
-        Some(ErrorCode::ReadOnly) => Error::ReadOnly {
-            path,
-            detail: "the file or its folder cannot be written".into(),
-        },
-        _ => Error::Store { path, source: e },
-    }
+    Error::Db(DbError::from_sqlite(path, e))
 }

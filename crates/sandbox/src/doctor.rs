@@ -2,8 +2,6 @@
 //! sandbox can run (with advice when it cannot), and a probe that runs
 //! inside a real sandboxed job and reports, from there, which layers hold.
 
-#![allow(unsafe_code)]
-
 use serde::Serialize;
 
 /// A fact about the host, with advice when it blocks the sandbox.
@@ -24,17 +22,7 @@ fn read(path: &str) -> Option<String> {
 
 /// The Landlock ABI version the kernel offers (0: none).
 pub fn landlock_abi() -> i64 {
-    // SAFETY: the version query takes no pointer (NULL, size 0) and only
-    // returns a number.
-    let v = unsafe {
-        nix::libc::syscall(
-            nix::libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<u8>(),
-            0usize,
-            1u32,
-        )
-    };
-    v.max(0)
+    crate::sys::landlock_abi()
 }
 
 /// Host facts; `ok: false` entries come with what to change.

@@ -22,9 +22,7 @@
 //!    as uid 1000, which clears every remaining capability.
 //!
 //! Any step that fails ends the launcher with an `error` frame naming the
-//! layer: the sandbox fails closed.
-
-#![allow(unsafe_code)]
+//! layer: the sandbox fails closed. Its raw system calls are in [`crate::sys`].
 
 use std::ffi::CString;
 use std::io::Write;
@@ -39,6 +37,7 @@ use std::os::fd::AsRawFd;
 
 use crate::protocol;
 use crate::seccomp;
+use crate::sys::{self, Forked};
 
 /// The uid and gid the sandbox runs as, inside its user namespace.
 pub const SANDBOX_ID: u32 = 1000;
@@ -137,20 +136,15 @@ pub fn host_ids() -> (u32, u32) {
 pub const MAX_TASKS: u64 = 18;
 
 fn launch(spec: &LaunchSpec) -> Result<i32, LayerError> {
-    let threads = std::fs::read_dir("/proc/self/task")
-        .map_err(io_fail("launcher"))?
-        .count();
+    let threads = sys::thread_count().map_err(io_fail("launcher"))?;
     if threads != 1 {
         return Err(LayerError {
             layer: "launcher",
             message: format!("expected a single thread, found {threads}"),
         });
     }
-    // SAFETY: close_range on descriptors this process does not use; Rust
-    // holds no other descriptor at this point.
-    if unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) } != 0 {
-        return Err(io_fail("launcher")(std::io::Error::last_os_error()));
-    }
+    // Rust holds no descriptor but stdin, stdout and stderr at this point.
+    sys::close_descriptors_from(3).map_err(io_fail("launcher"))?;
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(fail("launcher"))?;
 
     let as_root = nix::unistd::getuid().is_root();
@@ -165,46 +159,30 @@ fn launch(spec: &LaunchSpec) -> Result<i32, LayerError> {
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWCGROUP;
-    // SAFETY: the process is single-threaded (checked above); a raw clone
-    // without a new stack returns twice, like fork, with the child in new
-    // namespaces (pid 1 of the new pid namespace). The maps of a child can
-    // only be written from outside it, which a root caller needs in order
-    // to map the sandbox to an unprivileged host uid.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (flags.bits() | libc::SIGCHLD) as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
-    };
-    if pid < 0 {
-        return Err(LayerError {
-            layer: "namespaces",
-            message: format!(
-                "clone: {} (user namespaces unavailable?)",
-                std::io::Error::last_os_error()
-            ),
-        });
-    }
-    if pid == 0 {
-        drop(go_w);
-        // Die with the launcher even before Python sets this again.
-        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
-        let mut go = [0u8; 1];
-        if !matches!(nix::unistd::read(&go_r, &mut go), Ok(1)) {
-            std::process::exit(3); // the launcher failed and said why
+    // The child starts in the new namespaces (pid 1 of the new pid
+    // namespace); its maps can only be written from outside it, here.
+    let forked = sys::clone_into_namespaces(flags).map_err(|e| LayerError {
+        layer: "namespaces",
+        message: format!("clone: {e} (user namespaces unavailable?)"),
+    })?;
+    let child = match forked {
+        Forked::Parent(child) => child,
+        Forked::Child => {
+            drop(go_w);
+            // Die with the launcher even before Python sets this again.
+            let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+            let mut go = [0u8; 1];
+            if !matches!(nix::unistd::read(&go_r, &mut go), Ok(1)) {
+                std::process::exit(3); // the launcher failed and said why
+            }
+            drop(go_r);
+            let e = confine_and_exec(spec, as_root);
+            report(&e);
+            std::process::exit(3);
         }
-        drop(go_r);
-        let e = confine_and_exec(spec, as_root);
-        report(&e);
-        std::process::exit(3);
-    }
+    };
     drop(go_r);
-    let child = nix::unistd::Pid::from_raw(pid as i32);
-    let proc = PathBuf::from(format!("/proc/{pid}"));
+    let proc = PathBuf::from(format!("/proc/{child}"));
     let maps = (|| {
         if !as_root {
             // Unprivileged mappings require setgroups to be denied first.

@@ -10,6 +10,7 @@ pub mod protocol;
 pub mod result;
 pub mod runtime;
 pub mod seccomp;
+mod sys;
 
 pub use pool::{Job, Pool, PoolConfig, PoolError, PythonPaths};
 pub use result::{Artifact, ExecError, ExecResult, Origin, ResultCaps};

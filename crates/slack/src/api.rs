@@ -49,6 +49,8 @@ use slack_morphism::{
 };
 
 use crate::blocks::{Rendered, Upload};
+pub use crate::error::ApiError;
+use crate::error::Error;
 
 /// slack-morphism's connector over hyper-rustls (HTTP or HTTPS).
 pub type Connector = SlackClientHyperConnector<HttpsConnector<HttpConnector>>;
@@ -106,56 +108,6 @@ impl RetryPolicy {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         capped + capped.mul_f64(f64::from(nanos % 200) / 1000.0)
-    }
-}
-
-/// A Web API call that did not succeed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ApiError {
-    /// Slack answered `ok: false` with this code.
-    #[error("{method}: Slack answered {code}")]
-    Slack { method: String, code: String },
-    /// Slack asked to wait longer than tradebox waits.
-    #[error("{method}: rate limited by Slack, retry after {retry_after:?}")]
-    RateLimited {
-        method: String,
-        retry_after: Duration,
-    },
-    /// 5xx, network errors or timeouts on every attempt.
-    #[error("{method}: failed {attempts} times, last: {last}")]
-    GaveUp {
-        method: String,
-        attempts: u32,
-        last: String,
-    },
-    /// An answer that cannot be used (a 4xx, a body that does not decode).
-    #[error("{method}: {detail}")]
-    Invalid { method: String, detail: String },
-}
-
-impl ApiError {
-    /// Slack's error code (`not_in_channel`, ...), when Slack gave one.
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            ApiError::Slack { code, .. } => Some(code),
-            _ => None,
-        }
-    }
-
-    /// Whether the bot cannot post in the channel (not a member, a DM or
-    /// private channel it cannot see, an archived channel).
-    pub fn is_channel_access(&self) -> bool {
-        matches!(
-            self.code(),
-            Some(
-                "not_in_channel"
-                    | "channel_not_found"
-                    | "is_archived"
-                    | "restricted_action"
-                    | "cant_post_in_channel"
-                    | "missing_scope"
-            )
-        )
     }
 }
 
@@ -268,9 +220,16 @@ pub struct Api {
     retry: RetryPolicy,
 }
 
+/// Installs rustls' `ring` provider for the whole process (slack-morphism's
+/// HTTPS and WebSocket clients need a process-wide default, and panic on the
+/// first TLS call without one). Safe to call more than once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// hyper-rustls with the system's roots, HTTP or HTTPS.
-fn https_connector(api_url: &str) -> Result<HttpsConnector<HttpConnector>, crate::Error> {
-    crate::install_crypto_provider();
+fn https_connector(api_url: &str) -> Result<HttpsConnector<HttpConnector>, Error> {
+    install_crypto_provider();
     let builder = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
         Ok(b) => b,
         Err(e) if api_url.starts_with("http://") => {
@@ -281,7 +240,7 @@ fn https_connector(api_url: &str) -> Result<HttpsConnector<HttpConnector>, crate
             hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
         }
         Err(e) => {
-            return Err(crate::Error::Config(format!(
+            return Err(Error::Config(format!(
                 "cannot load the system's CA certificates to reach Slack over HTTPS: {e} \
                  (install the ca-certificates package)"
             )))
@@ -296,7 +255,7 @@ fn https_connector(api_url: &str) -> Result<HttpsConnector<HttpConnector>, crate
 
 impl Api {
     /// A client for the Web API at `api_url` (no final `/`).
-    pub fn new(api_url: &str, bot_token: &str, retry: RetryPolicy) -> Result<Api, crate::Error> {
+    pub fn new(api_url: &str, bot_token: &str, retry: RetryPolicy) -> Result<Api, Error> {
         let https = https_connector(api_url)?;
         let connector = SlackClientHyperConnector::with_connector(https.clone())
             .with_slack_api_url(api_url.trim_end_matches('/'));

@@ -1,118 +1,36 @@
-//! [`SlackApp`]: the Slack front end as `tradebox serve` runs it.
-//!
-//! Every delivery (slash command or Run button, from Socket Mode or HTTP)
-//! goes through [`Inner::accept`], which is synchronous and quick: a
-//! repeat of a delivery already taken is only acknowledged; anything else
-//! is spawned as a task and acknowledged at once, whatever the sandbox is
-//! doing. The task runs the pipeline and posts the reply
-//! ([`crate::deliver`]). Shutdown stops taking deliveries, closes the
-//! sockets, and waits for every task to post its reply.
+//! [`SlackApp`]: the Slack front end as `tradebox serve` runs it, above
+//! the transports: it checks the tokens (`auth.test`,
+//! `apps.connections.open`), creates the [`Acceptor`] every delivery goes
+//! through ([`crate::accept`]), starts Socket Mode ([`crate::socket`]) or
+//! hands out the HTTP routes ([`crate::http`]), and shuts down: stops
+//! taking deliveries, closes the sockets, and waits for every task to post
+//! its reply. Nothing below refers back to this module.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::{oneshot, watch};
-use tokio_util::task::TaskTracker;
-use tradebox_core::audit::Source;
-use tradebox_core::pipeline::{Pipeline, Request};
-use tradebox_core::reply::Reply;
+use tradebox_core::pipeline::Pipeline;
 
-use crate::api::{Api, ApiError, Identity};
-use crate::dedupe::Seen;
-use crate::deliver::{Deliverer, Placeholder};
-use crate::payload::Incoming;
+use crate::accept::Acceptor;
+use crate::api::{install_crypto_provider, Api, Identity};
+use crate::deliver::Deliverer;
+use crate::error::{ApiError, Error};
+use crate::http;
 use crate::settings::{Mode, SlackSettings};
 use crate::socket::SocketMode;
-use crate::Error;
 
 /// How long [`SlackApp::start`] waits for Socket Mode's first `hello`.
 const HELLO_WAIT: Duration = Duration::from_secs(20);
 
-/// What became of a delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Accepted {
-    /// Taken: it runs now.
-    Started,
-    /// Taken before (a redelivery or a retry): acknowledged, not run again.
-    Duplicate,
-    /// Shutting down: not acknowledged, so that Slack can deliver it to
-    /// another connection.
-    Closed,
-}
-
-/// State shared by the transports and the running tasks.
-pub(crate) struct Inner {
-    pipeline: Arc<Pipeline>,
-    deliver: Deliverer,
-    seen: Mutex<Seen>,
-    tasks: TaskTracker,
-    accepting: AtomicBool,
-    pub(crate) signing_secret: Option<String>,
-    /// Socket Mode `hello`s received so far.
-    hellos: watch::Sender<u64>,
-}
-
-impl Inner {
-    /// Takes a delivery (see the module documentation).
-    pub(crate) fn accept(self: &Arc<Self>, incoming: Incoming) -> Accepted {
-        if !self.accepting.load(Ordering::SeqCst) {
-            return Accepted::Closed;
-        }
-        let first = match self.seen.lock() {
-            Ok(mut seen) => seen.first(&incoming.key, Instant::now()),
-            Err(poisoned) => poisoned.into_inner().first(&incoming.key, Instant::now()),
-        };
-        if !first {
-            tracing::info!(key = %incoming.key, "a delivery seen before: acknowledged, not run again");
-            return Accepted::Duplicate;
-        }
-        let inner = Arc::clone(self);
-        self.tasks.spawn(async move { inner.run(incoming).await });
-        Accepted::Started
-    }
-
-    /// Runs one request through the pipeline and posts its reply.
-    async fn run(&self, incoming: Incoming) {
-        let request = Request {
-            user: incoming.user.clone(),
-            channel: Some(incoming.channel.clone()),
-            source: Source::Slack,
-            input: incoming.input.clone(),
-        };
-        let (tx, rx) = oneshot::channel::<Reply>();
-        let placeholder = {
-            let deliver = self.deliver.clone();
-            let to = incoming.clone();
-            tokio::spawn(async move {
-                match rx.await {
-                    Ok(reply) => deliver.placeholder(&to, &reply).await,
-                    Err(_) => Placeholder::None,
-                }
-            })
-        };
-        let reply = self
-            .pipeline
-            .handle(&request, move |p: Reply| {
-                let _ = tx.send(p);
-            })
-            .await;
-        let placeholder = placeholder.await.unwrap_or(Placeholder::None);
-        self.deliver.finish(&incoming, &reply, placeholder).await;
-    }
-
-    pub(crate) fn hello(&self) {
-        self.hellos.send_modify(|n| *n += 1);
-    }
-}
-
 /// The Slack front end: started by `tradebox serve` when Slack is
 /// configured.
 pub struct SlackApp {
-    inner: Arc<Inner>,
+    accept: Arc<Acceptor>,
     identity: Identity,
     mode: Mode,
     socket: Option<SocketMode>,
+    /// For the HTTP routes' signature check.
+    signing_secret: Option<String>,
 }
 
 impl SlackApp {
@@ -133,10 +51,9 @@ impl SlackApp {
             );
         }
         let mode = settings.mode();
-        let (hellos, mut hello_rx) = watch::channel(0u64);
-        let inner = Arc::new(Inner {
+        let accept = Acceptor::new(
             pipeline,
-            deliver: Deliverer {
+            Deliverer {
                 api: api.clone(),
                 bot_user_id: identity.user_id.clone(),
                 bot_name: if identity.user.is_empty() {
@@ -145,37 +62,32 @@ impl SlackApp {
                     identity.user.clone()
                 },
             },
-            seen: Mutex::new(Seen::default()),
-            tasks: TaskTracker::new(),
-            accepting: AtomicBool::new(true),
-            signing_secret: settings.signing_secret.clone(),
-            hellos,
-        });
+        );
         let socket = match (&settings.app_token, mode) {
             (Some(app_token), Mode::SocketMode) => {
                 check_app_token(&api, app_token).await?;
                 let socket = SocketMode::start(
-                    Arc::clone(&inner),
+                    Arc::clone(&accept),
                     &api,
                     app_token,
                     settings.socket_connections,
                 )
                 .await?;
-                match tokio::time::timeout(HELLO_WAIT, hello_rx.wait_for(|n| *n > 0)).await {
-                    Ok(Ok(_)) => {}
-                    _ => tracing::warn!(
+                if !socket.wait_for_hello(HELLO_WAIT).await {
+                    tracing::warn!(
                         "Socket Mode has not connected within {HELLO_WAIT:?}; still trying"
-                    ),
+                    );
                 }
                 Some(socket)
             }
             _ => None,
         };
         Ok(SlackApp {
-            inner,
+            accept,
             identity,
             mode,
             socket,
+            signing_secret: settings.signing_secret,
         })
     }
 
@@ -183,7 +95,10 @@ impl SlackApp {
     /// `/slack/events`), signature-checked; `None` in Socket Mode.
     pub fn router(&self) -> Option<axum::Router> {
         match self.mode {
-            Mode::Http => Some(crate::http::router(Arc::clone(&self.inner))),
+            Mode::Http => Some(http::router(
+                Arc::clone(&self.accept),
+                self.signing_secret.clone().unwrap_or_default(),
+            )),
             Mode::SocketMode => None,
         }
     }
@@ -225,24 +140,23 @@ impl SlackApp {
 
     /// Requests taken and still running or posting their reply.
     pub fn in_flight(&self) -> usize {
-        self.inner.tasks.len()
+        self.accept.in_flight()
     }
 
     /// Stops taking new events, waits for running commands to finish and
     /// post their replies.
     pub async fn shutdown(self) {
-        self.inner.accepting.store(false, Ordering::SeqCst);
+        self.accept.stop();
         if let Some(socket) = &self.socket {
             socket.shutdown().await;
         }
-        self.inner.tasks.close();
-        self.inner.tasks.wait().await;
+        self.accept.drain().await;
     }
 }
 
 /// The Web API client and `auth.test` of the bot token.
 async fn check_bot_token(settings: &SlackSettings) -> Result<(Api, Identity), Error> {
-    crate::install_crypto_provider();
+    install_crypto_provider();
     warn_plain_http(&settings.api_url);
     let api = Api::new(
         &settings.api_url,

@@ -9,7 +9,9 @@
 //! away from now is refused (replays). Bodies are capped at [`MAX_BODY`].
 //! A valid request is acknowledged with an empty 200 at once; the work runs
 //! in its own task. A retried delivery (`X-Slack-Retry-Num`) carries the
-//! same `trigger_id` and is acknowledged without running again.
+//! same `trigger_id` and is acknowledged without running again. The quick
+//! answer and the deduplication are the accept path's (`accept`);
+//! this module checks, decodes and answers.
 
 use std::sync::Arc;
 
@@ -22,7 +24,7 @@ use axum::Router;
 use slack_morphism::signature_verifier::SlackEventSignatureVerifier;
 use slack_morphism::SlackSigningSecret;
 
-use crate::app::{Accepted, Inner};
+use crate::accept::{Accepted, Acceptor};
 use crate::payload::{Incoming, PayloadError};
 
 /// The largest request body taken (a `block_actions` payload carries the
@@ -70,21 +72,32 @@ pub fn verify(secret: &str, headers: &HeaderMap, body: &[u8]) -> Result<(), Sign
         })
 }
 
-/// The HTTP-mode routes.
-pub(crate) fn router(inner: Arc<Inner>) -> Router {
+/// What the routes share: where deliveries go, and the secret they are
+/// signed with.
+#[derive(Clone)]
+struct Door {
+    accept: Arc<Acceptor>,
+    signing_secret: Arc<str>,
+}
+
+/// The HTTP-mode routes, handing deliveries to `accept`; an empty
+/// `signing_secret` refuses every request.
+pub(crate) fn router(accept: Arc<Acceptor>, signing_secret: String) -> Router {
     Router::new()
         .route("/slack/commands", post(commands))
         .route("/slack/interactivity", post(interactivity))
         .route("/slack/events", post(events))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(inner)
+        .with_state(Door {
+            accept,
+            signing_secret: signing_secret.into(),
+        })
 }
 
 /// The signature check every route starts with; `Some` is the answer to
 /// give instead of handling the request.
-fn refuse(inner: &Inner, path: &str, headers: &HeaderMap, body: &[u8]) -> Option<Response> {
-    let secret = inner.signing_secret.as_deref().unwrap_or_default();
-    if let Err(e) = verify(secret, headers, body) {
+fn refuse(door: &Door, path: &str, headers: &HeaderMap, body: &[u8]) -> Option<Response> {
+    if let Err(e) = verify(&door.signing_secret, headers, body) {
         tracing::warn!(path, "refused a Slack request: {e}");
         return Some((StatusCode::UNAUTHORIZED, format!("{e}\n")).into_response());
     }
@@ -116,26 +129,22 @@ fn bad_payload(e: &PayloadError) -> Response {
     (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
 }
 
-async fn commands(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(answer) = refuse(&inner, "/slack/commands", &headers, &body) {
+async fn commands(State(door): State<Door>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(answer) = refuse(&door, "/slack/commands", &headers, &body) {
         return answer;
     }
     match Incoming::from_command_form(&body) {
-        Ok(incoming) => acknowledge(inner.accept(incoming)),
+        Ok(incoming) => acknowledge(door.accept.accept(incoming)),
         Err(e) => bad_payload(&e),
     }
 }
 
-async fn interactivity(
-    State(inner): State<Arc<Inner>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Some(answer) = refuse(&inner, "/slack/interactivity", &headers, &body) {
+async fn interactivity(State(door): State<Door>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(answer) = refuse(&door, "/slack/interactivity", &headers, &body) {
         return answer;
     }
     match Incoming::from_interaction_form(&body) {
-        Ok(incoming) => acknowledge(inner.accept(incoming)),
+        Ok(incoming) => acknowledge(door.accept.accept(incoming)),
         Err(PayloadError::Ignored(what)) => {
             tracing::debug!("ignored {what}");
             StatusCode::OK.into_response()
@@ -146,8 +155,8 @@ async fn interactivity(
 
 /// Events API: answers the URL verification challenge; tradebox
 /// subscribes to no events, so anything else is acknowledged and ignored.
-async fn events(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(answer) = refuse(&inner, "/slack/events", &headers, &body) {
+async fn events(State(door): State<Door>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(answer) = refuse(&door, "/slack/events", &headers, &body) {
         return answer;
     }
     let event: serde_json::Value = match serde_json::from_slice(&body) {

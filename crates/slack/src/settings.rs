@@ -12,7 +12,7 @@
 //!   the fake Slack server.
 
 use crate::api::RetryPolicy;
-use crate::Error;
+use crate::error::Error;
 
 /// How Slack reaches tradebox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,13 +5,15 @@
 //! reconnects after a `disconnect` envelope (Slack's periodic refresh), a
 //! closed or reset socket, or missed pongs, and acknowledges an envelope
 //! when its callback returns. The callbacks here therefore only hand the
-//! delivery to [`crate::app`] (which spawns it) and return at once.
+//! delivery to the accept path (`accept`, which spawns it) and
+//! return at once. Slack's `hello`s are counted, so that the app can wait
+//! for the first (`SocketMode::wait_for_hello`).
 //!
 //! Two workarounds:
 //!
 //! - slack-morphism sends a slash command's callback result as the ack's
 //!   `payload`, and an empty payload (`{}`) may be shown to the user. The
-//!   command callback therefore returns a marker error ([`Ack::Bare`]) that
+//!   command callback therefore returns a marker error (`Ack::Bare`) that
 //!   the error handler turns into "success": slack-morphism then sends a
 //!   bare `{"envelope_id": ...}` ack.
 //! - When slack-morphism cannot decode an envelope (a field its types
@@ -21,7 +23,7 @@
 //!   is lost to a change on Slack's side.
 //!
 //! While shutting down, deliveries are refused without an ack
-//! ([`Ack::Refuse`]): Slack delivers them to another connection.
+//! (`Ack::Refuse`): Slack delivers them to another connection.
 //!
 //! A limit: slack-morphism opens its WebSocket with tokio-tungstenite's
 //! `connect_async`, which leaves Nagle's algorithm on, and offers no way to
@@ -31,6 +33,7 @@
 //! commands, within the 100 ms target and far from Slack's 3 s window.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use slack_morphism::errors::{SlackClientError, SlackClientProtocolError};
 use slack_morphism::events::{SlackInteractionEvent, SlackInteractionResponse};
@@ -44,11 +47,12 @@ use slack_morphism::{
     SlackApiToken, SlackApiTokenValue, SlackClientSocketModeConfig, SlackClientSocketModeListener,
     SlackSocketModeListenerCallbacks, UserCallbackResult,
 };
+use tokio::sync::watch;
 
+use crate::accept::{Accepted, Acceptor};
 use crate::api::{Api, Client, Connector};
-use crate::app::{Accepted, Inner};
+use crate::error::Error;
 use crate::payload::{Incoming, PayloadError};
-use crate::Error;
 
 /// Seconds between reconnection attempts when `apps.connections.open`
 /// fails (slack-morphism's default is 30).
@@ -70,24 +74,32 @@ enum Ack {
 
 /// The user state slack-morphism hands to every callback.
 #[derive(Clone)]
-struct State(Arc<Inner>);
+struct State {
+    accept: Arc<Acceptor>,
+    /// Slack's `hello`s received so far.
+    hellos: watch::Sender<u64>,
+}
 
 /// A running Socket Mode listener.
 pub(crate) struct SocketMode {
     listener: SlackClientSocketModeListener<Connector>,
+    hellos: watch::Receiver<u64>,
 }
 
 impl SocketMode {
+    /// Opens `connections` WebSockets with `app_token` and hands every
+    /// delivery to `accept`.
     pub(crate) async fn start(
-        inner: Arc<Inner>,
+        accept: Arc<Acceptor>,
         api: &Api,
         app_token: &str,
         connections: u32,
     ) -> Result<SocketMode, Error> {
+        let (hellos, hellos_rx) = watch::channel(0u64);
         let environment = Arc::new(
             SlackClientEventsListenerEnvironment::new(api.client())
                 .with_error_handler(on_error)
-                .with_user_state(State(inner)),
+                .with_user_state(State { accept, hellos }),
         );
         let callbacks = SlackSocketModeListenerCallbacks::new()
             .with_hello_events(on_hello)
@@ -107,7 +119,18 @@ impl SocketMode {
             .await
             .map_err(|e| Error::Config(format!("Socket Mode could not start: {e}")))?;
         listener.start().await;
-        Ok(SocketMode { listener })
+        Ok(SocketMode {
+            listener,
+            hellos: hellos_rx,
+        })
+    }
+
+    /// Waits up to `limit` for Slack's first `hello`; `false` if none came.
+    pub(crate) async fn wait_for_hello(&self, limit: Duration) -> bool {
+        let mut hellos = self.hellos.clone();
+        tokio::time::timeout(limit, hellos.wait_for(|n| *n > 0))
+            .await
+            .is_ok_and(|seen| seen.is_ok())
     }
 
     /// Closes every connection (no new deliveries).
@@ -116,9 +139,9 @@ impl SocketMode {
     }
 }
 
-async fn state(states: &SlackClientEventsUserState) -> Option<Arc<Inner>> {
+async fn state(states: &SlackClientEventsUserState) -> Option<State> {
     let storage = states.read().await;
-    storage.get_user_state::<State>().map(|s| Arc::clone(&s.0))
+    storage.get_user_state::<State>().cloned()
 }
 
 fn steer(accepted: Accepted) -> Box<dyn std::error::Error + Send + Sync> {
@@ -137,8 +160,8 @@ async fn on_hello<E: std::fmt::Debug>(
     states: SlackClientEventsUserState,
 ) {
     tracing::info!("Socket Mode connected: {event:?}");
-    if let Some(inner) = state(&states).await {
-        inner.hello();
+    if let Some(state) = state(&states).await {
+        state.hellos.send_modify(|n| *n += 1);
     }
 }
 
@@ -147,10 +170,10 @@ async fn on_command(
     _client: Arc<Client>,
     states: SlackClientEventsUserState,
 ) -> UserCallbackResult<SlackCommandEventResponse> {
-    let Some(inner) = state(&states).await else {
+    let Some(state) = state(&states).await else {
         return Err(Box::new(Ack::Refuse));
     };
-    Err(steer(inner.accept(Incoming::from_command(&event))))
+    Err(steer(state.accept.accept(Incoming::from_command(&event))))
 }
 
 async fn on_interaction(
@@ -161,11 +184,11 @@ async fn on_interaction(
     let SlackInteractionEvent::BlockActions(actions) = &event else {
         return Ok(SlackInteractionResponse::Empty);
     };
-    let Some(inner) = state(&states).await else {
+    let Some(state) = state(&states).await else {
         return Err(Box::new(Ack::Refuse));
     };
     match Incoming::from_block_actions(actions) {
-        Ok(incoming) => match inner.accept(incoming) {
+        Ok(incoming) => match state.accept.accept(incoming) {
             Accepted::Closed => Err(Box::new(Ack::Refuse)),
             Accepted::Started | Accepted::Duplicate => Ok(SlackInteractionResponse::Empty),
         },
@@ -228,14 +251,16 @@ fn rescue(body: &str, states: &SlackClientEventsUserState) {
         return;
     }
     let payload = envelope["payload"].to_string();
-    let inner = match states.try_read() {
-        Ok(storage) => storage.get_user_state::<State>().map(|s| Arc::clone(&s.0)),
+    let accept = match states.try_read() {
+        Ok(storage) => storage
+            .get_user_state::<State>()
+            .map(|s| Arc::clone(&s.accept)),
         Err(_) => None,
     };
-    match (Incoming::from_interaction_json(&payload), inner) {
-        (Ok(incoming), Some(inner)) => {
+    match (Incoming::from_interaction_json(&payload), accept) {
+        (Ok(incoming), Some(accept)) => {
             tracing::info!("took a button press slack-morphism could not decode");
-            let _ = inner.accept(incoming);
+            let _ = accept.accept(incoming);
         }
         (Err(PayloadError::Ignored(what)), _) => tracing::debug!("ignored {what}"),
         (Err(e), _) => tracing::warn!("an interaction tradebox cannot use: {e}"),

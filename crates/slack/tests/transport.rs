@@ -49,7 +49,7 @@ fn pipeline(db: &std::path::Path) -> Arc<Pipeline> {
         validator: Some(tradebox_validate::Rules::default()),
         per_user_running: 2,
         per_user_waiting: 8,
-        rate_limit: (10, 60),
+        max_code_bytes: 20_000,
     };
     Arc::new(Pipeline::new(
         None,

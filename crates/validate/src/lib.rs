@@ -1,9 +1,9 @@
 //! Courtesy validator for user snippets: syntax errors and imports outside
 //! the module allow-list, reported as `line N, column M: message`.
 //!
-//! This is **not** a security boundary (the kernel sandbox is, see DESIGN.md
-//! section 4): it only turns the commonest mistakes into clear messages before
-//! a job is started, and everything stays safe with it switched off
+//! This is **not** a security boundary (the kernel sandbox is, see
+//! SECURITY.md): it only turns the commonest mistakes into clear messages
+//! before a job is started, and everything stays safe with it switched off
 //! (`--no-validate`). It does not try to catch `exec("import os")`,
 //! `getattr` tricks or the like.
 //!
@@ -64,7 +64,7 @@ use ruff_text_size::Ranged;
 use crate::imports::{ImportChecker, RawFinding};
 use crate::position::PositionCursor;
 
-/// The seed module allow-list (DESIGN.md section 4).
+/// The default module allow-list (docs/configuration.md, `[validator]`).
 pub const DEFAULT_ALLOWED_MODULES: &[&str] = &[
     "pandas",
     "numpy",

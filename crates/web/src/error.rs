@@ -96,12 +96,12 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<tradebox_core::functions::StoreError> for ApiError {
-    fn from(e: tradebox_core::functions::StoreError) -> ApiError {
-        use tradebox_core::functions::StoreError;
+impl From<tradebox_core::store::StoreError> for ApiError {
+    fn from(e: tradebox_core::store::StoreError) -> ApiError {
+        use tradebox_core::store::StoreError;
         match e {
             StoreError::NotFound { .. } => ApiError::NotFound(e.to_string()),
-            StoreError::Locked { .. } => ApiError::Unavailable(e.to_string()),
+            e if e.is_locked() => ApiError::Unavailable(e.to_string()),
             e if e.is_user_error() => ApiError::bad_request(e.to_string()),
             e => ApiError::Internal(e.to_string()),
         }
@@ -111,7 +111,7 @@ impl From<tradebox_core::functions::StoreError> for ApiError {
 impl From<tradebox_data::Error> for ApiError {
     fn from(e: tradebox_data::Error) -> ApiError {
         match e {
-            tradebox_data::Error::Locked { .. } => ApiError::Conflict(e.to_string()),
+            e if e.is_locked() => ApiError::Conflict(e.to_string()),
             e if e.is_input_error() => ApiError::bad_request(e.to_string()),
             e => ApiError::Internal(e.to_string()),
         }

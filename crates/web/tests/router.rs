@@ -54,7 +54,7 @@ fn app_with(tweak: impl FnOnce(&mut ConsoleOptions)) -> App {
             validator: Some(tradebox_validate::Rules::default()),
             per_user_running: 2,
             per_user_waiting: 8,
-            rate_limit: (10, 60),
+            max_code_bytes: 20_000,
         },
     );
     let mut options =

@@ -1,6 +1,9 @@
-//! Shared set-up for the sandbox tests: a provisioned Python runtime (built
-//! once under the cargo target folder and reused), a home with the real
-//! fixture imported, and a pool launched through the real `tradebox` binary.
+//! Shared set-up for the tests of the binary: a provisioned Python runtime
+//! (built once under the cargo target folder and reused), a home with the
+//! repository's fixture imported (`tests/fixtures/cex-reporter`, written by
+//! `tests/fixtures/generate.py`, with its answers in `expected.json`), the
+//! optional real-data tier (`TRADEBOX_FIXTURES`), and a pool launched
+//! through the real `tradebox` binary.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,17 +13,70 @@ use std::time::Duration;
 
 use tradebox_sandbox::{runtime, ExecResult, Job, Pool, PoolConfig, PythonPaths};
 
+/// The repository's fixture: a `trade_cache.db` and `snapshots/` in the
+/// original cex-reporter format.
 pub fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("TRADEBOX_FIXTURES").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/cex-reporter"),
-        PathBuf::from,
-    );
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/cex-reporter");
     assert!(
-        dir.join("trade_cache.db").is_file(),
-        "fixture data not found at {} (set TRADEBOX_FIXTURES)",
+        dir.join("trade_cache.db").is_file() && dir.join("snapshots").is_dir(),
+        "the fixture is missing at {} (python3 tests/fixtures/generate.py writes it)",
         dir.display()
     );
     dir
+}
+
+/// The fixture's answers (`expected.json`), computed by its generator.
+pub fn expected() -> &'static serde_json::Value {
+    static EXPECTED: OnceLock<serde_json::Value> = OnceLock::new();
+    EXPECTED.get_or_init(|| {
+        let path = fixtures().join("expected.json");
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    })
+}
+
+/// How many trades the fixture holds.
+pub fn trade_count() -> u64 {
+    expected()["trades"]["count"].as_u64().unwrap()
+}
+
+/// A list of strings of `expected.json` (e.g. `["trades"]["exchanges"]`).
+pub fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The extra real-data tier: a cex-reporter data folder (`trade_cache.db`
+/// and `snapshots/`) named by `TRADEBOX_FIXTURES`. When it is not set, the
+/// tier is skipped, said once per test binary on stderr.
+pub fn real_fixtures() -> Option<PathBuf> {
+    match std::env::var_os("TRADEBOX_FIXTURES") {
+        Some(dir) if !dir.is_empty() => {
+            let dir = PathBuf::from(dir);
+            assert!(
+                dir.join("trade_cache.db").is_file() && dir.join("snapshots").is_dir(),
+                "TRADEBOX_FIXTURES={} does not hold trade_cache.db and snapshots/",
+                dir.display()
+            );
+            Some(dir)
+        }
+        _ => {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                use std::io::Write;
+                // Straight to the stream: the test harness captures eprintln!.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "real-data tier skipped: TRADEBOX_FIXTURES is not set"
+                );
+            });
+            None
+        }
+    }
 }
 
 pub fn bin() -> &'static str {
@@ -117,11 +173,16 @@ pub fn error_kind(r: &ExecResult) -> &str {
     r.error.as_ref().map_or("", |e| e.kind.as_str())
 }
 
-/// A fresh home (removed on drop) with the real fixture imported.
+/// A fresh home (removed on drop) with the fixture imported.
 pub fn fixture_home() -> tempfile::TempDir {
+    home_with(&fixtures())
+}
+
+/// A fresh home (removed on drop) with the trades and snapshots of the
+/// cex-reporter folder `data` imported.
+pub fn home_with(data: &Path) -> tempfile::TempDir {
     let dir = tempfile::TempDir::new().unwrap();
-    let f = fixtures();
-    let (db, snaps) = (f.join("trade_cache.db"), f.join("snapshots"));
+    let (db, snaps) = (data.join("trade_cache.db"), data.join("snapshots"));
     tradebox(
         dir.path(),
         &[

@@ -2,23 +2,28 @@
 //!
 //! For each request: parse (usage errors go back to the user only), check
 //! permissions, validate code, apply the rate limit and the per-user job
-//! limit, show a placeholder, run the code in the sandbox pool, build the
-//! reply the original bot gave (same texts and fields), and write the audit
-//! trail — including every refusal.
+//! limit, show a placeholder, run the code on the [`Executor`] (the sandbox
+//! pool), build the reply the original bot gave (same texts and fields),
+//! and write the audit trail — including every refusal.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+mod slots;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
-use tradebox_sandbox::{ExecResult, Job, Origin, Pool, PoolError};
+use tradebox_sandbox::{ExecResult, Job, Origin};
 
 use crate::audit::{Action, AuditEntry, AuditLog, Outcome, Source};
-use crate::command::{self, Command, UsageError};
-use crate::functions::{Function, FunctionStore, StoreError};
+use crate::command::{self, Command, Grammar, UsageError};
+use crate::executor::{Executor, SubmitError};
+use crate::functions::{Function, FunctionStore};
 use crate::permissions::Permissions;
 use crate::ratelimit::{Decision, RateLimiter};
 use crate::reply::{Block, Button, File, Reply, Visibility};
+use crate::store::StoreError;
+use slots::UserSlots;
 
 /// Functions per page of `/listfuncs`, and in a bare `/runfunc`.
 pub const LIST_PAGE: usize = 20;
@@ -31,12 +36,13 @@ pub struct Settings {
     pub memory_mib: u64,
     pub output_limit: usize,
     pub as_of: Option<String>,
+    /// The largest code accepted, in bytes: the command parser's limit and
+    /// the validator's (the pipeline sets `validator.max_code_bytes` to it).
+    pub max_code_bytes: usize,
     /// `None`: the validator is off.
     pub validator: Option<tradebox_validate::Rules>,
     pub per_user_running: usize,
     pub per_user_waiting: usize,
-    /// Shown in rate-limit messages.
-    pub rate_limit: (u32, u64),
 }
 
 impl Settings {
@@ -48,16 +54,13 @@ impl Settings {
             memory_mib: config.limits.memory_mb,
             output_limit: config.limits.output_limit(),
             as_of: config.data.as_of.clone(),
+            max_code_bytes: config.limits.max_code_bytes,
             validator: config.validator.enabled.then(|| tradebox_validate::Rules {
                 allowed_modules: config.validator.allowed_modules.iter().cloned().collect(),
                 max_code_bytes: config.limits.max_code_bytes,
             }),
             per_user_running: config.pool.per_user_running,
             per_user_waiting: config.pool.per_user_waiting,
-            rate_limit: (
-                config.rate_limit.executions,
-                config.rate_limit.window_seconds,
-            ),
         }
     }
 }
@@ -76,7 +79,7 @@ pub enum RefusalKind {
     Busy,
     /// The pool's queue is full (everyone's jobs).
     Overloaded,
-    /// The sandbox or the store failed.
+    /// The executor or the store failed.
     Unavailable,
 }
 
@@ -128,32 +131,41 @@ pub struct Request {
 /// The command layer, shared by all front ends.
 pub struct Pipeline {
     /// `None` for front ends that only manage functions (`tradebox func list`).
-    pool: Option<Arc<Pool>>,
+    executor: Option<Arc<dyn Executor>>,
     functions: FunctionStore,
     audit: AuditLog,
     limiter: RateLimiter,
     permissions: Permissions,
     settings: Settings,
+    grammar: Grammar,
     slots: UserSlots,
 }
 
 impl Pipeline {
+    /// The pipeline over `executor` (normally the sandbox pool; `None` when
+    /// code cannot run here), the stores, and the settings. The rate limit
+    /// is the limiter's.
     pub fn new(
-        pool: Option<Arc<Pool>>,
+        executor: Option<Arc<dyn Executor>>,
         functions: FunctionStore,
         audit: AuditLog,
         limiter: RateLimiter,
         permissions: Permissions,
-        settings: Settings,
+        mut settings: Settings,
     ) -> Pipeline {
         let slots = UserSlots::new(settings.per_user_running, settings.per_user_waiting);
+        let grammar = Grammar::new(settings.max_code_bytes);
+        if let Some(rules) = &mut settings.validator {
+            rules.max_code_bytes = settings.max_code_bytes;
+        }
         Pipeline {
-            pool,
+            executor,
             functions,
             audit,
             limiter,
             permissions,
             settings,
+            grammar,
             slots,
         }
     }
@@ -170,8 +182,8 @@ impl Pipeline {
     /// job runs, with the message to show until the final reply replaces it.
     pub async fn handle(&self, req: &Request, placeholder: impl FnOnce(Reply) + Send) -> Reply {
         let parsed = match &req.input {
-            Input::Slash { command, text } => command::parse(command, text),
-            Input::Line(line) => command::parse_line(line),
+            Input::Slash { command, text } => self.grammar.parse(command, text),
+            Input::Line(line) => self.grammar.parse_line(line),
             Input::Action { action_id, value } => command::parse_action(action_id, value),
         };
         let cmd = match parsed {
@@ -291,26 +303,25 @@ impl Pipeline {
             Ok(Decision::Limited {
                 retry_after_seconds,
             }) => {
-                let (n, window) = self.settings.rate_limit;
                 let mut refusal = self.refusal(
                     entry.clone(),
                     Outcome::RefusedRateLimit,
                     RefusalKind::RateLimit,
-                    format!(
-                        "Rate limit exceeded. Max {n} executions per {window}s. Try again in {retry_after_seconds}s."
-                    ),
+                    self.limiter.limited_message(retry_after_seconds),
                 );
                 refusal.retry_after_seconds = Some(retry_after_seconds);
                 Err(refusal)
             }
-            Err(e) => Err(Refusal::new(
+            Err(e) => Err(self.refusal(
+                entry.clone(),
+                Outcome::Error,
                 RefusalKind::Unavailable,
                 format!("the rate limiter failed: {e}"),
             )),
         }
     }
 
-    /// Runs `code` in the sandbox with the user's job slot held.
+    /// Runs `code` on the executor with the user's job slot held.
     async fn execute(
         &self,
         req: &Request,
@@ -353,7 +364,7 @@ impl Pipeline {
             params,
             as_of: self.settings.as_of.clone(),
         };
-        let Some(pool) = &self.pool else {
+        let Some(executor) = &self.executor else {
             return Err(self.refusal(
                 entry.clone(),
                 Outcome::Error,
@@ -361,9 +372,9 @@ impl Pipeline {
                 "code cannot run here: no sandbox pool is running".into(),
             ));
         };
-        let receiver = match pool.submit(job) {
+        let receiver = match executor.submit(job) {
             Ok(rx) => rx,
-            Err(PoolError::QueueFull(n)) => {
+            Err(SubmitError::QueueFull(n)) => {
                 return Err(self.refusal(
                     entry.clone(),
                     Outcome::RefusedQueueFull,
@@ -371,12 +382,12 @@ impl Pipeline {
                     format!("The sandbox is busy ({n} jobs waiting); try again in a moment."),
                 ))
             }
-            Err(e) => {
+            Err(SubmitError::Unavailable(why)) => {
                 return Err(self.refusal(
                     entry.clone(),
                     Outcome::Error,
                     RefusalKind::Unavailable,
-                    format!("the sandbox is unavailable: {e}"),
+                    format!("the sandbox is unavailable: {why}"),
                 ))
             }
         };
@@ -490,7 +501,7 @@ impl Pipeline {
                 message.push_str(" Use `/runfunc` to see available functions.");
                 return self.refuse(entry, Outcome::NotFound, message);
             }
-            Err(e) => return Reply::refusal(e.to_string()),
+            Err(e) => return self.failed(entry, e.to_string()),
         };
         entry.function_version = Some(func.version);
         entry.code = Some(func.code.clone());
@@ -598,15 +609,10 @@ impl Pipeline {
             return refusal.into();
         }
         let admin = self.permissions.is_admin(&req.user);
-        let saved = match self.functions.save_audited(
-            name,
-            description,
-            code,
-            &req.user,
-            admin,
-            &self.audit,
-            &entry,
-        ) {
+        let saved = self
+            .functions
+            .save_audited(name, description, code, &req.user, admin, &entry);
+        let saved = match saved {
             Ok(s) => s,
             Err(StoreError::NotOwner { owner, .. }) => {
                 return self.refuse(
@@ -705,7 +711,7 @@ impl Pipeline {
         let admin = self.permissions.is_admin(&req.user);
         match self
             .functions
-            .delete_audited(name, &req.user, admin, &self.audit, &entry)
+            .delete_audited(name, &req.user, admin, &entry)
         {
             Ok(_) => Reply::text(
                 Visibility::InChannel,
@@ -837,93 +843,4 @@ fn finish_entry(mut entry: AuditEntry, r: &ExecResult, started: Instant) -> Audi
         entry.detail = Some(e.message.chars().take(500).collect());
     }
     entry
-}
-
-/// At most `running` jobs per user at once, `waiting` more queued behind.
-struct UserSlots {
-    running: usize,
-    waiting: usize,
-    users: Mutex<HashMap<String, (Arc<Semaphore>, usize)>>,
-}
-
-/// A user's place in line; leaving it (drop) frees it.
-struct Slot<'a> {
-    slots: &'a UserSlots,
-    user: String,
-    semaphore: Arc<Semaphore>,
-}
-
-impl UserSlots {
-    fn new(running: usize, waiting: usize) -> UserSlots {
-        UserSlots {
-            running: running.max(1),
-            waiting,
-            users: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// A place in the user's line, or `None` when it is full.
-    fn enter(&self, user: &str) -> Option<Slot<'_>> {
-        let mut users = self.users.lock().ok()?;
-        let (semaphore, count) = users
-            .entry(user.to_string())
-            .or_insert_with(|| (Arc::new(Semaphore::new(self.running)), 0));
-        if *count >= self.running + self.waiting {
-            return None;
-        }
-        *count += 1;
-        Some(Slot {
-            slots: self,
-            user: user.to_string(),
-            semaphore: Arc::clone(semaphore),
-        })
-    }
-
-    /// Places taken, running or waiting, across all users.
-    fn total(&self) -> usize {
-        self.users
-            .lock()
-            .map_or(0, |users| users.values().map(|(_, n)| n).sum())
-    }
-}
-
-impl Slot<'_> {
-    /// Waits for one of the user's running places.
-    async fn run(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        self.semaphore.acquire().await.ok()
-    }
-}
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut users) = self.slots.users.lock() {
-            if let Some((_, count)) = users.get_mut(&self.user) {
-                *count = count.saturating_sub(1);
-                if *count == 0 {
-                    users.remove(&self.user);
-                }
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_tradebox_decides_a_timeout_in_the_audit() {
-        let entry = || AuditEntry::new("U1", Source::Cli, Action::Analyze, Outcome::Ok);
-        let ours = ExecResult::failure("Timeout", "timed out", 30_000);
-        let outcome = finish_entry(entry(), &ours, Instant::now()).outcome;
-        assert_eq!(outcome, Outcome::Timeout);
-        // A job that forges a `Timeout` answer is an error like any other.
-        let mut forged = ours.clone();
-        if let Some(e) = &mut forged.error {
-            e.origin = Origin::Job;
-        }
-        let e = finish_entry(entry(), &forged, Instant::now());
-        assert_eq!(e.outcome, Outcome::Error);
-        assert_eq!(e.error_type.as_deref(), Some("Timeout"));
-    }
 }

@@ -1,0 +1,311 @@
+//! The audit trail: one row per execution, save, delete, rename, import or
+//! refusal (who, where, what code, which function version, when, how long,
+//! outcome), in the append-only table `audit_log` of the store file.
+//!
+//! # Append-only
+//!
+//! The API has no update and no delete, except [`AuditLog::prune`] for the
+//! retention setting. The database backs this up for updates: a trigger
+//! (`audit_log_no_update`) aborts every `UPDATE` of the table, whoever runs
+//! it. Deletes cannot be guarded the same way, because a trigger cannot tell
+//! the retention prune from any other `DELETE`; instead `prune` is the only
+//! `DELETE` on `audit_log` anywhere in the code, and it only removes rows
+//! older than a cut-off. (Postgres: the same rules by a trigger function, or
+//! by granting the service role only `INSERT, SELECT, DELETE`.)
+//!
+//! # Times
+//!
+//! `at` is stamped by [`AuditLog::record`] as canonical UTC text
+//! (`YYYY-MM-DDTHH:MM:SS[.ffffff]`, see `tradebox_data::timestamp`), which
+//! sorts as time does, so filters compare text.
+//!
+//! # Storage
+//!
+//! [`AuditLog`] checks entries and stamps them; an [`AuditBackend`] stores
+//! them ([`sqlite::SqliteAudit`] in the store's SQLite file: each call one
+//! transaction, `BEGIN IMMEDIATE` for writes, safe from several threads and
+//! processes). A change that must land with its audit row (a save, a
+//! delete) writes the row through [`AuditRows`] in its own transaction.
+
+pub mod sqlite;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tradebox_data::timestamp::{self, Micros};
+
+use crate::store::StoreError;
+
+/// A closed-ish set of names stored as text: the named variants are what
+/// tradebox writes; `Other` keeps values this version does not know (read
+/// from a newer version's rows) instead of failing. Build values from text
+/// with `From<&str>`, which picks the named variant when there is one.
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+            /// A value this version has no name for.
+            Other(String),
+        }
+
+        impl $name {
+            /// The text stored in the table.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $($name::$variant => $text,)+
+                    $name::Other(s) => s,
+                }
+            }
+        }
+
+        impl $name {
+            /// Every value this version names, as stored.
+            pub const NAMES: &'static [&'static str] = &[$($text,)+];
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                match s {
+                    $($text => $name::$variant,)+
+                    other => $name::Other(other.to_string()),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                Ok($name::from(s.as_str()))
+            }
+        }
+    };
+}
+
+text_enum! {
+    /// Where the request came from.
+    Source {
+        Slack => "slack",
+        /// The local web console.
+        Console => "console",
+        Cli => "cli",
+        /// The JSON HTTP API.
+        Api => "api",
+    }
+}
+
+text_enum! {
+    /// What was asked for.
+    Action {
+        Analyze => "analyze",
+        Runfunc => "runfunc",
+        /// The Run button of a function list.
+        RunButton => "run_button",
+        Savefunc => "savefunc",
+        Delfunc => "delfunc",
+        Rename => "rename",
+        Import => "import",
+        Export => "export",
+        Listfuncs => "listfuncs",
+    }
+}
+
+text_enum! {
+    /// How it ended.
+    Outcome {
+        Ok => "ok",
+        /// The code ran and raised, or the request failed.
+        Error => "error",
+        Timeout => "timeout",
+        /// The named function does not exist.
+        NotFound => "not_found",
+        RefusedPermission => "refused_permission",
+        RefusedRateLimit => "refused_rate_limit",
+        RefusedValidation => "refused_validation",
+        RefusedQueueFull => "refused_queue_full",
+    }
+}
+
+/// One event to record; [`AuditLog::record`] adds the id and the time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub user_id: String,
+    pub channel: Option<String>,
+    pub source: Source,
+    pub action: Action,
+    pub function_name: Option<String>,
+    pub function_version: Option<u32>,
+    /// The code that ran (or was saved), in full.
+    pub code: Option<String>,
+    pub outcome: Outcome,
+    /// For errors: the kind (a Python exception name, `validation`, ...).
+    pub error_type: Option<String>,
+    pub detail: Option<String>,
+    pub duration_ms: Option<u64>,
+}
+
+impl AuditEntry {
+    /// An entry with the required fields; set the optional ones directly.
+    pub fn new(
+        user_id: impl Into<String>,
+        source: Source,
+        action: Action,
+        outcome: Outcome,
+    ) -> Self {
+        AuditEntry {
+            user_id: user_id.into(),
+            channel: None,
+            source,
+            action,
+            function_name: None,
+            function_version: None,
+            code: None,
+            outcome,
+            error_type: None,
+            detail: None,
+            duration_ms: None,
+        }
+    }
+}
+
+/// A recorded entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditRecord {
+    pub id: i64,
+    /// Canonical UTC text, as stored.
+    pub at: String,
+    #[serde(flatten)]
+    pub entry: AuditEntry,
+}
+
+impl AuditRecord {
+    /// `at` in epoch microseconds (`None` only for a row not written by us).
+    pub fn at_us(&self) -> Option<Micros> {
+        timestamp::parse_canonical(&self.at)
+    }
+}
+
+/// What [`AuditLog::query`] returns; every field narrows the result.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub user: Option<String>,
+    /// Only entries at or after this time (epoch microseconds).
+    pub since: Option<Micros>,
+    pub outcome: Option<Outcome>,
+    pub action: Option<Action>,
+    /// At most this many entries (the newest); `None` for all.
+    pub limit: Option<usize>,
+}
+
+/// Where audit rows are kept; see [`sqlite::SqliteAudit`]. Every method is
+/// one transaction; rows are never updated, and [`AuditBackend::prune`] is
+/// the only delete.
+pub trait AuditBackend: Send + Sync {
+    /// Appends `entry` (already checked) stamped `at`; returns its id,
+    /// which grows with every append.
+    fn append(&self, entry: &AuditEntry, at: Micros) -> Result<i64, StoreError>;
+
+    /// Entries matching `filter`, newest first (by `at`, then by id).
+    fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Removes the entries stamped before `before`; returns how many.
+    fn prune(&self, before: Micros) -> Result<u64, StoreError>;
+
+    /// How many entries there are.
+    fn count(&self) -> Result<u64, StoreError>;
+}
+
+/// Appends an audit row inside a transaction another store opened, so a
+/// change and its row land together or not at all.
+pub trait AuditRows {
+    /// Appends `entry` (already checked) stamped `at`; returns its id.
+    fn append_audit(&self, entry: &AuditEntry, at: Micros) -> Result<i64, StoreError>;
+}
+
+/// The audit trail; see the module documentation.
+#[derive(Clone)]
+pub struct AuditLog {
+    backend: Arc<dyn AuditBackend>,
+}
+
+impl AuditLog {
+    /// Opens the audit log in the SQLite file at `path`, creating the file,
+    /// table, indexes and trigger when needed.
+    pub fn open(path: impl AsRef<Path>) -> Result<AuditLog, StoreError> {
+        Ok(AuditLog::new(Arc::new(sqlite::SqliteAudit::open(
+            path.as_ref(),
+        )?)))
+    }
+
+    /// The audit log kept by `backend`.
+    pub fn new(backend: Arc<dyn AuditBackend>) -> AuditLog {
+        AuditLog { backend }
+    }
+
+    /// Appends `entry` stamped with the current time; returns its id.
+    pub fn record(&self, entry: &AuditEntry) -> Result<i64, StoreError> {
+        self.record_at(entry, timestamp::now())
+    }
+
+    /// Appends `entry` stamped with `at` (epoch microseconds): for callers
+    /// that measured the time themselves, and for tests.
+    pub fn record_at(&self, entry: &AuditEntry, at: Micros) -> Result<i64, StoreError> {
+        check_entry(entry)?;
+        self.backend.append(entry, at)
+    }
+
+    /// Entries matching `filter`, newest first.
+    pub fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        self.backend.query(filter)
+    }
+
+    /// Removes the entries older than `before` (epoch microseconds), for the
+    /// retention setting; returns how many. The only delete of the log.
+    pub fn prune(&self, before: Micros) -> Result<u64, StoreError> {
+        let n = self.backend.prune(before)?;
+        if n > 0 {
+            tracing::info!(removed = n, before = %timestamp::format(before), "audit log pruned");
+        }
+        Ok(n)
+    }
+
+    /// How many entries the log holds.
+    pub fn count(&self) -> Result<u64, StoreError> {
+        self.backend.count()
+    }
+}
+
+/// Refuses entries without the fields every row needs.
+fn check_entry(entry: &AuditEntry) -> Result<(), StoreError> {
+    let empty = [
+        ("user_id", entry.user_id.as_str()),
+        ("source", entry.source.as_str()),
+        ("action", entry.action.as_str()),
+        ("outcome", entry.outcome.as_str()),
+    ]
+    .into_iter()
+    .find(|(_, v)| v.trim().is_empty());
+    match empty {
+        Some((field, _)) => Err(StoreError::Invalid(format!(
+            "audit entry: {field} is empty"
+        ))),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,313 @@
+//! Tests of the audit trail on its SQLite backend.
+
+use super::*;
+use rusqlite::{params, Connection};
+use std::path::PathBuf;
+use std::sync::{Arc, Barrier};
+use tempfile::TempDir;
+
+const MINUTE: Micros = 60_000_000;
+/// 2025-11-01T00:00:00Z
+const T0: Micros = 1_761_955_200_000_000;
+
+fn setup() -> (TempDir, PathBuf, AuditLog) {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("tradebox.db");
+    let log = AuditLog::open(&path).unwrap();
+    (dir, path, log)
+}
+
+fn entry(user: &str, action: Action, outcome: Outcome) -> AuditEntry {
+    AuditEntry::new(user, Source::Slack, action, outcome)
+}
+
+#[test]
+fn record_and_read_back() {
+    let (_dir, _path, log) = setup();
+    let mut e = entry("U1", Action::Runfunc, Outcome::Error);
+    e.channel = Some("C1".into());
+    e.function_name = Some("pnl".into());
+    e.function_version = Some(3);
+    e.code = Some("result = 1/0  # ünï 📈".into());
+    e.error_type = Some("ZeroDivisionError".into());
+    e.detail = Some("division by zero".into());
+    e.duration_ms = Some(42);
+    let id = log.record(&e).unwrap();
+    let bare = log
+        .record(&entry("U2", Action::Analyze, Outcome::Ok))
+        .unwrap();
+    assert!(bare > id);
+
+    let all = log.query(&AuditFilter::default()).unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1].id, id);
+    assert_eq!(all[1].entry, e);
+    let at = all[1].at_us().unwrap();
+    assert!((timestamp::now() - at).abs() < 60_000_000);
+    assert_eq!(log.count().unwrap(), 2);
+
+    let json = serde_json::to_value(&all[1]).unwrap();
+    assert_eq!(json["id"], id);
+    assert_eq!(json["source"], "slack");
+    assert_eq!(json["action"], "runfunc");
+    assert_eq!(json["outcome"], "error");
+    assert_eq!(json["function_version"], 3);
+    assert!(json["at"].is_string());
+}
+
+#[test]
+fn query_filters_and_order() {
+    let (_dir, _path, log) = setup();
+    let rows = [
+        ("U1", Action::Analyze, Outcome::Ok, 0),
+        ("U2", Action::Runfunc, Outcome::Timeout, 1),
+        ("U1", Action::Runfunc, Outcome::Ok, 2),
+        ("U1", Action::Savefunc, Outcome::RefusedValidation, 3),
+        ("U2", Action::RunButton, Outcome::RefusedRateLimit, 4),
+        ("U1", Action::Runfunc, Outcome::Ok, 5),
+    ];
+    let mut ids = Vec::new();
+    for (user, action, outcome, minute) in rows {
+        ids.push(
+            log.record_at(&entry(user, action, outcome), T0 + minute * MINUTE)
+                .unwrap(),
+        );
+    }
+    // Recorded out of order in time: newest first still means by time.
+    let late = log
+        .record_at(&entry("U3", Action::Delfunc, Outcome::Ok), T0 + 10 * MINUTE)
+        .unwrap();
+    let early = log
+        .record_at(&entry("U3", Action::Delfunc, Outcome::Ok), T0 - MINUTE)
+        .unwrap();
+
+    let q = |f: AuditFilter| -> Vec<i64> { log.query(&f).unwrap().iter().map(|r| r.id).collect() };
+    let mut newest_first: Vec<i64> = ids.iter().rev().copied().collect();
+    newest_first.insert(0, late);
+    newest_first.push(early);
+    assert_eq!(q(AuditFilter::default()), newest_first);
+
+    let user = |u: &str| Some(u.to_string());
+    assert_eq!(
+        q(AuditFilter {
+            user: user("U1"),
+            ..Default::default()
+        }),
+        [ids[5], ids[3], ids[2], ids[0]]
+    );
+    assert_eq!(
+        q(AuditFilter {
+            since: Some(T0 + 3 * MINUTE),
+            ..Default::default()
+        }),
+        [late, ids[5], ids[4], ids[3]]
+    );
+    // `since` is inclusive, to the microsecond.
+    assert_eq!(
+        q(AuditFilter {
+            since: Some(T0 + 5 * MINUTE + 1),
+            user: user("U1"),
+            ..Default::default()
+        }),
+        Vec::<i64>::new()
+    );
+    assert_eq!(
+        q(AuditFilter {
+            outcome: Some(Outcome::Ok),
+            user: user("U1"),
+            ..Default::default()
+        }),
+        [ids[5], ids[2], ids[0]]
+    );
+    assert_eq!(
+        q(AuditFilter {
+            action: Some(Action::Runfunc),
+            ..Default::default()
+        }),
+        [ids[5], ids[2], ids[1]]
+    );
+    assert_eq!(
+        q(AuditFilter {
+            action: Some(Action::Runfunc),
+            outcome: Some(Outcome::Timeout),
+            ..Default::default()
+        }),
+        [ids[1]]
+    );
+    assert_eq!(
+        q(AuditFilter {
+            limit: Some(2),
+            ..Default::default()
+        }),
+        [late, ids[5]]
+    );
+    assert_eq!(
+        q(AuditFilter {
+            limit: Some(0),
+            ..Default::default()
+        }),
+        Vec::<i64>::new()
+    );
+    assert_eq!(
+        q(AuditFilter {
+            user: user("U1"),
+            since: Some(T0 + MINUTE),
+            action: Some(Action::Runfunc),
+            outcome: Some(Outcome::Ok),
+            limit: Some(1),
+        }),
+        [ids[5]]
+    );
+    // Filter values are data, not SQL.
+    assert!(q(AuditFilter {
+        user: user("' OR 1=1 --"),
+        ..Default::default()
+    })
+    .is_empty());
+}
+
+#[test]
+fn unknown_names_survive_a_round_trip() {
+    let (_dir, _path, log) = setup();
+    let e = AuditEntry::new(
+        "U1",
+        Source::from("web"),
+        Action::from("help"),
+        Outcome::from("refused_maintenance"),
+    );
+    log.record(&e).unwrap();
+    let got = log
+        .query(&AuditFilter {
+            action: Some(Action::from("help")),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].entry, e);
+    assert_eq!(Action::from("run_button"), Action::RunButton);
+    assert_eq!(Outcome::RefusedQueueFull.to_string(), "refused_queue_full");
+}
+
+#[test]
+fn empty_required_fields_are_refused() {
+    let (_dir, _path, log) = setup();
+    let mut e = entry("", Action::Analyze, Outcome::Ok);
+    assert!(matches!(
+        log.record(&e).unwrap_err(),
+        StoreError::Invalid(_)
+    ));
+    e.user_id = "U1".into();
+    e.action = Action::from("");
+    assert!(matches!(
+        log.record(&e).unwrap_err(),
+        StoreError::Invalid(_)
+    ));
+    assert_eq!(log.count().unwrap(), 0);
+}
+
+#[test]
+fn updates_are_refused_by_the_trigger() {
+    let (_dir, path, log) = setup();
+    let id = log
+        .record(&entry("U1", Action::Analyze, Outcome::Error))
+        .unwrap();
+    let conn = Connection::open(&path).unwrap();
+    let err = conn
+        .execute(
+            "UPDATE audit_log SET outcome = 'ok' WHERE id = ?1",
+            params![id],
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("append-only"), "{err}");
+    let err = conn
+        .execute("UPDATE audit_log SET user_id = 'U2'", [])
+        .unwrap_err();
+    assert!(err.to_string().contains("append-only"), "{err}");
+    let rows = log.query(&AuditFilter::default()).unwrap();
+    assert_eq!(
+        (
+            rows[0].entry.outcome.clone(),
+            rows[0].entry.user_id.as_str()
+        ),
+        (Outcome::Error, "U1")
+    );
+    // Reopening does not drop the trigger.
+    drop(log);
+    let _log = AuditLog::open(&path).unwrap();
+    assert!(conn
+        .execute("UPDATE audit_log SET detail = 'x'", [])
+        .is_err());
+}
+
+#[test]
+fn prune_removes_only_older_rows() {
+    let (_dir, _path, log) = setup();
+    for minute in 0..10 {
+        log.record_at(
+            &entry("U1", Action::Analyze, Outcome::Ok),
+            T0 + minute * MINUTE,
+        )
+        .unwrap();
+    }
+    assert_eq!(log.prune(T0).unwrap(), 0);
+    assert_eq!(log.prune(T0 + 3 * MINUTE).unwrap(), 3, "strictly older");
+    assert_eq!(log.prune(T0 + 3 * MINUTE).unwrap(), 0);
+    assert_eq!(log.count().unwrap(), 7);
+    let oldest = log.query(&AuditFilter::default()).unwrap().pop().unwrap();
+    assert_eq!(oldest.at_us(), Some(T0 + 3 * MINUTE));
+    assert_eq!(log.prune(timestamp::now()).unwrap(), 7);
+    assert_eq!(log.count().unwrap(), 0);
+}
+
+#[test]
+fn parallel_records_all_land() {
+    let (_dir, path, log) = setup();
+    let barrier = Arc::new(Barrier::new(10));
+    let threads: Vec<_> = (0..10)
+        .map(|t| {
+            let path = path.clone();
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                let log = AuditLog::open(&path).unwrap();
+                barrier.wait();
+                (0..20)
+                    .map(|i| {
+                        let mut e = entry(&format!("U{t}"), Action::Runfunc, Outcome::Ok);
+                        e.detail = Some(format!("{t}/{i}"));
+                        log.record(&e).unwrap()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut ids: Vec<i64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 200);
+    assert_eq!(log.count().unwrap(), 200);
+    for t in 0..10 {
+        let rows = log
+            .query(&AuditFilter {
+                user: Some(format!("U{t}")),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(rows.len(), 20);
+    }
+}
+
+#[test]
+fn shares_the_file_with_the_trade_store() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("tradebox.db");
+    let log = AuditLog::open(&path).unwrap();
+    log.record(&entry("U1", Action::Analyze, Outcome::Ok))
+        .unwrap();
+    let trades = tradebox_data::Store::open(&path).unwrap();
+    assert_eq!(trades.trade_count().unwrap(), 0);
+    let log2 = AuditLog::open(&path).unwrap();
+    assert_eq!(log2.count().unwrap(), 1);
+}

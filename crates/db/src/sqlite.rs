@@ -1,0 +1,302 @@
+//! SQLite connections as every tradebox store opens and uses them.
+//!
+//! # Settings
+//!
+//! [`connect`] is the only place a store file is opened: a busy timeout of
+//! [`BUSY_TIMEOUT`] (a write that cannot get the lock within it fails with
+//! [`DbError::Locked`] and changes nothing), WAL journaling (readers run
+//! beside a writer; the mode is kept in the file), `synchronous=NORMAL`
+//! (durable at each checkpoint, safe against corruption) and foreign keys
+//! enforced.
+//!
+//! # Transactions
+//!
+//! [`Db`] holds one connection behind a mutex, so one store object can be
+//! shared between threads, and any number of store objects in any number of
+//! processes may use the same file. Each operation is one transaction:
+//! reads are deferred (a consistent snapshot), writes `BEGIN IMMEDIATE`, so
+//! read-check-write sequences cannot interleave with another writer's.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use crate::error::DbError;
+
+/// How long a write waits for another connection's lock before giving up.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How a connection may use the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Read and write; the file (and its folder) is created when missing.
+    ReadWrite,
+    /// Read only; the file must exist.
+    ReadOnly,
+}
+
+/// Opens `path` with the settings of every store (see the module
+/// documentation).
+pub fn connect(path: &Path, access: Access) -> Result<Connection, DbError> {
+    let err = |e| DbError::from_sqlite(path, e);
+    let conn = match access {
+        Access::ReadWrite => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| DbError::ReadOnly {
+                    path: path.to_path_buf(),
+                    detail: format!("cannot create the folder {}: {e}", dir.display()),
+                })?;
+            }
+            Connection::open(path).map_err(err)?
+        }
+        Access::ReadOnly => Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(err)?,
+    };
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+    if access == Access::ReadWrite {
+        // If another connection holds a lock right now the switch is left
+        // to whoever opened the file first; a read-only file cannot switch,
+        // which its first write reports instead.
+        let _ = conn.pragma_update(None, "journal_mode", "WAL");
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(err)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(err)?;
+    Ok(conn)
+}
+
+/// One connection to a store file, shared between threads; see the module
+/// documentation.
+pub struct Db {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+/// A connection inside one transaction of a [`Db`] (or a store's own
+/// connection): SQLite code run through [`Conn::run`] has its errors mapped
+/// with the file's path.
+#[derive(Clone, Copy)]
+pub struct Conn<'a> {
+    conn: &'a Connection,
+    path: &'a Path,
+}
+
+impl<'a> Conn<'a> {
+    /// Wraps a connection to the store at `path`.
+    pub fn new(conn: &'a Connection, path: &'a Path) -> Conn<'a> {
+        Conn { conn, path }
+    }
+
+    /// Runs SQLite code, mapping its failure to a [`DbError`].
+    pub fn run<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, DbError> {
+        f(self.conn).map_err(|e| DbError::from_sqlite(self.path, e))
+    }
+
+    /// The store file.
+    pub fn path(&self) -> &'a Path {
+        self.path
+    }
+}
+
+impl Db {
+    /// Opens (creating if needed) the store file at `path` for reading and
+    /// writing.
+    pub fn open(path: &Path) -> Result<Db, DbError> {
+        let conn = connect(path, Access::ReadWrite)?;
+        Ok(Db {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The store file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Checks the schema with a read; only when `ready` says no, creates or
+    /// migrates it in a write transaction (checking again inside it, as
+    /// another process may have done it meanwhile). Opening a ready store
+    /// therefore works while another connection holds the write lock.
+    pub fn ensure_schema(
+        &self,
+        ready: fn(&Connection) -> rusqlite::Result<bool>,
+        migrate: fn(&Connection) -> rusqlite::Result<()>,
+    ) -> Result<(), DbError> {
+        if self.read(|c| c.run(ready))? {
+            return Ok(());
+        }
+        self.write(|c| {
+            c.run(|conn| {
+                if !ready(conn)? {
+                    migrate(conn)?;
+                }
+                Ok(())
+            })
+        })
+    }
+
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction, committed when `f`
+    /// succeeds; nothing is kept if it fails.
+    pub fn write<T, E: From<DbError>>(
+        &self,
+        f: impl FnOnce(&Conn<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.transaction(TransactionBehavior::Immediate, f)
+    }
+
+    /// Runs `f` in one read transaction (a consistent snapshot).
+    pub fn read<T, E: From<DbError>>(
+        &self,
+        f: impl FnOnce(&Conn<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.transaction(TransactionBehavior::Deferred, f)
+    }
+
+    fn transaction<T, E: From<DbError>>(
+        &self,
+        behavior: TransactionBehavior,
+        f: impl FnOnce(&Conn<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let err = |e| E::from(DbError::from_sqlite(&self.path, e));
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(behavior).map_err(err)?;
+        let value = f(&Conn::new(&tx, &self.path))?;
+        tx.commit().map_err(err)?;
+        Ok(value)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic inside a transaction rolled it back when the transaction
+        // was dropped, so the connection is still usable.
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{objects_exist, table_columns};
+    use tempfile::TempDir;
+
+    fn setup() -> (TempDir, PathBuf, Db) {
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("sub").join("tradebox.db");
+        let db = Db::open(&path).unwrap();
+        (dir, path, db)
+    }
+
+    #[test]
+    fn settings_of_every_connection() {
+        let (_dir, path, db) = setup();
+        let (journal, sync, fk, busy): (String, i64, i64, i64) = db
+            .read(|c| {
+                c.run(|conn| {
+                    Ok((
+                        conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?,
+                        conn.pragma_query_value(None, "synchronous", |r| r.get(0))?,
+                        conn.pragma_query_value(None, "foreign_keys", |r| r.get(0))?,
+                        conn.pragma_query_value(None, "busy_timeout", |r| r.get(0))?,
+                    ))
+                })
+            })
+            .map_err(|e: DbError| e)
+            .unwrap();
+        assert_eq!(journal.to_lowercase(), "wal");
+        assert_eq!(sync, 1, "NORMAL");
+        assert_eq!(fk, 1);
+        assert_eq!(busy, 2000);
+        let ro = connect(&path, Access::ReadOnly).unwrap();
+        let fk: i64 = ro
+            .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+            .unwrap();
+        assert_eq!(fk, 1);
+    }
+
+    #[test]
+    fn failed_writes_keep_nothing_and_schema_is_made_once() {
+        let (_dir, _path, db) = setup();
+        fn ready(conn: &Connection) -> rusqlite::Result<bool> {
+            objects_exist(conn, &["t"])
+        }
+        fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+            conn.execute_batch("CREATE TABLE t (a INTEGER, b TEXT)")
+        }
+        db.ensure_schema(ready, migrate).unwrap();
+        db.ensure_schema(ready, migrate).unwrap();
+        let columns = db
+            .read(|c| c.run(|conn| table_columns(conn, "t")))
+            .map_err(|e: DbError| e)
+            .unwrap();
+        assert_eq!(columns, ["a", "b"]);
+
+        #[derive(Debug)]
+        enum Mine {
+            Db(DbError),
+            Refused,
+        }
+        impl From<DbError> for Mine {
+            fn from(e: DbError) -> Self {
+                Mine::Db(e)
+            }
+        }
+        let failed: Result<(), Mine> = db.write(|c| {
+            c.run(|conn| conn.execute("INSERT INTO t (a) VALUES (1)", []))?;
+            Err(Mine::Refused)
+        });
+        assert!(matches!(failed, Err(Mine::Refused)));
+        let n: i64 = db
+            .read(|c| c.run(|conn| conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))))
+            .map_err(|e: DbError| e)
+            .unwrap();
+        assert_eq!(n, 0, "rolled back");
+        let bad: Result<(), Mine> = db.write(|c| {
+            c.run(|conn| conn.execute_batch("NOT SQL"))?;
+            Ok(())
+        });
+        match bad {
+            Err(Mine::Db(DbError::Sqlite { path, .. })) => assert_eq!(path, db.path()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_held_lock_is_locked_after_the_busy_timeout() {
+        let (_dir, path, db) = setup();
+        let blocker = Connection::open(&path).unwrap();
+        blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let started = std::time::Instant::now();
+        let err = db.write(|_| Ok::<_, DbError>(())).unwrap_err();
+        assert!(err.is_locked(), "{err}");
+        assert!(started.elapsed() >= Duration::from_millis(1500));
+        assert_eq!(err.path(), path);
+        assert!(err.to_string().contains("is locked by another process"));
+        blocker.execute_batch("ROLLBACK").unwrap();
+        db.write(|_| Ok::<_, DbError>(())).unwrap();
+    }
+
+    #[test]
+    fn read_only_files_say_so() {
+        let dir = TempDir::new().unwrap();
+        let missing = dir.path().join("missing.db");
+        assert!(connect(&missing, Access::ReadOnly).is_err());
+        let path = dir.path().join("t.db");
+        Db::open(&path)
+            .unwrap()
+            .write(|c| c.run(|conn| conn.execute_batch("CREATE TABLE t (a)")))
+            .unwrap();
+        let ro = connect(&path, Access::ReadOnly).unwrap();
+        let err = DbError::from_sqlite(
+            &path,
+            ro.execute("INSERT INTO t VALUES (1)", []).unwrap_err(),
+        );
+        assert!(matches!(err, DbError::ReadOnly { .. }), "{err}");
+        assert!(err.to_string().contains("is read-only"));
+    }
+}
