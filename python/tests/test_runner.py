@@ -495,3 +495,31 @@ def test_output_mirror_sees_what_is_kept_as_it_comes():
              output_mirror=lambda data, total: seen.append((bytes(data), total)))
     assert seen == [(b"a", 1), (b"\n", 2), (b"\\ud800bb", 28), (b"", 29)]
     assert res["output"].startswith("a\n\\ud800bb\n... output truncated: 19 bytes more")
+
+
+def test_a_deep_traceback_reads_as_pythons_own():
+    """Identical frames beyond three are counted, not formatted (a runaway
+    recursion has a million), and the text is what Python itself prints."""
+    import sys
+    import traceback
+
+    code = ("import sys\nsys.setrecursionlimit(30_000)\n"
+            "def f(n):\n    if n > 20_000:\n        raise ValueError('deep')\n    return f(n + 1)\n"
+            "f(0)")
+    limit = sys.getrecursionlimit()
+    try:
+        err = failed(code, "ValueError")
+        fn = "<reference>"
+        linecache.cache[fn] = (len(code), None, code.splitlines(True), fn)
+        try:
+            exec(compile(code, fn, "exec"), {"__name__": "__main__"})
+        except ValueError as e:
+            frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == fn]
+            reference = ("Traceback (most recent call last):\n"
+                         + "".join(traceback.StackSummary.from_list(frames).format())
+                         + "ValueError: deep\n")
+    finally:
+        sys.setrecursionlimit(limit)
+        linecache.cache.pop("<reference>", None)
+    assert "[Previous line repeated 19998 more times]" in err["traceback"]
+    assert err["traceback"] == reference.replace("<reference>", "<snippet>")

@@ -33,6 +33,7 @@ import statistics
 import sys
 import time
 import traceback
+import types
 
 import matplotlib
 
@@ -269,7 +270,7 @@ def _error(exc: BaseException, filename: str) -> dict:
     err = {"type": type(exc).__name__, "message": _safe_str(exc), "line": None,
            "traceback": ""}
     with contextlib.suppress(Exception):
-        frames = _user_frames(exc, filename)
+        frames, _ = _user_frames(exc, filename)
         err["line"] = frames[-1].lineno if frames else None
         if isinstance(exc, SystemExit):
             code = exc.code
@@ -283,7 +284,28 @@ def _error(exc: BaseException, filename: str) -> dict:
 
 
 def _user_frames(exc, filename):
-    return [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
+    """The snippet's frames of a traceback, and after each how many identical
+    frames followed it that are only counted (as Python prints them: three,
+    then "[Previous line repeated N more times]"). A runaway recursion has a
+    million frames: only the kept ones are looked up and formatted."""
+    kept, extra, last, run = [], [], None, 0
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_filename == filename:
+            key = (code, tb.tb_lineno)
+            run = run + 1 if key == last else 1
+            last = key
+            if run <= 3:
+                kept.append(tb)
+                extra.append(0)
+            else:
+                extra[-1] += 1
+        tb = tb.tb_next
+    chain = None  # a short traceback of the kept frames (keeps their positions)
+    for tb in reversed(kept):
+        chain = types.TracebackType(chain, tb.tb_frame, tb.tb_lasti, tb.tb_lineno)
+    return traceback.extract_tb(chain), extra
 
 
 def _format(exc, filename, seen) -> str:
@@ -295,12 +317,16 @@ def _format(exc, filename, seen) -> str:
     context = None if exc.__suppress_context__ else exc.__context__
     for chained, joint in ((exc.__cause__, _CAUSE), (context, _CONTEXT)):
         if chained is not None:
-            if id(chained) not in seen and _user_frames(chained, filename):
+            if id(chained) not in seen and _user_frames(chained, filename)[0]:
                 text = _format(chained, filename, seen) + joint
             break
-    frames = _user_frames(exc, filename)
+    frames, extra = _user_frames(exc, filename)
     if frames:
-        text += "Traceback (most recent call last):\n" + "".join(traceback.format_list(frames))
+        text += "Traceback (most recent call last):\n"
+        for frame, more in zip(frames, extra):
+            text += "".join(traceback.format_list([frame]))
+            if more:
+                text += f"  [Previous line repeated {more} more time{'s' * (more > 1)}]\n"
     return text + "".join(traceback.format_exception_only(type(exc), exc))
 
 

@@ -166,6 +166,16 @@ fn progress(msg: &str) {
     eprintln!("[bench] {msg}");
 }
 
+/// The runtime's build steps as `[bench]` lines.
+struct Steps;
+
+impl tradebox_data::progress::Progress for Steps {
+    fn stage(&self, message: &str, _total: Option<u64>) {
+        progress(message);
+    }
+    fn advance(&self, _n: u64) {}
+}
+
 type Sums = BTreeMap<String, f64>;
 
 /// The sums from a warm job's structured value (a Series).
@@ -445,10 +455,7 @@ fn main() {
         args.runtime.display()
     ));
     let t = Instant::now();
-    let bar =
-        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
-    let rt = runtime::ensure(&args.runtime, &bar).expect("python runtime");
-    bar.finish_and_clear();
+    let rt = runtime::ensure(&args.runtime, &Steps).expect("python runtime");
     progress(&format!(
         "runtime ready in {:.1} s (Python {})",
         t.elapsed().as_secs_f64(),

@@ -251,7 +251,7 @@ fn main() {
     let o = opts();
     let home = Home::new(o.home.clone());
     eprintln!("== runtime at {}", o.runtime.display());
-    let rt_paths = runtime::ensure(&o.runtime, &indicatif::ProgressBar::hidden()).unwrap();
+    let rt_paths = runtime::ensure(&o.runtime, &tradebox_data::progress::NoProgress).unwrap();
     let snapshot = snapshot::current(&home.snapshot_root())
         .unwrap()
         .map(|(d, _)| d);

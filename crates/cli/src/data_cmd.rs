@@ -5,10 +5,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use tradebox_data::import::{self, CsvOptions};
-use tradebox_data::snapshot;
+use tradebox_data::import::{self, CsvOptions, ImportReport};
+use tradebox_data::snapshot::{self, Manifest};
 use tradebox_data::{demo, timestamp, Home, Store};
+
+use crate::progress::Terminal;
 
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
@@ -113,32 +114,40 @@ pub fn run(cmd: &DataCommand, home: &Home, quiet: bool) -> anyhow::Result<()> {
     }
 }
 
-fn progress_bar(quiet: bool) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-    if let Ok(style) =
-        ProgressStyle::with_template("{msg} [{bar:30}] {percent:>3}% {elapsed} eta {eta}")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar
-}
-
 fn run_import(args: &ImportArgs, home: &Home, quiet: bool) -> anyhow::Result<()> {
-    let mut store = Store::open(&home.store_path())?;
     let options = CsvOptions {
         exchange: args.exchange.clone(),
         account: args.account.clone(),
     };
-    let bar = progress_bar(quiet);
-    let reports = import::import_paths(&mut store, &args.paths, &options, &bar);
-    bar.finish_and_clear();
-    let reports = reports?;
-    let mut changed = false;
-    for r in &reports {
+    let progress = Terminal::new(quiet);
+    let imported = tradebox_data::import_and_publish(home, &args.paths, &options, &progress);
+    let imported = match imported {
+        Ok(imported) => imported,
+        Err(tradebox_data::Error::Publish {
+            root,
+            imports,
+            source,
+        }) => {
+            print_imports(&imports);
+            return Err(anyhow::Error::new(*source)
+                .context(format!("exporting the snapshot to {}", root.display())));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    print_imports(&imported.imports);
+    if imported.published {
+        print_published(&imported.manifest, imported.export_time, home);
+    } else {
+        println!(
+            "nothing new; snapshot v{} stays current",
+            imported.manifest.version
+        );
+    }
+    Ok(())
+}
+
+fn print_imports(reports: &[ImportReport]) {
+    for r in reports {
         let unit = match r.kind {
             import::SourceKind::Sqlite | import::SourceKind::Csv => "trades",
             _ => "snapshots",
@@ -150,14 +159,6 @@ fn run_import(args: &ImportArgs, home: &Home, quiet: bool) -> anyhow::Result<()>
             r.read,
             r.added
         );
-        changed |= r.added > 0;
-    }
-    match snapshot::current(&home.snapshot_root())? {
-        Some((_, m)) if !changed => {
-            println!("nothing new; snapshot v{} stays current", m.version);
-            Ok(())
-        }
-        _ => publish(&store, home),
     }
 }
 
@@ -182,11 +183,9 @@ fn run_demo(args: &DemoArgs, home: &Home, quiet: bool) -> anyhow::Result<()> {
         seed: args.seed,
         end,
     };
-    let bar = progress_bar(quiet);
+    let progress = Terminal::new(quiet);
     let started = Instant::now();
-    let report = demo::write(&mut store, &spec, args.replace, &bar);
-    bar.finish_and_clear();
-    let report = report?;
+    let report = demo::write(&mut store, &spec, args.replace, &progress)?;
     println!(
         "generated {} demo trades and {} daily balance snapshots ({} .. {}) in {:.1}s",
         report.trades,
@@ -236,15 +235,19 @@ fn publish(store: &Store, home: &Home) -> anyhow::Result<()> {
             home.snapshot_root().display()
         )
     })?;
+    print_published(&m, started.elapsed(), home);
+    Ok(())
+}
+
+fn print_published(m: &Manifest, took: Duration, home: &Home) {
     println!(
         "snapshot v{} published: {} trades, {} balance snapshots, in {:.2}s ({})",
         m.version,
         m.trades,
         m.snapshots,
-        started.elapsed().as_secs_f64(),
+        took.as_secs_f64(),
         snapshot::version_dir(&home.snapshot_root(), m.version).display()
     );
-    Ok(())
 }
 
 fn run_info(args: &InfoArgs, home: &Home) -> anyhow::Result<()> {

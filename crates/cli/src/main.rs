@@ -3,9 +3,11 @@
 mod app;
 mod audit_cmd;
 mod chat_cmd;
+mod config_cmd;
 mod data_cmd;
 mod doctor_cmd;
 mod func_cmd;
+mod progress;
 mod run_cmd;
 mod sandbox_setup;
 mod serve_cmd;
@@ -28,6 +30,7 @@ use tradebox_data::Home;
   tradebox data info
   tradebox run -c \"df = load_trades(days=7); result = df.groupby('exchange')['amount'].sum()\"
   tradebox doctor                         # the Python runtime and every sandbox layer
+  tradebox config show                    # every setting, and where it came from
 
 Environment: TRADEBOX_HOME (store, snapshots, runtime), TRADEBOX_RUNTIME (a
 shared Python runtime folder), TRADEBOX_PYTHON (the python3 to build it from),
@@ -77,6 +80,9 @@ enum Command {
     Audit(audit_cmd::AuditArgs),
     /// Serve the web console and HTTP API (and Slack when configured).
     Serve(serve_cmd::ServeArgs),
+    /// Show the configuration: every setting, its value and where it came from.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
     /// Internal: the sandbox launcher that becomes a confined Python zygote.
     #[command(name = "__zygote", hide = true)]
     Zygote {
@@ -124,6 +130,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Func(cmd) => func_cmd::run(cmd, &home, cli.quiet),
         Command::Audit(args) => audit_cmd::run(args, &home),
         Command::Serve(args) => serve_cmd::run(args, &home, cli.quiet),
+        Command::Config(cmd) => config_cmd::run(cmd, &home).map(|()| 0),
         Command::Zygote { spec } => Ok(exit_byte(tradebox_sandbox::launcher::main(spec))),
     }
 }

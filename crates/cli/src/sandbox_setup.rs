@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tradebox_data::progress::Progress;
 use tradebox_data::{snapshot, Home};
 use tradebox_sandbox::{doctor, runtime, Pool, PoolConfig, PoolError, PythonPaths};
 
@@ -20,18 +20,6 @@ impl std::fmt::Display for SetupError {
 
 impl std::error::Error for SetupError {}
 
-fn spinner(quiet: bool) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} {elapsed}") {
-        bar.set_style(style);
-    }
-    bar.enable_steady_tick(Duration::from_millis(120));
-    bar
-}
-
 /// Where the runtime lives: `TRADEBOX_RUNTIME`, else `$TRADEBOX_HOME/runtime`
 /// (several homes may share one runtime).
 fn runtime_dir(home: &Home) -> std::path::PathBuf {
@@ -42,9 +30,8 @@ fn runtime_dir(home: &Home) -> std::path::PathBuf {
 
 /// The runtime, provisioned if needed.
 pub fn runtime(home: &Home, quiet: bool) -> anyhow::Result<runtime::Runtime> {
-    let bar = spinner(quiet);
-    let rt = runtime::ensure(&runtime_dir(home), &bar);
-    bar.finish_and_clear();
+    let progress = crate::progress::Terminal::new(quiet);
+    let rt = runtime::ensure(&runtime_dir(home), &progress);
     rt.map_err(|e| SetupError(format!("the Python runtime is not usable: {e}")).into())
 }
 
@@ -98,10 +85,10 @@ pub fn start_pool_on(
         scratch_mib: shape.scratch_mib,
         start_timeout: Duration::from_secs(120),
     };
-    let bar = spinner(quiet);
-    bar.set_message(format!("starting {size} sandboxed Python worker(s)"));
+    let progress = crate::progress::Terminal::new(quiet);
+    progress.stage(&format!("starting {size} sandboxed Python worker(s)"), None);
     let pool = Pool::start(config);
-    bar.finish_and_clear();
+    progress.finish();
     pool.map_err(|e| match e {
         PoolError::Layer { layer, message } => SetupError(format!(
             "the sandbox cannot be set up on this machine ({layer}: {message}); \

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use indicatif::ProgressBar;
+use crate::progress::Progress;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Exp1, LogNormal, StandardNormal};
@@ -277,25 +277,26 @@ fn snapshot(at: Micros, balances: &[BTreeMap<&'static str, f64>]) -> BalanceSnap
 }
 
 /// Generates the demo history into `store` in one transaction, first
-/// removing what is there when `replace` is set.
+/// removing what is there when `replace` is set; `progress` counts the
+/// trades and is finished at the end.
 pub fn write(
     store: &mut Store,
     spec: &DemoSpec,
     replace: bool,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
 ) -> Result<DemoReport> {
-    progress.reset();
-    progress.set_length(spec.rows);
-    progress.set_message("generating demo trades");
-    let (trades, snapshots) = store.write(|w| {
+    progress.stage("generating demo trades", Some(spec.rows));
+    let mut reported = 0u64;
+    let written = store.write(|w| {
         if replace {
             w.clear()?;
         }
         let mut trades = 0u64;
         let snapshots = generate(spec, |t| {
             trades += u64::from(w.insert_trade(t, None)?);
-            if trades.is_multiple_of(8192) {
-                progress.set_position(trades);
+            if trades.is_multiple_of(8192) && trades > reported {
+                progress.advance(trades - reported);
+                reported = trades;
             }
             Ok(())
         })?;
@@ -303,8 +304,12 @@ pub fn write(
             w.upsert_snapshot(s)?;
         }
         Ok((trades, snapshots.len() as u64))
-    })?;
-    progress.set_position(spec.rows);
+    });
+    if written.is_ok() {
+        progress.advance(spec.rows.saturating_sub(reported));
+    }
+    progress.finish();
+    let (trades, snapshots) = written?;
     let summary = store.summary()?;
     Ok(DemoReport {
         trades,

@@ -78,12 +78,25 @@ pub enum Error {
 
     #[error("no data snapshot at {path}; import data first (`tradebox data import` or `tradebox data demo`)")]
     NoSnapshot { path: PathBuf },
+
+    /// An import was committed but its snapshot could not be published
+    /// ([`crate::import_and_publish`]); `imports` says what was imported.
+    #[error("exporting the snapshot to {}: {source}", root.display())]
+    Publish {
+        root: PathBuf,
+        imports: Vec<crate::import::ImportReport>,
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 impl Error {
     /// True when the input (a file, an argument) is at fault rather than the
     /// machine: the CLI maps these to exit code 2.
     pub fn is_input_error(&self) -> bool {
+        if let Error::Publish { source, .. } = self {
+            return source.is_input_error();
+        }
         matches!(
             self,
             Error::NotFound { .. }
@@ -104,7 +117,11 @@ impl Error {
     /// True when another process held the store's lock (an import is
     /// running): retrying later may work.
     pub fn is_locked(&self) -> bool {
-        matches!(self, Error::Db(e) if e.is_locked())
+        match self {
+            Error::Db(e) => e.is_locked(),
+            Error::Publish { source, .. } => source.is_locked(),
+            _ => false,
+        }
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

@@ -8,8 +8,8 @@
 use std::path::{Path, PathBuf};
 
 use arrow_array::{Array, TimestampMicrosecondArray};
-use indicatif::ProgressBar;
 use tradebox_data::import::{import_paths, CsvOptions};
+use tradebox_data::progress::NoProgress;
 use tradebox_data::{snapshot, Home, Store};
 
 /// The repository's fixture (written by tests/fixtures/generate.py).
@@ -86,7 +86,7 @@ fn old_readers_survive(f: &Path, trades: u64, snapshots: u64) {
         &mut store,
         &[f.join("trade_cache.db"), f.join("snapshots")],
         &CsvOptions::default(),
-        &ProgressBar::hidden(),
+        &NoProgress,
     )
     .unwrap();
     let root = home.snapshot_root();
@@ -163,7 +163,7 @@ fn balances_digits(f: &Path, count: usize, last_date: &str, assets: &[&str]) {
         &mut store,
         std::slice::from_ref(&snaps),
         &CsvOptions::default(),
-        &ProgressBar::hidden(),
+        &NoProgress,
     )
     .unwrap();
     snapshot::export(&store, &home.snapshot_root()).unwrap();

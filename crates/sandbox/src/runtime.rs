@@ -33,10 +33,9 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
+use tradebox_data::progress::Progress;
 
 /// The hash-pinned requirements of the runtime (pip-compile output).
 pub const LOCK: &str = include_str!("../../../python/requirements.lock");
@@ -232,10 +231,11 @@ struct ImportReport {
 
 /// Ensures a working runtime in `dir`: reuses it when its stamp matches the
 /// embedded lock and nothing is missing (no subprocess), otherwise builds it
-/// (`progress` shows the steps as a spinner and is left finished and
-/// cleared). Rewrites `lib/tradebox/` when it differs from the embedded
-/// package. Reads `TRADEBOX_PYTHON`; see [`ensure_with`].
-pub fn ensure(dir: &Path, progress: &ProgressBar) -> Result<Runtime, RuntimeError> {
+/// (each step is a `progress` stage of unknown length, `python runtime:
+/// ...`, and `progress` is finished at the end; a reuse reports nothing).
+/// Rewrites `lib/tradebox/` when it differs from the embedded package.
+/// Reads `TRADEBOX_PYTHON`; see [`ensure_with`].
+pub fn ensure(dir: &Path, progress: &dyn Progress) -> Result<Runtime, RuntimeError> {
     let var = std::env::var_os(PYTHON_ENV).filter(|v| !v.is_empty());
     ensure_with(dir, var.as_deref().map(Path::new), progress)
 }
@@ -246,7 +246,7 @@ pub fn ensure(dir: &Path, progress: &ProgressBar) -> Result<Runtime, RuntimeErro
 pub fn ensure_with(
     dir: &Path,
     python_override: Option<&Path>,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
 ) -> Result<Runtime, RuntimeError> {
     let dir = absolute(dir)?;
     fs::create_dir_all(&dir).map_err(io_err(|| format!("creating {}", dir.display())))?;
@@ -263,7 +263,7 @@ pub fn ensure_with(
         .truncate(false)
         .open(&lock_path)
         .map_err(io_err(|| format!("opening {}", lock_path.display())))?;
-    let spinner = Spinner::start(progress);
+    let spinner = Steps(progress);
     match lock.try_lock() {
         Ok(()) => {}
         Err(fs::TryLockError::WouldBlock) => {
@@ -536,7 +536,7 @@ fn build(
     dir: &Path,
     base: &BasePython,
     python_override: Option<&Path>,
-    spinner: &Spinner<'_>,
+    spinner: &Steps<'_>,
 ) -> Result<(), RuntimeError> {
     remove_leftovers(dir);
     let pid = std::process::id();
@@ -807,30 +807,19 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// The caller's progress bar as a spinner while the lock is held; finished
-/// and cleared when dropped.
-struct Spinner<'a>(&'a ProgressBar);
+/// The steps of a build, reported to the caller's progress while the lock
+/// is held (each a stage of unknown length); finished when dropped.
+struct Steps<'a>(&'a dyn Progress);
 
-impl<'a> Spinner<'a> {
-    fn start(progress: &'a ProgressBar) -> Spinner<'a> {
-        if let Ok(style) =
-            ProgressStyle::with_template("{spinner} python runtime: {msg} [{elapsed}]")
-        {
-            progress.set_style(style);
-        }
-        Spinner(progress)
-    }
-
+impl Steps<'_> {
     fn step(&self, msg: &'static str) {
         tracing::info!("python runtime: {msg}");
-        self.0.set_message(msg);
-        self.0.enable_steady_tick(Duration::from_millis(120));
+        self.0.stage(&format!("python runtime: {msg}"), None);
     }
 }
 
-impl Drop for Spinner<'_> {
+impl Drop for Steps<'_> {
     fn drop(&mut self) {
-        self.0.disable_steady_tick();
-        self.0.finish_and_clear();
+        self.0.finish();
     }
 }

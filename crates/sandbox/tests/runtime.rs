@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use indicatif::ProgressBar;
+use tradebox_data::progress::NoProgress;
 use tradebox_sandbox::runtime::{self, RuntimeError};
 
 const NOWHERE: &str = "/nonexistent/tradebox-test/python3";
@@ -98,8 +98,7 @@ fn missing_override_says_what_to_install() {
     // Through ensure: the same error, and nothing built.
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("runtime");
-    let err =
-        runtime::ensure_with(&dir, Some(Path::new(NOWHERE)), &ProgressBar::hidden()).unwrap_err();
+    let err = runtime::ensure_with(&dir, Some(Path::new(NOWHERE)), &NoProgress).unwrap_err();
     assert!(
         matches!(err, RuntimeError::PythonOverrideMissing { .. }),
         "{err:?}"
@@ -292,9 +291,8 @@ fn ensure_waits_for_the_build_lock() {
     held.lock().unwrap();
 
     let d = dir.clone();
-    let waiter = std::thread::spawn(move || {
-        runtime::ensure_with(&d, Some(Path::new(NOWHERE)), &ProgressBar::hidden())
-    });
+    let waiter =
+        std::thread::spawn(move || runtime::ensure_with(&d, Some(Path::new(NOWHERE)), &NoProgress));
     std::thread::sleep(Duration::from_millis(400));
     assert!(!waiter.is_finished(), "ensure must wait for the lock");
     held.unlock().unwrap();
@@ -327,14 +325,14 @@ fn fake_base(dir: &Path, venv_script: &str, pip_script: &str) -> PathBuf {
 
 fn ensure_fake(dir: &Path, python: &Path) -> Result<runtime::Runtime, RuntimeError> {
     for _ in 0..20 {
-        match runtime::ensure_with(dir, Some(python), &ProgressBar::hidden()) {
+        match runtime::ensure_with(dir, Some(python), &NoProgress) {
             Err(RuntimeError::PythonUnusable { detail, .. }) if detail.contains("busy") => {
                 std::thread::sleep(Duration::from_millis(50));
             }
             other => return other,
         }
     }
-    runtime::ensure_with(dir, Some(python), &ProgressBar::hidden())
+    runtime::ensure_with(dir, Some(python), &NoProgress)
 }
 
 #[test]
@@ -416,7 +414,7 @@ fn failed_builds_report_and_clean_up() {
 fn provisions_reuses_and_repairs() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("runtime");
-    let progress = ProgressBar::hidden();
+    let progress = NoProgress;
 
     // First use builds it.
     let started = Instant::now();
@@ -549,7 +547,7 @@ fn provisions_reuses_and_repairs() {
     let handles: Vec<_> = (0..2)
         .map(|_| {
             let d = dir.clone();
-            std::thread::spawn(move || runtime::ensure(&d, &ProgressBar::hidden()))
+            std::thread::spawn(move || runtime::ensure(&d, &NoProgress))
         })
         .collect();
     let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();

@@ -129,7 +129,7 @@ pub struct CommandBody {
 }
 
 /// Checks a user or channel name from a request body.
-fn check_name(field: &str, value: &str) -> Result<(), ApiError> {
+pub(crate) fn check_name(field: &str, value: &str) -> Result<(), ApiError> {
     let ok = !value.is_empty()
         && value.chars().count() <= 64
         && value

@@ -1,10 +1,10 @@
 //! The data page's endpoints: what the store holds (as `tradebox data info
 //! --json` tells it) and the import of an uploaded file. An upload is
-//! written to a private temporary folder under its own (sanitised) name,
-//! imported in one transaction by the same importers as `tradebox data
-//! import`, and published as a new snapshot version when it added anything;
-//! the sandbox pool follows `snapshot/current` by itself. Each import is
-//! audited (action `import`).
+//! written to a private temporary folder under its own (sanitised) name;
+//! [`tradebox_data::import_and_publish`] then imports it in one transaction
+//! and publishes a new snapshot version when it added anything, as for
+//! `tradebox data import`; the sandbox pool follows `snapshot/current` by
+//! itself. Each import is audited (action `import`).
 
 use axum::extract::{RawQuery, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -12,8 +12,8 @@ use axum::{Extension, Json};
 use serde_json::{json, Value};
 use tradebox_core::audit::{Action, AuditEntry, Outcome};
 use tradebox_data::import::{self, CsvOptions};
-use tradebox_data::snapshot;
-use tradebox_data::{Home, Store};
+use tradebox_data::progress::NoProgress;
+use tradebox_data::Home;
 
 use crate::api::{blocking, source};
 use crate::error::ApiError;
@@ -126,21 +126,12 @@ fn import_file(
             other => other,
         }
     };
-    let mut store = Store::open(&home.store_path()).map_err(renamed)?;
-    let reports = import::import_paths(
-        &mut store,
-        std::slice::from_ref(&path),
-        options,
-        &indicatif::ProgressBar::hidden(),
-    )
-    .map_err(renamed)?;
-    let Some(report) = reports.into_iter().next() else {
+    let imported =
+        tradebox_data::import_and_publish(home, std::slice::from_ref(&path), options, &NoProgress)
+            .map_err(renamed)?;
+    let (manifest, published) = (&imported.manifest, imported.published);
+    let Some(report) = imported.imports.first() else {
         return Err(ApiError::Internal("the importer reported nothing".into()));
-    };
-    let root = home.snapshot_root();
-    let (manifest, published) = match snapshot::current(&root).map_err(renamed)? {
-        Some((_, m)) if report.added == 0 => (m, false),
-        _ => (snapshot::export(&store, &root).map_err(renamed)?, true),
     };
     let unit = match report.kind {
         import::SourceKind::Sqlite | import::SourceKind::Csv => "trades",
@@ -165,7 +156,7 @@ fn import_file(
         "read": report.read,
         "added": report.added,
         "published": published,
-        "snapshot": tradebox_data::info::snapshot_json(&snapshot::version_dir(&root, manifest.version), &manifest),
+        "snapshot": tradebox_data::info::snapshot_json(&imported.snapshot_dir, manifest),
         "message": detail,
     });
     Ok((body, detail))

@@ -165,7 +165,9 @@ pub fn run_json(result: &ExecResult) -> Value {
 }
 
 /// The query string of a request; [`Params::get`] gives a parameter's
-/// decoded, trimmed value (`None` when absent or blank).
+/// percent-decoded value as sent (not trimmed), `None` when it is absent or
+/// empty: an empty value counts as absent (the OpenAPI document's
+/// `allowEmptyValue`).
 pub struct Params(String);
 
 impl Params {
@@ -174,24 +176,24 @@ impl Params {
     }
 
     pub fn get(&self, name: &str) -> Option<String> {
-        crate::guard::query_param(&self.0, name)
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
+        crate::guard::query_param(&self.0, name).filter(|v| !v.is_empty())
     }
 }
 
-/// Parses an optional whole-number query parameter within `range`.
+/// Parses an optional whole-number query parameter within `range`: ASCII
+/// digits only (no sign, no spaces), as the document's `integer` says.
 pub fn number_param(
     name: &str,
     value: Option<&str>,
     default: usize,
     range: std::ops::RangeInclusive<usize>,
 ) -> Result<usize, ApiError> {
-    let Some(text) = value.map(str::trim).filter(|t| !t.is_empty()) else {
+    let Some(text) = value.filter(|t| !t.is_empty()) else {
         return Ok(default);
     };
+    let digits = text.bytes().all(|b| b.is_ascii_digit());
     match text.parse::<usize>() {
-        Ok(n) if range.contains(&n) => Ok(n),
+        Ok(n) if digits && range.contains(&n) => Ok(n),
         _ => Err(ApiError::BadRequest {
             message: format!(
                 "{name}: expected a whole number from {} to {}, got {text:?}",
@@ -258,5 +260,23 @@ mod tests {
         assert_eq!(number_param("limit", Some("7"), 5, 1..=10).ok(), Some(7));
         assert!(number_param("limit", Some("0"), 5, 1..=10).is_err());
         assert!(number_param("limit", Some("x"), 5, 1..=10).is_err());
+        assert_eq!(number_param("limit", Some(""), 5, 1..=10).ok(), Some(5));
+        assert_eq!(number_param("limit", Some("007"), 5, 1..=10).ok(), Some(7));
+        for signed in ["+7", " 7", "7 ", "-0", "1e1"] {
+            assert!(
+                number_param("limit", Some(signed), 5, 1..=10).is_err(),
+                "{signed}"
+            );
+        }
+    }
+
+    #[test]
+    fn query_values_are_taken_as_sent() {
+        let params = Params::new(Some("q=+a%20&user=&outcome=%09&x".into()));
+        assert_eq!(params.get("q").as_deref(), Some(" a "));
+        assert_eq!(params.get("user"), None);
+        assert_eq!(params.get("outcome").as_deref(), Some("\t"));
+        assert_eq!(params.get("x"), None);
+        assert_eq!(params.get("absent"), None);
     }
 }

@@ -6,7 +6,9 @@
 //! the guard of [`guard`] (Host check, token, CSRF, body cap, security
 //! headers), applied inside this router so that routers merged beside it
 //! (Slack's `/slack/*`) keep their own rules. The router sets no fallback,
-//! so it merges with others freely.
+//! so it merges with others freely. The API's operations are registered in
+//! one place that records them ([`api_operations`]); the OpenAPI document
+//! is checked against that record.
 //!
 //! Commands go through the one [`Pipeline`] as the console user (the
 //! console; audit source `console`) or as the user named in the request
@@ -23,11 +25,13 @@ mod guard;
 mod json;
 mod openapi;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::handler::Handler;
 use axum::middleware::{self, Next};
-use axum::routing::{any, get, post};
+use axum::routing::{any, get, post, MethodFilter, MethodRouter};
 use axum::Router;
 use tradebox_core::pipeline::Pipeline;
 use tradebox_data::Home;
@@ -117,37 +121,16 @@ pub fn router(pipeline: Arc<Pipeline>, home: Home, options: ConsoleOptions) -> R
     let page = |p: console::Page| {
         get(move |State(state): State<AppState>| async move { console::page(&state, p) })
     };
-    Router::new()
+    let pages = Router::new()
         .route("/", page(console::Page::Console))
         .route("/functions", page(console::Page::Functions))
         .route("/audit", page(console::Page::Audit))
         .route("/data", page(console::Page::Data))
         .route("/assets/{name}", get(assets::asset))
         .route("/console/command", post(console::command))
-        .route("/console/session", get(console::session))
-        .route("/api/v1/run", post(api::run).fallback(api::wrong_method))
-        .route(
-            "/api/v1/commands",
-            post(api::commands).fallback(api::wrong_method),
-        )
-        .route(
-            "/api/v1/functions",
-            get(api::functions).fallback(api::wrong_method),
-        )
-        .route(
-            "/api/v1/functions/{name}",
-            get(api::function).fallback(api::wrong_method),
-        )
-        .route("/api/v1/audit", get(api::audit).fallback(api::wrong_method))
-        .route("/api/v1/data", get(data::info).fallback(api::wrong_method))
-        .route(
-            "/api/v1/data/import",
-            post(data::import).fallback(api::wrong_method),
-        )
-        .route(
-            "/api/v1/openapi.json",
-            get(api::openapi).fallback(api::wrong_method),
-        )
+        .route("/console/session", get(console::session));
+    api_routes()
+        .add_to(pages)
         .route("/api/v1", any(api::not_found))
         .route("/api/v1/{*rest}", any(api::not_found))
         .layer(DefaultBodyLimit::max(max_body))
@@ -157,4 +140,96 @@ pub fn router(pipeline: Arc<Pipeline>, home: Home, options: ConsoleOptions) -> R
         }))
         .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
         .with_state(state)
+}
+
+/// The methods the API's operations answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum ApiMethod {
+    Get,
+    Post,
+}
+
+impl ApiMethod {
+    /// The method as the OpenAPI document writes it.
+    fn as_str(self) -> &'static str {
+        match self {
+            ApiMethod::Get => "get",
+            ApiMethod::Post => "post",
+        }
+    }
+
+    fn filter(self) -> MethodFilter {
+        match self {
+            ApiMethod::Get => MethodFilter::GET,
+            ApiMethod::Post => MethodFilter::POST,
+        }
+    }
+}
+
+/// The operations of `/api/v1`, registered through [`ApiRoutes::route`],
+/// which records each `(path, method)` as it registers it. The record is
+/// what the OpenAPI document is checked against ([`api_operations`],
+/// `openapi.rs`'s tests), so that no route is served without being
+/// described, nor described without being served.
+struct ApiRoutes {
+    routes: BTreeMap<&'static str, MethodRouter<AppState>>,
+    operations: Vec<(&'static str, ApiMethod)>,
+}
+
+impl ApiRoutes {
+    fn new() -> ApiRoutes {
+        ApiRoutes {
+            routes: BTreeMap::new(),
+            operations: Vec::new(),
+        }
+    }
+
+    /// Registers `method path` answered by `handler`; the path's other
+    /// methods are answered with a JSON 405.
+    fn route<H, T>(mut self, method: ApiMethod, path: &'static str, handler: H) -> ApiRoutes
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let methods = self
+            .routes
+            .remove(path)
+            .unwrap_or_else(|| MethodRouter::new().fallback(api::wrong_method));
+        self.routes
+            .insert(path, methods.on(method.filter(), handler));
+        self.operations.push((path, method));
+        self
+    }
+
+    /// `router` with these routes added.
+    fn add_to(self, mut router: Router<AppState>) -> Router<AppState> {
+        for (path, methods) in self.routes {
+            router = router.route(path, methods);
+        }
+        router
+    }
+}
+
+/// Every operation of the HTTP API as [`router`] registers it: `(path,
+/// method)`, the method in lower case as the OpenAPI document writes it.
+pub fn api_operations() -> Vec<(&'static str, &'static str)> {
+    api_routes()
+        .operations
+        .iter()
+        .map(|(path, method)| (*path, method.as_str()))
+        .collect()
+}
+
+/// The API's operations: the one place they are registered.
+fn api_routes() -> ApiRoutes {
+    use ApiMethod::{Get, Post};
+    ApiRoutes::new()
+        .route(Post, "/api/v1/run", api::run)
+        .route(Post, "/api/v1/commands", api::commands)
+        .route(Get, "/api/v1/functions", api::functions)
+        .route(Get, "/api/v1/functions/{name}", api::function)
+        .route(Get, "/api/v1/audit", api::audit)
+        .route(Get, "/api/v1/data", data::info)
+        .route(Post, "/api/v1/data/import", data::import)
+        .route(Get, "/api/v1/openapi.json", api::openapi)
 }

@@ -480,17 +480,77 @@ async fn bad_json_is_400_naming_the_field() {
         .as_str()
         .unwrap()
         .contains("application/json"));
-    // Bad query parameters name themselves too.
+    // Bad query parameters name themselves too; values are taken as sent.
     for (path, field) in [
         ("/api/v1/audit?outcome=great", "outcome"),
+        ("/api/v1/audit?outcome=%20ok", "outcome"),
         ("/api/v1/audit?action=fly", "action"),
         ("/api/v1/audit?limit=0", "limit"),
+        ("/api/v1/audit?limit=%205", "limit"),
+        ("/api/v1/audit?limit=%2B5", "limit"),
         ("/api/v1/functions?limit=lots", "limit"),
+        ("/api/v1/functions?offset=1000001", "offset"),
     ] {
         let a = send(&app, bearer(get(path)).body(Body::empty()).unwrap()).await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{path}");
         assert_eq!(a.json()["field"], field, "{path}");
     }
+    // An empty value is as if the parameter were absent.
+    for path in [
+        "/api/v1/audit?user=&outcome=&action=&limit=",
+        "/api/v1/functions?q=&limit=&offset=1000000",
+    ] {
+        let a = send(&app, bearer(get(path)).body(Body::empty()).unwrap()).await;
+        assert_eq!(a.status, StatusCode::OK, "{path}: {}", a.text());
+    }
+}
+
+/// The document against the router from outside: every operation it
+/// describes is served (neither 404 "no such endpoint" nor 405), every other
+/// method of its paths is 405, and it describes what the router registers.
+#[tokio::test]
+async fn the_document_describes_what_the_router_serves() {
+    let app = app();
+    let doc = tradebox_web::openapi_document();
+    let mut described = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let concrete = path.replace("{name}", "nope");
+        for method in ["get", "post", "put", "delete", "patch"] {
+            let request = bearer(
+                Request::builder()
+                    .method(method.to_uppercase().as_str())
+                    .uri(&concrete)
+                    .header(header::HOST, HOST),
+            )
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from("{}"))
+            .unwrap();
+            let a = send(&app, request).await;
+            if item.get(method).is_some() {
+                described.push((path.clone(), method.to_string()));
+                assert_ne!(a.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+                assert!(
+                    !a.text().contains("no such endpoint"),
+                    "{method} {path}: {}",
+                    a.text()
+                );
+            } else {
+                assert_eq!(
+                    a.status,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {path}: {}",
+                    a.text()
+                );
+            }
+        }
+    }
+    let mut registered: Vec<(String, String)> = tradebox_web::api_operations()
+        .into_iter()
+        .map(|(p, m)| (p.to_string(), m.to_string()))
+        .collect();
+    described.sort();
+    registered.sort();
+    assert_eq!(described, registered);
 }
 
 #[tokio::test]

@@ -94,7 +94,8 @@ pub fn python() -> PythonPaths {
     static RT: OnceLock<PythonPaths> = OnceLock::new();
     RT.get_or_init(|| {
         let dir = runtime_dir();
-        let rt = runtime::ensure(&dir, &indicatif::ProgressBar::hidden()).expect("Python runtime");
+        let rt =
+            runtime::ensure(&dir, &tradebox_data::progress::NoProgress).expect("Python runtime");
         PythonPaths {
             python: rt.python,
             venv: rt.venv,

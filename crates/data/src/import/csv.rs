@@ -11,7 +11,7 @@ use std::hash::{Hash, Hasher};
 use std::io::Read;
 use std::path::Path;
 
-use indicatif::ProgressBar;
+use crate::progress::{Progress, ProgressRead};
 
 use crate::error::{Error, Result};
 use crate::model::{check_text, parse_number, Side, Trade};
@@ -116,19 +116,20 @@ pub(super) fn import(
     w: &mut Writer<'_>,
     path: &Path,
     opts: &CsvOptions,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
 ) -> Result<(u64, u64)> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    progress.reset();
-    progress.set_length(size);
-    progress.set_message(format!("importing {}", path.display()));
-    let trades = parse(progress.wrap_read(file), path, opts)?;
+    progress.stage(&format!("importing {}", path.display()), Some(size));
+    let input = ProgressRead {
+        inner: file,
+        progress,
+    };
+    let trades = parse(input, path, opts)?;
     let mut added = 0;
     for t in &trades {
         added += u64::from(w.insert_trade(t, None)?);
     }
-    progress.set_position(size);
     Ok((trades.len() as u64, added))
 }
 

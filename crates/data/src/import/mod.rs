@@ -13,11 +13,11 @@ mod sqlite;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use indicatif::ProgressBar;
 use serde::Serialize;
 
 pub use self::csv::{CsvOptions, COLUMN_ALIASES};
 use crate::error::{Error, Result};
+use crate::progress::Progress;
 use crate::store::Store;
 
 /// What a path to import holds.
@@ -85,19 +85,20 @@ pub fn detect(path: &Path) -> Result<SourceKind> {
     }
 }
 
-/// Imports every path in one transaction and reports per path.
+/// Imports every path in one transaction and reports per path; `progress`
+/// has a stage per SQLite or CSV source and is finished at the end.
 pub fn import_paths(
     store: &mut Store,
     paths: &[PathBuf],
     csv_options: &CsvOptions,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
 ) -> Result<Vec<ImportReport>> {
     // Detect everything first so that a wrong path fails before any work.
     let kinds = paths
         .iter()
         .map(|p| detect(p))
         .collect::<Result<Vec<_>>>()?;
-    store.write(|w| {
+    let reports = store.write(|w| {
         let mut reports = Vec::with_capacity(paths.len());
         for (path, kind) in paths.iter().zip(kinds) {
             let (read, added) = match kind {
@@ -114,5 +115,7 @@ pub fn import_paths(
             });
         }
         Ok(reports)
-    })
+    });
+    progress.finish();
+    reports
 }

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use indicatif::ProgressBar;
+use crate::progress::Progress;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
@@ -28,7 +28,7 @@ const REQUIRED: [&str; 8] = [
 pub(super) fn import(
     w: &mut Writer<'_>,
     path: &Path,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
 ) -> Result<(u64, u64)> {
     let src = open_source(path)?;
     let sql_err = |e: rusqlite::Error| source_error(path, e);
@@ -69,9 +69,11 @@ pub(super) fn import(
     let total: i64 = src
         .query_row("SELECT count(*) FROM trades", [], |r| r.get(0))
         .map_err(sql_err)?;
-    progress.reset();
-    progress.set_length(total as u64);
-    progress.set_message(format!("importing {}", path.display()));
+    progress.stage(
+        &format!("importing {}", path.display()),
+        Some(u64::try_from(total).unwrap_or(0)),
+    );
+    let mut reported = 0u64;
 
     let sql = format!(
         "SELECT rowid, {}, {}, {}, {} FROM trades ORDER BY rowid",
@@ -110,10 +112,11 @@ pub(super) fn import(
         read += 1;
         added += u64::from(w.insert_trade(&trade, cached_at.as_deref())?);
         if read.is_multiple_of(4096) {
-            progress.set_position(read);
+            progress.advance(read - reported);
+            reported = read;
         }
     }
-    progress.set_position(read);
+    progress.advance(read - reported);
     Ok((read, added))
 }
 
