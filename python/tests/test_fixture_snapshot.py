@@ -303,3 +303,10 @@ def test_the_fixture_gives_its_expected_answers(snap, repo_fixture, expected):
     assert everything[-1] == s["latest"]
     assert snap.load_balances() == {"total": s["latest"]["balances"]}
     assert s["nested_dates"], "the fixture has nested balances"
+
+
+@pytest.mark.parametrize("days", [0, 0.5, 1, 7, 30, 365, None])
+@pytest.mark.parametrize("as_of", ["latest", "2000-01-01", None])
+def test_rows_within_counts_what_load_trades_returns(snap, days, as_of):
+    view = snap.with_as_of(as_of)
+    assert view.rows_within(days) == len(view.load_trades(days=days))

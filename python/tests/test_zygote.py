@@ -170,3 +170,41 @@ def test_bad_seccomp_programs_are_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(confine, "FILTERS", (str(tmp_path / "missing.bpf"),))
     with pytest.raises(FileNotFoundError):
         confine.load_filters()
+
+
+class _Runner:
+    """Records the snippets a warm-up runs, as the runner would run them."""
+
+    def __init__(self):
+        self.codes = []
+
+    def run(self, code, helpers):
+        self.codes.append(code)
+        return {"success": True}
+
+    def encode(self, result):
+        return b"{}"
+
+
+def test_warm_up_runs_every_step_without_a_job():
+    runner = _Runner()
+    zygote._warm_up(None, runner)
+    assert len(runner.codes) == 3
+    assert all("groupby" in c or "len(" in c for c in runner.codes)
+
+
+def test_warm_up_stops_between_steps_once_the_job_is_there():
+    runner = _Runner()
+    asked = []
+
+    def stop():
+        asked.append(len(runner.codes))
+        return len(runner.codes) == 1  # the job came during the first step
+    zygote._warm_up(None, runner, stop=stop)
+    assert len(runner.codes) == 1
+    assert asked == [0, 1]
+
+
+def test_warm_up_without_data_runs_on_a_small_frame():
+    from tradebox import runner
+    zygote._warm_up(None, runner)  # pandas, no snapshot: must not raise

@@ -253,6 +253,16 @@ class Snapshot:
                                               value_set=pa.array(names, pa.utf8())))
         return table.to_pandas(use_threads=False)
 
+    def rows_within(self, days) -> int:
+        """How many trades `load_trades(days=days)` returns (two binary
+        searches, nothing loaded)."""
+        days, end_us = _check_days(days), self._now()
+        stop = int(np.searchsorted(self._ts, end_us, side="right"))
+        if days is None:
+            return stop
+        lower = max(end_us - round(days * _DAY_US), -2**63)
+        return max(stop - int(np.searchsorted(self._ts, lower, side="left")), 0)
+
     def load_balances(self) -> dict:
         """`{name: {asset: amount}}` from the latest balance snapshot on or
         before the as_of date, with a "total" entry; `{}` if there is none."""

@@ -30,7 +30,11 @@ process: job payloads never become Python objects here; they pass through two
 anonymous mappings that are dropped (MADV_DONTNEED) after every job. The
 zygote is not dumpable, so a job cannot read its memory or open its pipes
 through /proc/1. The next child is forked and confined ahead of its job, so
-a job costs its own run time plus one round trip.
+a job costs its own run time plus one round trip. While it waits, the child
+runs a typical query (`_warm_up`, in steps, stopping as soon as the job is
+there) to pay its copy-on-write faults and first-call costs before the job
+rather than during it; the zygote's own objects are frozen (`gc.freeze`),
+so a child's garbage collector never writes to their pages.
 
 Between jobs: the child is killed as soon as its answer is whole (nothing it
 does afterwards counts), reaped, and the scratch folder is emptied and
@@ -41,6 +45,7 @@ and exit, so no later job starts on what a job left.
 
 import contextlib
 import ctypes
+import gc
 import json
 import mmap
 import os
@@ -55,6 +60,8 @@ MAX_JOB = 4 << 20
 MAX_RESULT = 256 << 20  # virtual room; the job's "result_bytes" is the real cap
 MAX_OUTPUT = 64 << 20   # room for the output mirror (limits.output_bytes is at most 64 MiB)
 MIRROR_HEADER = struct.Struct("<QQ")  # bytes kept, bytes printed in all
+WARM_AFTER_S = 0.001  # a child whose job is not there by then warms up first
+WARM_ROWS = 50_000  # at most this many trades in a warm-up step
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -398,6 +405,9 @@ def _child_main(job_r, res_w, mirror, filters, snapshot, scratch_bytes, unmap):
     code = 0
     try:
         _write_all(res_w, memoryview(b"A"))  # armed; what follows is the job's
+        if not _readable(job_r, WARM_AFTER_S):  # idle: warm up while waiting
+            with contextlib.suppress(Exception):  # best effort, never the job's failure
+                _warm_up(snapshot, runner, stop=lambda: _readable(job_r, 0))
         body = read_frame(job_r)
         if body is None:
             os._exit(0)
@@ -427,16 +437,38 @@ def _child_main(job_r, res_w, mirror, filters, snapshot, scratch_bytes, unmap):
         os._exit(code)
 
 
-def _warm_up(snapshot, runner):
-    """Pay the first-call costs (lazy imports and caches inside pandas,
-    numpy and the runner's rendering) once here, not in every job."""
-    helpers = {"params": {}}
+def _warm_up(snapshot, runner, stop=lambda: False):
+    """Pay the first-call costs of a typical job (lazy imports and caches
+    inside pandas, numpy and pyarrow, the runner's rendering and encoding):
+    once in the zygote, and again in each child while it waits for its job,
+    where they are the copy-on-write faults of the pages such a job writes.
+    It runs in steps and stops between two as soon as `stop()` says the job
+    has come, so a job waits for one step at most. It reads only the
+    snapshot, which every job may read whole, writes no file, starts no
+    thread, and keeps nothing: what it made is collected before the job."""
+    env = {"params": {}}
     if snapshot is not None:
-        helpers["load_trades"] = snapshot.load_trades
-    code = ("df = load_trades(days=1)\n" if snapshot is not None else
-            "df = pd.DataFrame({'exchange': ['a', 'b'], 'amount': [1.0, 2.0]})\n")
-    code += "result = df.groupby('exchange')['amount'].sum()"
-    runner.run(code, helpers)
+        view = snapshot.with_as_of("latest")
+        days = 7.0  # or fewer, so that no step takes long on a busy desk's store
+        while days > 1 / 24 and view.rows_within(days) > WARM_ROWS:
+            days /= 2
+        env["load_trades"] = view.load_trades
+        frame = f"load_trades(days={days!r})"
+    else:
+        frame = "pd.DataFrame({'exchange': ['a', 'b'], 'amount': [1.0, 2.0]})"
+    total = f"{frame}.groupby('exchange')['amount'].sum()"
+    try:
+        for code in (f"len({frame})", f"len({total})", total):
+            if stop():
+                return
+            runner.encode(runner.run(code, env))
+    finally:
+        env.clear()
+        gc.collect()
+
+
+def _readable(fd, timeout):
+    return bool(select.select([fd], [], [], timeout)[0])
 
 
 def main():
@@ -462,6 +494,7 @@ def main():
     filters = confine.load_filters()
     scratch = shutil.disk_usage("/tmp").total
     _warm_up(snapshot, runner)
+    gc.freeze()  # what the zygote holds is never traversed (or written) by a child's GC
     problem = wipe_scratch()
     if problem:
         send({"type": "error", "layer": "scratch", "message": problem})

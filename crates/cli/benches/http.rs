@@ -15,7 +15,7 @@
 //! for `result = 1 + 1` and `load_trades(days=7).groupby('exchange')
 //! ['amount'].sum()`: p50/p95 with one client, then throughput with 16
 //! concurrent clients. Prints a table with the HTTP layer's cost (http -
-//! executor, and http - pipeline) against the target of 1 ms at p50.
+//! executor, and http - pipeline) against the target of 0.5 ms at p50.
 //!
 //! Options (or env): --home DIR (BENCH_HOME, required), --runtime DIR
 //! (BENCH_RUNTIME, default target/tmp/bench-runtime), --n N (BENCH_N, 300
@@ -43,7 +43,7 @@ use tradebox_sandbox::{runtime, Job, Pool, PoolConfig, PythonPaths};
 
 const TRIVIAL: &str = "result = 1 + 1";
 const QUERY: &str = "load_trades(days=7).groupby('exchange')['amount'].sum()";
-const TARGET_OVERHEAD_MS: f64 = 1.0;
+const TARGET_OVERHEAD_MS: f64 = 0.5;
 const USER: &str = "bench";
 const TOKEN: &str = "bench-token-0123456789abcdef";
 
@@ -456,7 +456,7 @@ fn main() {
                 } else {
                     "MISSED"
                 },
-                "<=1"
+                format!("<={TARGET_OVERHEAD_MS}")
             )
         );
     }

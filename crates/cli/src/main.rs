@@ -19,6 +19,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use tradebox_data::Home;
 
+/// The heading of the options every command takes: listed after a
+/// command's own.
+const GLOBAL: &str = "Global options";
+
 /// Ask questions of your exchange trade data with pandas snippets that run
 /// in a kernel-enforced sandbox.
 #[derive(Debug, Parser)]
@@ -37,19 +41,19 @@ shared Python runtime folder), TRADEBOX_PYTHON (the python3 to build it from),
 RUST_LOG (log filter).")]
 struct Cli {
     /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, help_heading = GLOBAL)]
     verbose: u8,
 
     /// Log line format on stderr.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, help_heading = GLOBAL)]
     log_format: LogFormat,
 
     /// Hide progress bars.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
     quiet: bool,
 
     /// Where tradebox keeps its store and snapshots [default: the platform data dir, e.g. ~/.local/share/tradebox]
-    #[arg(long, env = "TRADEBOX_HOME", global = true, value_name = "DIR")]
+    #[arg(long, env = "TRADEBOX_HOME", global = true, value_name = "DIR", help_heading = GLOBAL)]
     home: Option<PathBuf>,
 
     #[command(subcommand)]

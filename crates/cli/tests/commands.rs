@@ -1366,9 +1366,10 @@ fn audit_records_a_scripted_session_exactly() {
         .unwrap()
         .contains("line 1, column 1: import of 'os' is not allowed"));
     assert_eq!(missing["function_name"], "g_missing");
+    // A delete names the version it deleted (f had only version 1).
     assert_eq!(
         (&delete["function_name"], &delete["function_version"]),
-        (&json!("f"), &json!(2))
+        (&json!("f"), &json!(1))
     );
 
     // Filters.

@@ -494,6 +494,31 @@ fn every_command_has_help_with_an_example() {
 }
 
 #[test]
+fn a_commands_own_options_come_before_the_global_ones() {
+    let home = TempDir::new().unwrap();
+    for (cmd, own) in [
+        (vec!["data", "import", "--help"], "--account"),
+        (vec!["data", "demo", "--help"], "--rows"),
+        (vec!["run", "--help"], "--no-validate"),
+    ] {
+        let (code, out, _) = run(home.path(), &cmd);
+        assert_eq!(code, 0, "{cmd:?}");
+        let at = |needle: &str| {
+            out.find(needle)
+                .unwrap_or_else(|| panic!("{cmd:?}: no {needle:?} in {out}"))
+        };
+        let global = at("Global options:");
+        assert!(at(own) < global, "{cmd:?}: {own} after the globals: {out}");
+        for flag in ["--verbose", "--log-format", "--quiet", "--home"] {
+            assert!(
+                at(flag) > global,
+                "{cmd:?}: {flag} among the command's own: {out}"
+            );
+        }
+    }
+}
+
+#[test]
 fn empty_store_info_and_json_logs() {
     let home = TempDir::new().unwrap();
     let (code, out, _) = run(home.path(), &["data", "info"]);

@@ -571,3 +571,49 @@ result = writable >> 20
     // The zygote's result buffer alone is 256 MiB and the mirror 64 MiB.
     assert!(mib < 128, "{mib} MiB of writable anonymous mappings");
 }
+
+// ------------------------------------------------ 8. the child's warm-up
+
+/// What a job finds of the work its child did before the job came: the
+/// child runs a typical query while it waits (to pay its first-call costs
+/// off the request path), and none of it may show.
+const LEFTOVERS: &str = r#"
+import gc, os, sys, linecache
+import pandas as pd, pyarrow as pa
+from pandas.core.groupby import GroupBy
+objects = [type(o).__name__ for o in gc.get_objects()
+           if isinstance(o, (pd.DataFrame, pd.Series, GroupBy, pa.Table, pa.RecordBatch))]
+result = {
+    'objects': objects,
+    'scratch': sorted(os.listdir('/tmp')),
+    'threads': len(os.listdir('/proc/self/task')),
+    'arrow_bytes': pa.total_allocated_bytes(),
+    'lines': sorted(k for k in linecache.cache if k != '<snippet>'),
+    'fds': sorted(os.listdir('/proc/self/fd')),
+}
+"#;
+
+#[test]
+fn a_job_finds_nothing_of_its_childs_warm_up() {
+    let pool = pool(1);
+    let mut seen = Vec::new();
+    for idle in [0u64, 400, 0, 400] {
+        // 400 ms idle: the child has finished its warm-up; none: it had
+        // no time to start it (the job is waiting when it is armed).
+        std::thread::sleep(Duration::from_millis(idle));
+        let r = run(&pool, LEFTOVERS);
+        assert!(r.success, "{r:#?}");
+        let v = &r.value.as_ref().unwrap()["value"];
+        println!("[warm-up] after {idle} ms idle: {v}");
+        assert_eq!(v["objects"], serde_json::json!([]), "objects left: {v}");
+        assert_eq!(v["scratch"], serde_json::json!([]), "files left: {v}");
+        assert_eq!(v["threads"], 1, "threads left: {v}");
+        assert_eq!(v["arrow_bytes"], 0, "Arrow memory left: {v}");
+        // The zygote's own (from its imports) are the same for every job.
+        seen.push((v["fds"].clone(), v["lines"].clone()));
+    }
+    assert!(
+        seen.windows(2).all(|w| w[0] == w[1]),
+        "open descriptors or cached source lines differ with and without the warm-up: {seen:?}"
+    );
+}

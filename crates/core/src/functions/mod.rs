@@ -451,9 +451,10 @@ impl FunctionStore {
             let f = live(rows, name)?.ok_or_else(|| not_found(name))?;
             check_owner(&f, user, is_admin)?;
             let now = now_text();
+            let deleted = f.version; // the audit names what was deleted
             let f = rows.mark_deleted(f.id, user, &now)?;
             rows.add_version(&f, user, &now, VersionAction::Delete)?;
-            audit_in(rows, entry, f.version)?;
+            audit_in(rows, entry, deleted)?;
             Ok(f)
         })?;
         tracing::debug!(name, user, "function deleted");

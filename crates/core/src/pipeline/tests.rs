@@ -1018,6 +1018,12 @@ async fn save_list_and_delete_reply_like_the_original_bot() {
 
     let (reply, _) = h.run("ADMIN", "/delfunc pnl").await;
     assert_eq!(reply.fallback, ":white_check_mark: Deleted function `pnl`");
+    let e = h.audit().pop().unwrap().entry;
+    assert_eq!(
+        (e.action, e.outcome, e.function_version),
+        (Action::Delfunc, Outcome::Ok, Some(1)),
+        "a delete is audited with the version it deleted"
+    );
     let (reply, _) = h.run("U1", "/delfunc pnl").await;
     assert_refused(&reply, "Function `pnl` not found");
     let (reply, _) = h.run("U1", "/runfunc").await;
