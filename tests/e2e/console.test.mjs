@@ -146,6 +146,9 @@ step("/analyze shows the placeholder, then the aligned table", async () => {
   assert.match(font, /mono|Menlo|Consolas/i);
   assert.equal(await message.locator('.reply[data-kind="placeholder"]').count(), 0, "placeholder replaced");
   assert.match(await reply.locator(".b-context").innerText(), /Executed in \d+ms by/);
+  // Every answer says what data it is based on.
+  assert.match(await reply.locator(".b-context").innerText(),
+    /data to \d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC \(snapshot v\d+\)/);
   await shot("02-analyze-table");
 });
 
@@ -253,6 +256,13 @@ step("save, list and run a function with its Run button", async () => {
   assert.match(await reply.locator(".b-context").innerText(), /Used 1x/);
   await reply.scrollIntoViewIfNeeded();
   await shot("05-run-button");
+  // A parameter the function's code never reads is said to change nothing.
+  await typeCommand(["/runfunc e2e_volume days=14"]);
+  reply = await finalReply(7);
+  assert.match(await reply.innerText(), /does not read `?days`? from `?params`?: it was ignored/);
+  assert.match(await reply.locator(".b-context").innerText(), /Parameters: days=14/);
+  await reply.scrollIntoViewIfNeeded();
+  await shot("05b-ignored-parameter");
 });
 
 step("functions page: search, code, versions, run and delete", async () => {
@@ -269,8 +279,8 @@ step("functions page: search, code, versions, run and delete", async () => {
   await page.click("#fn-run");
   const output = page.locator('#fn-output .reply[data-kind="reply"]');
   await output.waitFor();
-  assert.match(await output.innerText(), /Used 2x/);
-  await detail.locator(".b-context", { hasText: "Used 2×" }).first().waitFor();
+  assert.match(await output.innerText(), /Used 3x/); // the Run button, /runfunc, and this
+  await detail.locator(".b-context", { hasText: "Used 3×" }).first().waitFor();
   await shot("06-functions");
   await page.click("#fn-delete");
   assert.match(await page.locator("#fn-delete").innerText(), /again/);

@@ -39,7 +39,8 @@ pub struct RunArgs {
     /// A file holding the code, or - for standard input.
     #[arg(value_name = "FILE")]
     file: Option<PathBuf>,
-    /// Print one JSON object: success, result, output, error, execution_time_ms, artifacts.
+    /// Print one JSON object: success, result, output, error, execution_time_ms, artifacts,
+    /// data_as_of (the snapshot version and its newest trade).
     #[arg(long)]
     json: bool,
     /// Wall-time limit in seconds [default: limits.timeout_seconds of the config, 30]
@@ -105,6 +106,7 @@ pub fn run(args: &RunArgs, home: &Home, quiet: bool) -> anyhow::Result<u8> {
             "error": result.error,
             "execution_time_ms": result.execution_time_ms,
             "artifacts": saved,
+            "data_as_of": result.data_as_of,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -315,8 +317,13 @@ fn print_text(result: &ExecResult, saved: &[serde_json::Value]) {
             err(a["path"].as_str().unwrap_or("?"))
         );
     }
+    let data = result
+        .data_as_of
+        .as_ref()
+        .map(|d| format!("; {}", d.footer()))
+        .unwrap_or_default();
     eprintln!(
-        "({} in {} ms)",
+        "({} in {} ms{data})",
         if result.success { "ran" } else { "failed" },
         result.execution_time_ms
     );

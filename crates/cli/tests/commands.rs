@@ -264,6 +264,10 @@ fn redact_timestamps(s: &str) -> String {
 }
 
 /// Execution times, retry times and timestamps made stable.
+/// The footer item that says what an answer is based on, for a fresh home:
+/// the fixture's newest trade and the first snapshot version.
+const DATA: &str = "data to 2025-10-16 21:48 UTC (snapshot v1)";
+
 fn redact_str(s: &str) -> String {
     let s = redact_number(s, "Executed in ", "ms", "ms");
     let s = redact_number(&s, "Try again in ", "s", "n");
@@ -334,7 +338,7 @@ fn analyze_success_has_header_result_and_who_ran_it() {
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(
         redact_str(&out),
-        "== Analysis Result ==\n2\nExecuted in [ms]ms by <@U1>\n"
+        format!("== Analysis Result ==\n2\nExecuted in [ms]ms by <@U1> • {DATA}\n")
     );
     // The placeholder was shown before the result.
     assert!(
@@ -389,7 +393,7 @@ fn analyze_with_output_and_smart_quotes_from_slack() {
     assert_eq!(
         redact_str(&out),
         format!(
-            "== Analysis Result ==\nab\nOutput:\n{} trades\nExecuted in [ms]ms by <@U1>\n",
+            "== Analysis Result ==\nab\nOutput:\n{} trades\nExecuted in [ms]ms by <@U1> • {DATA}\n",
             week_count()
         )
     );
@@ -745,12 +749,14 @@ fn runfunc_shows_the_function_and_counts_its_uses() {
         redact_str(&out),
         format!(
             "== vol ==\nVolume by exchange\nResult:\n{want_result}\n\
-             Executed in [ms]ms by <@U2> • Created by <@U1> • Used 1x\n"
+             Executed in [ms]ms by <@U2> • {DATA} • Created by <@U1> • Used 1x\n"
         )
     );
     let out = chat_ok(h, "U3", "/runfunc vol", Text, 0);
     assert!(
-        redact_str(&out).ends_with("Executed in [ms]ms by <@U3> • Created by <@U1> • Used 2x\n"),
+        redact_str(&out).ends_with(&format!(
+            "Executed in [ms]ms by <@U3> • {DATA} • Created by <@U1> • Used 2x\n"
+        )),
         "{out}"
     );
     let f = json_of(h, &["func", "show", "vol", "--json"]);
@@ -1431,7 +1437,10 @@ fn block_kit_messages_snapshots() {
         "/analyze df = load_trades(days=7)\nprint(len(df), 'trades')\nresult = df.groupby('exchange')['amount'].agg(['sum', 'count'])",
         0,
     );
-    assert_eq!(context_texts(&analyze), ["Executed in [ms]ms by <@U1>"]);
+    assert_eq!(
+        context_texts(&analyze),
+        [format!("Executed in [ms]ms by <@U1> • {DATA}")]
+    );
     assert_eq!(
         section_texts(&analyze)[1],
         format!("*Output:*\n```\n{} trades\n```", week_count())
@@ -1460,7 +1469,9 @@ fn block_kit_messages_snapshots() {
     let run = redact(&blocks(h, "U2", "/runfunc vol", 0));
     assert_eq!(
         context_texts(&run),
-        ["Executed in [ms]ms by <@U2> • Created by <@U1> • Used 1x"]
+        [format!(
+            "Executed in [ms]ms by <@U2> • {DATA} • Created by <@U1> • Used 1x"
+        )]
     );
     insta::assert_json_snapshot!("runfunc_success", run);
     insta::assert_json_snapshot!("runfunc_not_found", snap("/runfunc vols", 1));

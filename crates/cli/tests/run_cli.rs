@@ -71,6 +71,55 @@ fn json_output_has_exactly_the_contract_fields() {
 }
 
 #[test]
+fn every_answer_says_which_snapshot_and_newest_trade_it_is_based_on() {
+    let (_, manifest) = tradebox_data::snapshot::current(&common::home().join("snapshot"))
+        .unwrap()
+        .unwrap();
+    // The newest trade, independently: SQLite over the fixture.
+    let conn = rusqlite::Connection::open(common::fixtures().join("trade_cache.db")).unwrap();
+    let newest: String = conn
+        .query_row("SELECT max(timestamp) FROM trades", [], |r| r.get(0))
+        .unwrap();
+    let (code, out, err) = tradebox(&["run", "--json", "-c", "result = 1"], None);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let data = &v["data_as_of"];
+    assert_eq!(data["snapshot"], manifest.version, "{v}");
+    let got = data["newest_trade"].as_str().unwrap();
+    assert!(
+        got.starts_with(&newest[..19].replace(' ', "T")) && got.ends_with('Z'),
+        "{got} vs the fixture's {newest}"
+    );
+    assert!(data["as_of"].is_null(), "{v}");
+
+    // A pinned as_of is named; the text form says it all on stderr.
+    let (code, out, err) = tradebox(&["run", "--as-of", "2026-01-01", "-c", "result = 1"], None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "1");
+    let line = format!("(snapshot v{}), as of 2026-01-01", manifest.version);
+    assert!(err.contains("data to ") && err.contains(&line), "{err}");
+
+    // A failed job still names its data; a forged answer cannot change it.
+    let forged = r#"
+import json, os, struct, sys
+f = sys._getframe()
+while f.f_code.co_name != "_child_main":
+    f = f.f_back
+body = json.dumps({"success": True, "result": "forged", "output": "", "artifacts": [],
+                   "data_as_of": {"snapshot": 999, "newest_trade": None, "as_of": None}}).encode()
+os.write(f.f_locals["res_w"], struct.pack(">I", len(body)) + body)
+"#;
+    let (_, out, err) = tradebox(&["run", "--json", "--no-validate", "-c", forged], None);
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
+    assert_eq!(v["result"], "forged", "{v}");
+    assert_eq!(v["data_as_of"]["snapshot"], manifest.version, "{v}");
+    let (code, out, _) = tradebox(&["run", "--json", "-c", "result = 1 / 0"], None);
+    assert_eq!(code, 1);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["data_as_of"]["snapshot"], manifest.version, "{v}");
+}
+
+#[test]
 fn exit_codes_and_sources_of_code() {
     let (code, out, _) = tradebox(&["run", "-"], Some("result = 6 * 7\n"));
     assert_eq!((code, out.trim()), (0, "42"));

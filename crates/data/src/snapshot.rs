@@ -81,13 +81,18 @@ pub fn current(root: &Path) -> Result<Option<(PathBuf, Manifest)>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(link, e)),
     };
+    let manifest = manifest(&dir)?;
+    Ok(Some((dir, manifest)))
+}
+
+/// The manifest of one version folder.
+pub fn manifest(dir: &Path) -> Result<Manifest> {
     let path = dir.join("manifest.json");
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let manifest = serde_json::from_str(&text).map_err(|e| Error::Invalid {
+    serde_json::from_str(&text).map_err(|e| Error::Invalid {
         path: path.clone(),
         reason: format!("unreadable manifest: {e}"),
-    })?;
-    Ok(Some((dir, manifest)))
+    })
 }
 
 /// Exports the store as a new version and makes it current.

@@ -13,4 +13,4 @@ pub mod seccomp;
 mod sys;
 
 pub use pool::{Job, Pool, PoolConfig, PoolError, PythonPaths};
-pub use result::{Artifact, ExecError, ExecResult, Origin, ResultCaps};
+pub use result::{Artifact, DataAsOf, ExecError, ExecResult, Origin, ResultCaps};

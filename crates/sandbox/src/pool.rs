@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 use crate::launcher::LaunchSpec;
 use crate::protocol::MAX_FRAME;
 
-use crate::result::{ExecResult, ResultCaps};
+use crate::result::{DataAsOf, ExecResult, ResultCaps};
 
 /// Largest job payload (code, parameters) the zygote accepts.
 const MAX_JOB: usize = 4 << 20;
@@ -326,7 +326,13 @@ fn slot_loop(i: usize, first: Zygote, rx: &Receiver<Work>, shared: &Shared) {
                 break ExecResult::failure("SandboxError", msg, 0);
             };
             match z.run(&work.job) {
-                Ok(r) => break r,
+                Ok(mut r) => {
+                    r.data_as_of = z
+                        .manifest
+                        .as_ref()
+                        .map(|m| DataAsOf::new(m, work.job.as_of.as_deref()));
+                    break r;
+                }
                 // The job never reached a worker that could run it: it runs
                 // on a fresh one, and nothing is blamed on it.
                 Err(RunError::NotDelivered(e)) if !delivered_to_dead => {
@@ -388,6 +394,8 @@ struct Zygote {
     pid: u32,
     rss_kb: Option<u64>,
     root: PathBuf,
+    /// The manifest of the snapshot version it serves (read before it starts).
+    manifest: Option<tradebox_data::snapshot::Manifest>,
 }
 
 static NEXT_ROOT: AtomicU64 = AtomicU64::new(0);
@@ -410,6 +418,13 @@ impl Zygote {
             scratch_mib: config.scratch_mib,
         };
         let spec = serde_json::to_string(&spec).map_err(|e| PoolError::Start(e.to_string()))?;
+        let manifest = match config.snapshot.as_deref() {
+            Some(dir) => Some(
+                tradebox_data::snapshot::manifest(dir)
+                    .map_err(|e| PoolError::Start(format!("the snapshot: {e}")))?,
+            ),
+            None => None,
+        };
         let mut child = Command::new(&config.launcher)
             .arg("__zygote")
             .arg(spec)
@@ -433,6 +448,7 @@ impl Zygote {
             pid,
             rss_kb: None,
             root,
+            manifest,
         };
         let deadline = Instant::now() + config.start_timeout;
         let frame = match zygote.read_frame(deadline, HEADER_MAX) {

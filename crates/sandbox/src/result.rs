@@ -58,6 +58,57 @@ pub struct ExecResult {
     pub execution_time_ms: u64,
     #[serde(default)]
     pub artifacts: Vec<Artifact>,
+    /// The data the answer is based on; set by the pool from the snapshot
+    /// its worker serves (never from the job's answer). `None` without data.
+    #[serde(default)]
+    pub data_as_of: Option<DataAsOf>,
+}
+
+/// What an answer is based on: the snapshot version the job read and the
+/// newest trade in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataAsOf {
+    /// The snapshot version (`snapshot/vNNNNNN`).
+    pub snapshot: u64,
+    /// The newest trade in that snapshot, RFC 3339 UTC; `None` when it has
+    /// no trades.
+    pub newest_trade: Option<String>,
+    /// The job's `as_of`, when it asked for a view other than the newest
+    /// data (`latest`).
+    pub as_of: Option<String>,
+}
+
+impl DataAsOf {
+    /// From a version's manifest, for a job that asked for `as_of`.
+    pub fn new(manifest: &tradebox_data::snapshot::Manifest, as_of: Option<&str>) -> DataAsOf {
+        let as_of = as_of
+            .map(str::trim)
+            .filter(|a| !a.eq_ignore_ascii_case("latest"));
+        DataAsOf {
+            snapshot: manifest.version,
+            newest_trade: manifest
+                .last_trade_us
+                .map(tradebox_data::timestamp::format_rfc3339),
+            as_of: as_of.map(str::to_owned),
+        }
+    }
+
+    /// One line for a reply's footer: "data to 2026-11-01 00:00 UTC
+    /// (snapshot v3)", with the job's `as_of` when it chose one.
+    pub fn footer(&self) -> String {
+        let newest = match &self.newest_trade {
+            Some(t) => {
+                let t = t.trim_end_matches('Z');
+                let minute = t.get(..16).unwrap_or(t).replacen('T', " ", 1);
+                format!("data to {minute} UTC")
+            }
+            None => "no trades".to_string(),
+        };
+        match &self.as_of {
+            Some(as_of) => format!("{newest} (snapshot v{}), as of {as_of}", self.snapshot),
+            None => format!("{newest} (snapshot v{})", self.snapshot),
+        }
+    }
 }
 
 /// Why a job failed.
@@ -198,6 +249,7 @@ impl ExecResult {
             error: Some(error),
             execution_time_ms: elapsed_ms,
             artifacts: Vec::new(),
+            data_as_of: None,
         }
     }
 
@@ -260,6 +312,7 @@ impl ExecResult {
             error,
             execution_time_ms: frame.execution_time_ms,
             artifacts: frame.artifacts,
+            data_as_of: None, // the pool's to say, never the job's
         }
     }
 }
@@ -958,6 +1011,54 @@ mod tests {
         }
         s.push_str("1]");
         s
+    }
+
+    fn manifest(version: u64, last: Option<i64>) -> tradebox_data::snapshot::Manifest {
+        serde_json::from_value(json!({
+            "format": 1, "version": version, "created_at": "2026-11-01T00:00:00Z",
+            "trades": 1, "first_trade_us": last, "last_trade_us": last, "snapshots": 0,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn data_time_names_the_snapshot_its_newest_trade_and_a_chosen_as_of() {
+        // 2026-11-01T09:30:15.5Z
+        let m = manifest(7, Some(1_793_525_415_500_000));
+        let latest = DataAsOf::new(&m, Some(" Latest "));
+        assert_eq!(latest, DataAsOf::new(&m, None));
+        assert_eq!(
+            latest.newest_trade.as_deref(),
+            Some("2026-11-01T09:30:15.500000Z")
+        );
+        assert_eq!(latest.as_of, None);
+        assert_eq!(
+            latest.footer(),
+            "data to 2026-11-01 09:30 UTC (snapshot v7)"
+        );
+        let pinned = DataAsOf::new(&m, Some("2026-10-01"));
+        assert_eq!(pinned.as_of.as_deref(), Some("2026-10-01"));
+        assert_eq!(
+            pinned.footer(),
+            "data to 2026-11-01 09:30 UTC (snapshot v7), as of 2026-10-01"
+        );
+        assert_eq!(
+            DataAsOf::new(&manifest(1, None), None).footer(),
+            "no trades (snapshot v1)"
+        );
+    }
+
+    #[test]
+    fn a_jobs_answer_cannot_say_what_data_it_is_based_on() {
+        let r = parse(&json!({
+            "success": true, "result": "1", "output": "", "execution_time_ms": 1,
+            "artifacts": [], "data_as_of": {"snapshot": 999, "newest_trade": null, "as_of": null},
+        }));
+        assert!(r.success, "{r:?}");
+        assert_eq!(
+            r.data_as_of, None,
+            "the pool sets it, from its own snapshot"
+        );
     }
 
     #[test]

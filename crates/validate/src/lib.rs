@@ -128,15 +128,28 @@ pub struct Finding {
     /// 1-based column, in characters.
     pub column: usize,
     pub message: String,
+    /// For a syntax error: the offending line, and a caret under the
+    /// column on the line below (shown indented after the message).
+    pub excerpt: Option<String>,
+}
+
+impl Finding {
+    /// "line N, column M: message", without the excerpt.
+    pub fn summary(&self) -> String {
+        format!(
+            "line {}, column {}: {}",
+            self.line, self.column, self.message
+        )
+    }
 }
 
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "line {}, column {}: {}",
-            self.line, self.column, self.message
-        )
+        f.write_str(&self.summary())?;
+        for line in self.excerpt.iter().flat_map(|e| e.lines()) {
+            write!(f, "\n    {line}")?;
+        }
+        Ok(())
     }
 }
 
@@ -162,6 +175,7 @@ impl ValidationError {
                 line: 1,
                 column: 1,
                 message,
+                excerpt: None,
             }],
         }
     }
@@ -207,11 +221,13 @@ fn is_blank(code: &str) -> bool {
 fn check(code: &str, rules: &Rules) -> Result<(), ValidationError> {
     let parsed = parse_unchecked_source(code, PySourceType::Python);
 
+    let mut syntax = false;
     let mut raw = if let Some(error) = parsed.errors().iter().min_by_key(|e| e.start()) {
-        vec![RawFinding {
-            offset: error.start().to_usize(),
-            message: error.error.to_string(),
-        }]
+        syntax = true;
+        let at = error.start().to_usize();
+        let (offset, message) = syntax::bracket_problem(parsed.tokens(), code, at)
+            .unwrap_or_else(|| (at, error.error.to_string()));
+        vec![RawFinding { offset, message }]
     } else if parsed.suite().is_empty() {
         vec![RawFinding {
             offset: 0,
@@ -238,11 +254,20 @@ fn check(code: &str, rules: &Rules) -> Result<(), ValidationError> {
                 line: pos.line,
                 column: pos.column,
                 message: f.message,
+                excerpt: if syntax {
+                    syntax::excerpt(code, pos.line, pos.column)
+                } else {
+                    None
+                },
             }
         })
         .collect();
     Err(ValidationError { findings })
 }
 
+mod params;
+mod syntax;
 #[cfg(test)]
 mod tests;
+
+pub use params::{params_read, ParamsUse};

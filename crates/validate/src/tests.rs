@@ -64,16 +64,74 @@ fn syntax_error_has_exact_line_and_column() {
     let code = "x = 1\nif x\n    y = 2\n";
     assert_eq!(
         findings(code),
-        vec!["line 2, column 5: Expected `:`, found newline"]
+        vec!["line 2, column 5: Expected `:`, found newline\n    if x\n        ^"]
+    );
+}
+
+/// Bracket errors in Python's own words and places (checked against
+/// CPython 3.11's `compile`), with the line and a caret.
+#[test]
+fn bracket_errors_read_as_python_says_them() {
+    let cases = [
+        (
+            "df = load_trades(days=7)\nresult = df.groupby('exchange')['amount'].sum(\n",
+            "line 2, column 46: '(' was never closed\n    \
+             result = df.groupby('exchange')['amount'].sum(\n    \
+             \x20                                            ^",
+        ),
+        ("x = (1, [2,\n", "line 1, column 9: '[' was never closed"),
+        ("x = (1,\ny = 2\n", "line 1, column 5: '(' was never closed"),
+        ("f(a\nb = 1\n", "line 1, column 2: '(' was never closed"),
+        ("print('a'\n", "line 1, column 6: '(' was never closed"),
+        (
+            "if x:\n  y = (1,\n",
+            "line 2, column 7: '(' was never closed",
+        ),
+        (
+            "x = (1, [2)\n",
+            "line 1, column 11: closing parenthesis ')' does not match opening parenthesis '['",
+        ),
+        (
+            "d = {'a': 1]\n",
+            "line 1, column 12: closing parenthesis ']' does not match opening parenthesis '{'",
+        ),
+        ("x = 1)\n", "line 1, column 6: unmatched ')'"),
+        ("s = '(' + x)\n", "line 1, column 12: unmatched ')'"),
+        (
+            "import os\nx = (1,\ny = )\nz = ]\n",
+            "line 4, column 5: unmatched ']'",
+        ),
+    ];
+    for (code, want) in cases {
+        let got = findings(code);
+        assert_eq!(got.len(), 1, "{code:?}: {got:?}");
+        assert!(
+            got[0].starts_with(want),
+            "{code:?}:\n{}\nwant\n{want}",
+            got[0]
+        );
+    }
+    // A parse error before an open bracket keeps the parser's message.
+    let got = findings("x = = 1\ny = (\n");
+    assert!(got[0].starts_with("line 1, column 5: "), "{got:?}");
+    assert!(!got[0].contains("never closed"), "{got:?}");
+}
+
+#[test]
+fn the_caret_lines_up_under_tabs_and_wide_characters() {
+    let got = findings("if x:\n\ty = ('é→', 2\n");
+    assert_eq!(
+        got,
+        ["line 2, column 6: '(' was never closed\n    \ty = ('é→', 2\n    \t    ^"]
     );
 }
 
 #[test]
 fn only_the_first_syntax_error_is_reported() {
-    let code = "import os\nx = (1,\ny = )\nz = ]\n";
+    let code = "import os\nx = 1 +\ny = 3\nz = 2 +\n";
     let found = findings(code);
     assert_eq!(found.len(), 1, "{found:?}");
-    assert!(found[0].starts_with("line 3, column 3: "), "{found:?}");
+    assert!(found[0].starts_with("line 2, column 8: "), "{found:?}");
 }
 
 #[test]

@@ -103,6 +103,7 @@ pub(crate) fn refusal_response(refusal: Refusal) -> Result<Response, ApiError> {
                 "error": {"type": "ValidationError", "message": detail},
                 "execution_time_ms": 0,
                 "artifacts": [],
+                "data_as_of": null,
             });
             return Ok(Json(body).into_response());
         }
@@ -313,6 +314,7 @@ mod tests {
                 kind,
                 message: "m".into(),
                 retry_after_seconds: retry,
+                excerpt: None,
             };
             match refusal_response(refusal) {
                 Ok(r) => (r.status(), None),

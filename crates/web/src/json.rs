@@ -161,6 +161,7 @@ pub fn run_json(result: &ExecResult) -> Value {
         "error": result.error,
         "execution_time_ms": result.execution_time_ms,
         "artifacts": artifacts,
+        "data_as_of": result.data_as_of,
     })
 }
 

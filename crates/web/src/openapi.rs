@@ -218,7 +218,13 @@ fn schemas() -> Value {
             "output": {"type": "string", "description": "Captured stdout and stderr"},
             "error": {"nullable": true, "allOf": [{"$ref": "#/components/schemas/ExecError"}]},
             "execution_time_ms": {"type": "integer"},
-            "artifacts": {"type": "array", "items": {"$ref": "#/components/schemas/Artifact"}}
+            "artifacts": {"type": "array", "items": {"$ref": "#/components/schemas/Artifact"}},
+            "data_as_of": {"nullable": true, "allOf": [{"$ref": "#/components/schemas/DataAsOf"}], "description": "What the answer is based on (null when no data is loaded or the code never ran)"}
+        }},
+        "DataAsOf": {"type": "object", "required": ["snapshot", "newest_trade", "as_of"], "properties": {
+            "snapshot": {"type": "integer", "minimum": 1, "description": "The snapshot version the code read"},
+            "newest_trade": {"type": "string", "nullable": true, "description": "The newest trade in that snapshot, RFC 3339 UTC (null: no trades)"},
+            "as_of": {"type": "string", "nullable": true, "description": "The as_of the job asked for, when not the newest data"}
         }},
         "ExecError": {"type": "object", "required": ["type", "message"], "properties": {
             "type": {"type": "string", "description": "Python exception name, or Timeout, MemoryLimit, Crashed, SandboxError, ResultTooLarge, ResultError, InvalidResult, ValidationError"},

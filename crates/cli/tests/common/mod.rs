@@ -484,6 +484,7 @@ pub fn assert_run_fields(v: &serde_json::Value) {
         keys,
         [
             "artifacts",
+            "data_as_of",
             "error",
             "execution_time_ms",
             "output",

@@ -179,6 +179,7 @@ pub fn success(result: &str, ms: u64) -> ExecResult {
         error: None,
         execution_time_ms: ms,
         artifacts: Vec::new(),
+        data_as_of: None,
     }
 }
 

@@ -13,7 +13,7 @@ mod tests;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tradebox_sandbox::{ExecResult, Job, Origin};
+use tradebox_sandbox::{DataAsOf, ExecResult, Job, Origin};
 
 use crate::audit::{Action, AuditEntry, AuditLog, Outcome, Source};
 use crate::command::{self, Command, Grammar, UsageError};
@@ -90,6 +90,8 @@ pub struct Refusal {
     pub kind: RefusalKind,
     pub message: String,
     pub retry_after_seconds: Option<u64>,
+    /// Code to show under the message (a syntax error's line and caret).
+    pub excerpt: Option<String>,
 }
 
 impl Refusal {
@@ -98,13 +100,18 @@ impl Refusal {
             kind,
             message: message.into(),
             retry_after_seconds: None,
+            excerpt: None,
         }
     }
 }
 
 impl From<Refusal> for Reply {
     fn from(r: Refusal) -> Reply {
-        Reply::refusal(r.message)
+        let mut reply = Reply::refusal(r.message);
+        if let Some(text) = r.excerpt {
+            reply.blocks.push(Block::Code { label: None, text });
+        }
+        reply
     }
 }
 
@@ -272,12 +279,15 @@ impl Pipeline {
         tradebox_validate::validate(code, rules).map_err(|e| {
             let mut entry = entry.clone();
             entry.error_type = Some("ValidationError".into());
-            self.refusal(
+            let found: Vec<String> = e.findings.iter().map(|f| f.summary()).collect();
+            let mut refusal = self.refusal(
                 entry,
                 Outcome::RefusedValidation,
                 RefusalKind::Validation,
-                format!("Code validation failed: {e}"),
-            )
+                format!("Code validation failed: {}", found.join("\n")),
+            );
+            refusal.excerpt = e.findings.iter().find_map(|f| f.excerpt.clone());
+            refusal
         })
     }
 
@@ -461,12 +471,12 @@ impl Pipeline {
         ];
         push_output(&mut blocks, &result);
         let files = files_of(&result, &mut blocks);
-        blocks.push(Block::Context {
-            items: vec![format!(
-                "Executed in {}ms by <@{}>",
-                result.execution_time_ms, req.user
-            )],
-        });
+        let mut items = vec![format!(
+            "Executed in {}ms by <@{}>",
+            result.execution_time_ms, req.user
+        )];
+        items.extend(result.data_as_of.as_ref().map(DataAsOf::footer));
+        blocks.push(Block::Context { items });
         Reply {
             files,
             ..Reply::in_channel(format!("Analysis complete: {text}"), blocks)
@@ -515,6 +525,12 @@ impl Pipeline {
             return refusal.into();
         }
         placeholder(Reply::placeholder(&format!("Executing `{name}`")));
+        let given = params_text(&params);
+        let ignored: Vec<String> = tradebox_validate::params_read(&func.code)
+            .ignored(params.keys().map(String::as_str))
+            .into_iter()
+            .map(|k| format!("`{k}`"))
+            .collect();
         let started = Instant::now();
         let result = match self.execute(req, &func.code, params, &entry).await {
             Ok(r) => r,
@@ -548,18 +564,38 @@ impl Pipeline {
                 value: result.value.clone(),
             },
         ];
+        if !ignored.is_empty() {
+            let (them, verb) = if ignored.len() == 1 {
+                ("it", "was")
+            } else {
+                ("they", "were")
+            };
+            blocks.insert(
+                2, // under the description, above the result
+                Block::Text {
+                    text: format!(
+                        ":warning: `{}` does not read {} from `params`: {them} {verb} ignored, \
+                     and this result does not depend on {them}.",
+                        func.name,
+                        ignored.join(", ")
+                    ),
+                    button: None,
+                },
+            );
+        }
         push_output(&mut blocks, &result);
         let files = files_of(&result, &mut blocks);
-        blocks.push(Block::Context {
-            items: vec![
-                format!(
-                    "Executed in {}ms by <@{}>",
-                    result.execution_time_ms, req.user
-                ),
-                format!("Created by <@{}>", func.created_by),
-                format!("Used {used}x"),
-            ],
-        });
+        let mut items = vec![format!(
+            "Executed in {}ms by <@{}>",
+            result.execution_time_ms, req.user
+        )];
+        items.extend(result.data_as_of.as_ref().map(DataAsOf::footer));
+        if !given.is_empty() {
+            items.push(format!("Parameters: {given}"));
+        }
+        items.push(format!("Created by <@{}>", func.created_by));
+        items.push(format!("Used {used}x"));
+        blocks.push(Block::Context { items });
         Reply {
             files,
             ..Reply::in_channel(format!("{}: {text}", func.name), blocks)
@@ -685,12 +721,12 @@ impl Pipeline {
                 text: format!("*`{}`*\n{}", f.name, f.description),
                 button: Some(run_button(f)),
             });
-            blocks.push(Block::Context {
-                items: vec![
-                    format!("Created by <@{}>", f.created_by),
-                    format!("Used {}x", f.use_count),
-                ],
-            });
+            let mut items = vec![
+                format!("Created by <@{}>", f.created_by),
+                format!("Used {}x", f.use_count),
+            ];
+            items.extend(params_card(&f.code));
+            blocks.push(Block::Context { items });
         }
         blocks.push(Block::Divider);
         let mut totals = vec![
@@ -729,6 +765,33 @@ impl Pipeline {
             ),
             Err(e) => self.failed(entry, format!("Failed to delete function `{name}`: {e}")),
         }
+    }
+}
+
+/// `days=14, exchange=kraken`: the parameters as the user gave them.
+fn params_text(params: &serde_json::Map<String, serde_json::Value>) -> String {
+    params
+        .iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => format!("{k}={s}"),
+            other => format!("{k}={other}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What a function's card says of the parameters its code reads, if any.
+fn params_card(code: &str) -> Option<String> {
+    match tradebox_validate::params_read(code) {
+        tradebox_validate::ParamsUse::Unused => None,
+        tradebox_validate::ParamsUse::Any => Some("Parameters: any (`params`)".into()),
+        tradebox_validate::ParamsUse::Keys(keys) => Some(format!(
+            "Parameters: {}",
+            keys.iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 use tradebox_db::DbError;
-use tradebox_sandbox::{Artifact, ExecResult, Origin};
+use tradebox_sandbox::{Artifact, DataAsOf, ExecResult, Origin};
 
 use super::*;
 use crate::audit::{AuditFilter, AuditRecord};
@@ -312,6 +312,100 @@ async fn code_without_a_result_shows_none_and_output_and_files_come_along() {
     );
 }
 
+/// A successful answer based on snapshot v3, whose newest trade is at
+/// 2026-11-01 09:30 UTC.
+fn success_on_data(result: &str, ms: u64) -> ExecResult {
+    ExecResult {
+        data_as_of: Some(DataAsOf {
+            snapshot: 3,
+            newest_trade: Some("2026-11-01T09:30:15Z".into()),
+            as_of: None,
+        }),
+        ..success(result, ms)
+    }
+}
+
+#[tokio::test]
+async fn answers_say_what_data_they_are_based_on() {
+    let h = Setup::with(
+        FakeExecutor::new()
+            .answer(success_on_data("42", 12))
+            .answer(success_on_data("7", 3)),
+    )
+    .build();
+    let (reply, _) = h.run("U1", "/analyze result = 6 * 7").await;
+    assert_eq!(
+        texts(&reply).last().map(String::as_str),
+        Some("context: Executed in 12ms by <@U1> | data to 2026-11-01 09:30 UTC (snapshot v3)")
+    );
+    h.save("weekly", "Volume this week", "result = 7", "U2");
+    let (reply, _) = h.run("U1", "/runfunc weekly").await;
+    assert_eq!(
+        texts(&reply).last().map(String::as_str),
+        Some(
+            "context: Executed in 3ms by <@U1> | data to 2026-11-01 09:30 UTC (snapshot v3) \
+             | Created by <@U2> | Used 1x"
+        )
+    );
+}
+
+#[tokio::test]
+async fn parameters_a_function_does_not_read_are_said_to_change_nothing() {
+    let h = Setup::with(
+        FakeExecutor::new()
+            .answer(success("7", 3))
+            .answer(success("7", 3))
+            .answer(success("7", 3))
+            .answer(success("7", 3)),
+    )
+    .build();
+    h.save("fixed", "7 days", "result = len(load_trades(days=7))", "U2");
+    h.save("some", "by days", "result = params.get('days', 7)", "U2");
+    h.save("any", "all of them", "result = sorted(params)", "U2");
+
+    let (reply, _) = h.run("U1", "/runfunc fixed days=14").await;
+    let t = texts(&reply);
+    assert_eq!(
+        t[2],
+        "text: :warning: `fixed` does not read `days` from `params`: it was ignored, \
+         and this result does not depend on it."
+    );
+    assert!(t[4].contains("| Parameters: days=14 |"), "{t:?}");
+
+    let (reply, _) = h.run("U1", "/runfunc some days=14 exchange=kraken").await;
+    let t = texts(&reply);
+    assert_eq!(
+        t[2],
+        "text: :warning: `some` does not read `exchange` from `params`: it was ignored, \
+         and this result does not depend on it."
+    );
+    assert!(
+        t[4].contains("| Parameters: days=14, exchange=kraken |"),
+        "{t:?}"
+    );
+
+    // Read in a way that cannot be decided: no warning.
+    let (reply, _) = h.run("U1", "/runfunc any days=14 x=1").await;
+    assert!(
+        !texts(&reply).iter().any(|l| l.contains(":warning:")),
+        "{reply:?}"
+    );
+    // No parameters given: nothing to say.
+    let (reply, _) = h.run("U1", "/runfunc fixed").await;
+    let t = texts(&reply);
+    assert!(
+        !t.iter()
+            .any(|l| l.contains(":warning:") || l.contains("Parameters")),
+        "{t:?}"
+    );
+
+    // The cards say which parameters each function reads.
+    let (reply, _) = h.run("U1", "/listfuncs").await;
+    let t = texts(&reply).join("\n");
+    assert!(t.contains("Parameters: `days`"), "{t}");
+    assert!(t.contains("Parameters: any (`params`)"), "{t}");
+}
+
 #[tokio::test]
 async fn runfunc_passes_params_counts_the_use_and_audits_the_version() {
     let h = Setup::with(FakeExecutor::new().answer(success("7", 3))).build();
@@ -334,7 +428,7 @@ async fn runfunc_passes_params_counts_the_use_and_audits_the_version() {
             "header: weekly",
             "text: Volume this week",
             "result Some(\"Result\"): 7",
-            "context: Executed in 3ms by <@U1> | Created by <@U2> | Used 1x",
+            "context: Executed in 3ms by <@U1> | Parameters: days=14 | Created by <@U2> | Used 1x",
         ]
     );
     let job = &h.executor().jobs()[0];
@@ -539,6 +633,23 @@ async fn refused_permission() {
     // An admin may.
     let (reply, _) = h.run("ADMIN", "/analyze result = 1").await;
     assert!(!reply.error);
+}
+
+#[tokio::test]
+async fn a_syntax_error_shows_pythons_words_and_the_line_with_a_caret() {
+    let h = Setup::default().build();
+    let code = "df = load_trades(days=7)\nresult = df.groupby('exchange')['amount'].sum(";
+    let (reply, _) = h.run("U1", &format!("/analyze {code}")).await;
+    assert!(reply.error);
+    assert_eq!(
+        texts(&reply),
+        [
+            "text: :x: Code validation failed: line 2, column 46: '(' was never closed",
+            "code None: result = df.groupby('exchange')['amount'].sum(\n\
+             \x20                                            ^",
+        ]
+    );
+    assert!(h.executor().jobs().is_empty());
 }
 
 #[tokio::test]
