@@ -375,6 +375,43 @@ def test_plot_gives_png_artifact_and_closes_figures():
     assert plt.get_fignums() == []
 
 
+def _irregular_prices():
+    times = pd.to_datetime(["2026-10-01 09:13", "2026-10-04 17:02", "2026-10-19 03:40",
+                            "2026-10-31 22:10"], utc=True)
+    return pd.Series([0.08, 0.09, 0.085, 0.1], index=times)
+
+
+@pytest.mark.parametrize("draw", [
+    lambda s: s.plot(),                          # pandas' own date formatter
+    lambda s: plt.plot(s.index, s.to_numpy()),   # matplotlib's
+])
+def test_date_axes_get_the_concise_formatter_upright(draw):
+    import matplotlib.dates as mdates
+    from tradebox.runner import _concise_dates
+    draw(_irregular_prices())
+    fig = plt.gcf()
+    fig.autofmt_xdate()  # as pandas does: slanted
+    _concise_dates(fig)
+    ax = fig.axes[0]
+    assert isinstance(ax.xaxis.get_major_formatter(), mdates.ConciseDateFormatter)
+    fig.canvas.draw()
+    labels = [t for t in ax.get_xticklabels() if t.get_text()]
+    assert labels and all(t.get_rotation() == 0 for t in labels)
+    assert not any(re.fullmatch(r"\d{4}-\d{2}-\d{2}", t.get_text()) for t in labels)
+    plt.close("all")
+
+
+def test_a_date_formatter_the_code_chose_is_kept():
+    import matplotlib.dates as mdates
+    from tradebox.runner import _concise_dates
+    ax = _irregular_prices().plot()
+    mine = mdates.DateFormatter("%d %b")
+    ax.xaxis.set_major_formatter(mine)
+    _concise_dates(ax.figure)
+    assert ax.xaxis.get_major_formatter() is mine
+    plt.close("all")
+
+
 def test_plot_object_as_last_expression_is_not_the_result():
     res = ok("pd.Series([1, 3, 2]).plot()")
     assert res["result"] is None and len(res["artifacts"]) == 1

@@ -39,6 +39,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.artist  # noqa: E402
+import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -540,7 +541,9 @@ def _figures(caps, room, out):
     nums, artifacts, too_big = plt.get_fignums(), [], 0
     for num in nums[:max(room, 0)]:
         buf = io.BytesIO()
-        plt.figure(num).savefig(buf, format="png", dpi=100, bbox_inches="tight")
+        figure = plt.figure(num)
+        _concise_dates(figure)
+        figure.savefig(buf, format="png", dpi=100, bbox_inches="tight")
         if buf.tell() > caps["png_bytes"]:
             too_big += 1
         else:
@@ -553,3 +556,19 @@ def _figures(caps, room, out):
         out.note(f"{too_big} figure{'s' * (too_big > 1)} not shown: over the "
                  f"{_size(caps['png_bytes'])} limit of an image")
     return artifacts
+
+
+def _concise_dates(figure):
+    """Date axes left with the automatic formatter (matplotlib's or pandas')
+    get the concise one, upright: "Oct  05  09 ... 2026-Nov" rather than
+    slanted full dates that overlap. A formatter the code chose is kept."""
+    for ax in figure.axes:
+        for axis, labels in ((ax.xaxis, ax.get_xticklabels), (ax.yaxis, ax.get_yticklabels)):
+            locator = axis.get_major_locator()
+            if (isinstance(axis.get_major_formatter(), mdates.AutoDateFormatter)
+                    and isinstance(locator, mdates.AutoDateLocator)):
+                axis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+                if axis is ax.xaxis:
+                    for label in labels():
+                        label.set_rotation(0)
+                        label.set_horizontalalignment("center")

@@ -379,7 +379,7 @@
 
     const examples = [
       "/analyze result = load_trades(days=None).groupby('exchange')['amount'].sum()",
-      "/analyze df = load_trades(days=None)\nax = df.set_index('timestamp')['price'].plot(title='ALKIMI price')\nresult = f'{len(df)} trades'",
+      "/analyze df = load_trades(days=None, asset='ALKIMI')\nax = df.set_index('timestamp')['price'].plot(title='ALKIMI price')\nresult = f'{len(df)} ALKIMI trades'",
       "/listfuncs",
       "/tradebox help",
     ];

@@ -459,16 +459,16 @@ impl Pipeline {
             return failure_reply("Analysis failed", &result);
         }
         let text = result_text(&result);
-        let mut blocks = vec![
-            Block::Header {
-                text: "Analysis Result".into(),
-            },
-            Block::Result {
+        let mut blocks = vec![Block::Header {
+            text: "Analysis Result".into(),
+        }];
+        if shows_result(&result) {
+            blocks.push(Block::Result {
                 label: None,
                 text: text.clone(),
                 value: result.value.clone(),
-            },
-        ];
+            });
+        }
         push_output(&mut blocks, &result);
         let files = files_of(&result, &mut blocks);
         let mut items = vec![format!(
@@ -558,12 +558,14 @@ impl Pipeline {
                 },
                 button: None,
             },
-            Block::Result {
+        ];
+        if shows_result(&result) {
+            blocks.push(Block::Result {
                 label: Some("Result".into()),
                 text: text.clone(),
                 value: result.value.clone(),
-            },
-        ];
+            });
+        }
         if !ignored.is_empty() {
             let (them, verb) = if ignored.len() == 1 {
                 ("it", "was")
@@ -825,6 +827,12 @@ fn help_reply(topic: Option<&str>) -> Reply {
 }
 
 /// The result as text: the original showed `None` for code without a result.
+/// Whether a reply shows the result section: not for a `None` result when
+/// the code printed something or drew a figure (that is the answer then).
+fn shows_result(r: &ExecResult) -> bool {
+    r.result.is_some() || (r.output.is_empty() && r.artifacts.is_empty())
+}
+
 fn result_text(r: &ExecResult) -> String {
     r.result.clone().unwrap_or_else(|| "None".into())
 }

@@ -263,7 +263,23 @@ async fn analyze_runs_the_job_and_replies_like_the_original_bot() {
 }
 
 #[tokio::test]
-async fn code_without_a_result_shows_none_and_output_and_files_come_along() {
+async fn code_with_nothing_to_show_says_none() {
+    let mut r = success("", 5);
+    r.result = None;
+    let h = Setup::with(FakeExecutor::new().answer(r)).build();
+    let (reply, _) = h.run("U1", "/analyze x = 1").await;
+    assert_eq!(
+        texts(&reply),
+        [
+            "header: Analysis Result",
+            "result None: None",
+            "context: Executed in 5ms by <@U1>",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn code_without_a_result_shows_its_output_and_files_and_no_none_section() {
     let mut r = success("", 5);
     r.result = None;
     r.output = "hello\n".into();
@@ -288,11 +304,11 @@ async fn code_without_a_result_shows_none_and_output_and_files_come_along() {
     let h = Setup::with(FakeExecutor::new().answer(r)).build();
     let (reply, _) = h.run("U1", "/analyze print('hello')").await;
     assert_eq!(reply.fallback, "Analysis complete: None");
+    // No "None" section above what the code printed and drew.
     assert_eq!(
         texts(&reply),
         [
             "header: Analysis Result",
-            "result None: None",
             "code Some(\"Output\"): hello",
             "image: figure-1.png (Figure 1)",
             "context: Executed in 5ms by <@U1>",

@@ -21,7 +21,8 @@ import { highlightCode, classHighlighter } from "@lezer/highlight";
 //   parent       the element to mount into
 //   doc          initial text
 //   placeholder  text shown while empty
-//   onSubmit(text)               Enter on one line, Ctrl/Cmd+Enter always
+//   onSubmit(text)               Enter (one line or several, as in Slack; also
+//                                Ctrl/Cmd+Enter); Shift+Enter adds a line
 //   onHistory(direction, text)   ArrowUp (-1) on the first line / ArrowDown (+1)
 //                                on the last line: return the text to show, or
 //                                null to let the cursor move as usual
@@ -48,10 +49,7 @@ function create({ parent, doc = "", placeholder = "", onSubmit, onHistory, label
     return true;
   };
   const keys = Prec.highest(keymap.of([
-    {
-      key: "Enter",
-      run: (view) => (view.state.doc.lines > 1 ? false : submit(view)),
-    },
+    { key: "Enter", run: submit },
     { key: "Shift-Enter", run: insertNewlineAndIndent },
     { key: "Mod-Enter", run: submit },
     { key: "ArrowUp", run: historyStep(-1) },
