@@ -274,6 +274,29 @@ step("save, list and run a function with its Run button", async () => {
   await shot("05b-ignored-parameter");
 });
 
+// The console page, once it has shown the kept conversation again.
+async function openConsole(how = () => page.goto(`${origin}/`)) {
+  await how();
+  await page.locator("#messages[data-restored]").waitFor({ state: "attached" });
+  return botMessages().count();
+}
+
+step("the conversation survives a page switch and a reload; Clear forgets it", async () => {
+  const count = await botMessages().count();
+  const last = await botMessages().last().innerText();
+  const typedBefore = await page.locator(".msg-user").nth(0).innerText();
+  await page.goto(`${origin}/audit`);
+  assert.equal(await openConsole(), count, "every reply is back after a page switch");
+  assert.equal(await botMessages().last().innerText(), last);
+  assert.equal(await page.locator(".msg-user").nth(0).innerText(), typedBefore);
+  assert.equal(await openConsole(() => page.reload()), count, "and after a reload");
+  assert.ok(await page.locator(".msg-bot .b-image img").count() >= 1, "figures are kept");
+  await shot("05c-conversation-kept");
+  await page.click("#clear-conversation");
+  await page.waitForFunction(() => document.querySelectorAll(".msg-bot .msg-content").length === 1);
+  assert.equal(await openConsole(() => page.reload()), 1, "only the welcome after Clear");
+});
+
 step("functions page: search, code, versions, run and delete", async () => {
   await page.goto(`${origin}/functions`);
   await page.fill("#fn-search", "volume");
@@ -356,25 +379,25 @@ step("data page: what is loaded, and an import moves the sandbox to the new snap
   await failed.waitFor();
   assert.match(await failed.innerText(), /line 2/);
   await shot("09-data-import");
-  await page.goto(`${origin}/`);
+  const base = await openConsole();
   await typeCommand(["/analyze result = len(load_trades(days=None))"]);
-  const reply = await finalReply(1);
+  const reply = await finalReply(base);
   assert.equal((await reply.locator("pre.b-result").innerText()).trim(), String(trades + 2));
 });
 
 step("errors and refusals read as such", async () => {
-  await page.goto(`${origin}/`);
+  const base = await openConsole(); // the welcome and the kept conversation come first
   await typeCommand(["/analyze df = load_trades(days=None)", "result = df['no_such_column'].sum()"]);
-  let reply = await finalReply(1);
+  let reply = await finalReply(base);
   assert.match(await reply.getAttribute("class"), /is-error/);
   assert.match(await reply.innerText(), /❌ Error/);
   assert.match(await reply.locator("pre.b-code").innerText(), /KeyError/);
   await typeCommand(["/runfunc no_such_function"]);
-  reply = await finalReply(2);
+  reply = await finalReply(base + 1);
   assert.match(await reply.innerText(), /not found/);
   assert.match(await reply.innerText(), /Only visible to you/);
   await typeCommand(["/tradebox help"]);
-  reply = await finalReply(3);
+  reply = await finalReply(base + 2);
   assert.ok(await reply.locator("b code.md-code").count() >= 5, "command names bold and monospace");
   await shot("10-errors-and-help");
 });

@@ -295,7 +295,7 @@
     const nearBottom = () => messages.scrollHeight - messages.scrollTop - messages.clientHeight < 120;
     const scroll = () => { messages.scrollTop = messages.scrollHeight; };
 
-    function message({ bot, name, content }) {
+    function message({ bot, name, content, at }) {
       const avatar = bot
         ? el("div", { class: "avatar bot" }, el("img", { src: "/assets/favicon.svg", alt: "" }))
         : el("div", { class: "avatar", text: (name || "?").slice(0, 1) });
@@ -305,7 +305,7 @@
           el("div", { class: "msg-head" },
             el("span", { class: "msg-name", text: name }),
             bot && el("span", { class: "app-badge", text: "APP" }),
-            el("span", { class: "msg-time", text: clock() })),
+            el("span", { class: "msg-time", text: clock(at ? new Date(at) : undefined) })),
           body));
       messages.append(node);
       scroll();
@@ -331,16 +331,49 @@
       const stick = nearBottom();
       message({ bot: false, name: user, content: shownAs });
       const target = message({ bot: true, name: "tradebox", content: null });
-      await runCommand(body, target, onAction);
+      // Kept by the server, so the conversation survives a page switch or a reload.
+      await runCommand({ ...body, keep: true }, target, onAction);
       if (stick) scroll();
     }
 
-    function onAction(b) {
-      const name = b.value || b.action_id.replace(/^run_func_/, "");
-      execute({ action_id: b.action_id, value: b.value },
-        el("div", { class: "cmd-line" }, "▶ pressed ", el("b", { text: b.text }), " on ",
-          el("code", { class: "md-code", text: name })));
+    function pressed(label, actionId, value) {
+      const name = value || actionId.replace(/^run_func_/, "");
+      return el("div", { class: "cmd-line" }, "▶ pressed ", el("b", { text: label }), " on ",
+        el("code", { class: "md-code", text: name }));
     }
+
+    function onAction(b) {
+      execute({ action_id: b.action_id, value: b.value, label: b.text },
+        pressed(b.text, b.action_id, b.value));
+    }
+
+    // The conversation so far (kept by the server while it runs), under the welcome.
+    async function restore() {
+      let data;
+      try {
+        data = await getJson("/console/conversation");
+      } catch {
+        messages.dataset.restored = "failed";
+        return; // nothing to show again; new commands still work
+      }
+      for (const entry of data.entries || []) {
+        const sent = entry.sent || {};
+        message({
+          bot: false, name: user, at: entry.at,
+          content: sent.kind === "button" ? pressed(sent.label, sent.action_id, sent.value) : typed(sent.text || ""),
+        });
+        message({ bot: true, name: "tradebox", at: entry.at, content: renderReply(entry.reply, onAction) });
+      }
+      messages.dataset.restored = String((data.entries || []).length);
+      scroll();
+    }
+
+    document.getElementById("clear-conversation").addEventListener("click", async () => {
+      const response = await send("/console/conversation", { method: "DELETE" });
+      if (!response.ok) return;
+      for (const node of [...messages.querySelectorAll(".msg")].slice(1)) node.remove(); // keep the welcome
+      editor.focus();
+    });
 
     function submit(text) {
       const line = text.trim();
@@ -397,6 +430,7 @@
           onclick: () => { editor.setValue(x); editor.focus(); },
         })))),
     });
+    restore();
     editor.focus();
   }
 

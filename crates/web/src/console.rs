@@ -1,7 +1,8 @@
 //! The console's own routes: its four pages (one HTML shell, rendered by
 //! `assets/console.js`), the command endpoint that streams the placeholder
-//! and then the final reply, and the session endpoint that hands a page a
-//! fresh CSRF token.
+//! and then the final reply, the session endpoint that hands a page a
+//! fresh CSRF token, and the conversation (`GET` to show it again after a
+//! page switch or a reload, `DELETE` to clear it; see `conversation.rs`).
 //!
 //! `POST /console/command` answers `application/x-ndjson`, one JSON object
 //! per line: `{"event":"placeholder","reply":R}` when the command runs code
@@ -21,6 +22,7 @@ use tradebox_core::pipeline::{Input, Request};
 use tradebox_core::reply::Reply;
 
 use crate::api::source;
+use crate::conversation::{Entry, Sent};
 use crate::error::ApiError;
 use crate::guard::Via;
 use crate::json::{reply_json, ApiJson};
@@ -92,6 +94,13 @@ pub struct CommandBody {
     action_id: Option<String>,
     #[serde(default)]
     value: Option<String>,
+    /// The pressed button's text, as the conversation shows it.
+    #[serde(default)]
+    label: Option<String>,
+    /// Keep the exchange in the user's conversation (the console page does;
+    /// a run from the Functions page does not).
+    #[serde(default)]
+    keep: bool,
 }
 
 fn event(name: &str, reply: &Reply) -> Bytes {
@@ -104,6 +113,19 @@ fn event(name: &str, reply: &Reply) -> Bytes {
     Bytes::from(line)
 }
 
+/// `GET /console/conversation`: the console user's kept exchanges, oldest
+/// first: `{"entries": [{"at", "sent": {"kind": "text", "text"} or
+/// {"kind": "button", "label", "action_id", "value"}, "reply"}]}`.
+pub async fn conversation(State(state): State<AppState>) -> Response {
+    Json(json!({ "entries": state.conversations.list(&state.options.user) })).into_response()
+}
+
+/// `DELETE /console/conversation`: forgets the console user's conversation.
+pub async fn clear_conversation(State(state): State<AppState>) -> StatusCode {
+    state.conversations.clear(&state.options.user);
+    StatusCode::NO_CONTENT
+}
+
 /// `POST /console/command`: runs the command as the console user and
 /// streams the placeholder, then the reply (NDJSON).
 pub async fn command(
@@ -111,12 +133,22 @@ pub async fn command(
     Extension(via): Extension<Via>,
     ApiJson(body): ApiJson<CommandBody>,
 ) -> Result<Response, ApiError> {
-    let input = match (body.text, body.action_id) {
-        (Some(text), None) if !text.trim().is_empty() => Input::Line(text),
-        (None, Some(action_id)) if !action_id.trim().is_empty() => Input::Action {
-            value: body.value.unwrap_or_default(),
-            action_id,
-        },
+    let value = body.value.unwrap_or_default();
+    let (input, sent) = match (body.text, body.action_id) {
+        (Some(text), None) if !text.trim().is_empty() => {
+            (Input::Line(text.clone()), Sent::Text { text })
+        }
+        (None, Some(action_id)) if !action_id.trim().is_empty() => (
+            Input::Action {
+                value: value.clone(),
+                action_id: action_id.clone(),
+            },
+            Sent::Button {
+                label: body.label.unwrap_or_else(|| "a button".into()),
+                action_id,
+                value,
+            },
+        ),
         _ => {
             return Err(ApiError::bad_request(
                 "send either a non-empty `text` (a command line) or an `action_id` (a button)",
@@ -131,7 +163,10 @@ pub async fn command(
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
     let pipeline = state.pipeline.clone();
-    // The command runs to its end (and is audited) even if the page goes away.
+    let keep = body.keep.then(|| state.clone());
+    let at = tradebox_data::timestamp::format_rfc3339(tradebox_data::timestamp::now());
+    // The command runs to its end (and is audited, and kept in the
+    // conversation) even if the page goes away.
     tokio::spawn(async move {
         let early = tx.clone();
         let reply = pipeline
@@ -140,6 +175,10 @@ pub async fn command(
             })
             .await;
         let _ = tx.send(event("reply", &reply));
+        if let Some(state) = keep {
+            let entry = Entry::new(at, sent, reply_json(&reply));
+            state.conversations.push(&req.user, entry);
+        }
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()

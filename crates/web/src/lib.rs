@@ -19,6 +19,7 @@
 mod api;
 mod assets;
 mod console;
+mod conversation;
 mod data;
 mod error;
 mod guard;
@@ -96,6 +97,7 @@ pub(crate) struct Inner {
     pub options: ConsoleOptions,
     pub secrets: guard::Secrets,
     pub import_lock: tokio::sync::Mutex<()>,
+    pub conversations: conversation::Conversations,
 }
 
 impl std::ops::Deref for AppState {
@@ -117,6 +119,7 @@ pub fn router(pipeline: Arc<Pipeline>, home: Home, options: ConsoleOptions) -> R
         home,
         options,
         import_lock: tokio::sync::Mutex::new(()),
+        conversations: conversation::Conversations::default(),
     }));
     let page = |p: console::Page| {
         get(move |State(state): State<AppState>| async move { console::page(&state, p) })
@@ -128,7 +131,11 @@ pub fn router(pipeline: Arc<Pipeline>, home: Home, options: ConsoleOptions) -> R
         .route("/data", page(console::Page::Data))
         .route("/assets/{name}", get(assets::asset))
         .route("/console/command", post(console::command))
-        .route("/console/session", get(console::session));
+        .route("/console/session", get(console::session))
+        .route(
+            "/console/conversation",
+            get(console::conversation).delete(console::clear_conversation),
+        );
     api_routes()
         .add_to(pages)
         .route("/api/v1", any(api::not_found))

@@ -955,3 +955,91 @@ async fn data_info_and_import() {
         .unwrap()
         .contains("2 trades read, 2 new; snapshot v1 published"));
 }
+
+#[tokio::test]
+async fn the_console_keeps_its_conversation_until_cleared() {
+    let app = app();
+    let conversation = |app: &App| {
+        let req = bearer(get("/console/conversation"))
+            .body(Body::empty())
+            .unwrap();
+        let app_router = app.router.clone();
+        async move {
+            let response = app_router.oneshot(req).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            serde_json::from_slice::<Value>(&body).unwrap()["entries"].clone()
+        }
+    };
+    assert_eq!(conversation(&app).await, json!([]));
+
+    // Kept: what the console page sends; not kept: a run from elsewhere.
+    let a = send(
+        &app,
+        post_json(
+            "/console/command",
+            &json!({"text": "/tradebox help", "keep": true}),
+        ),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let a = send(
+        &app,
+        post_json("/console/command", &json!({"text": "/listfuncs"})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let a = send(
+        &app,
+        post_json(
+            "/console/command",
+            &json!({"action_id": "run_func_nothing", "value": "nothing", "label": "Run", "keep": true}),
+        ),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    // The reply is kept once the command has ended (it runs on its own task).
+    let mut entries = conversation(&app).await;
+    for _ in 0..100 {
+        if entries.as_array().unwrap().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        entries = conversation(&app).await;
+    }
+    let entries = entries.as_array().unwrap().clone();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert_eq!(
+        entries[0]["sent"],
+        json!({"kind": "text", "text": "/tradebox help"})
+    );
+    assert!(entries[0]["reply"]["blocks"]
+        .as_array()
+        .is_some_and(|b| !b.is_empty()));
+    assert!(entries[0]["at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(
+        entries[1]["sent"],
+        json!({"kind": "button", "label": "Run", "action_id": "run_func_nothing", "value": "nothing"})
+    );
+
+    // Clearing is a change of state: a cookie needs the CSRF token.
+    let clear = |extra: Option<&str>| {
+        let mut b = Request::delete("/console/conversation")
+            .header(header::HOST, HOST)
+            .header(header::COOKIE, cookie());
+        if let Some(csrf) = extra {
+            b = b.header("x-csrf-token", csrf);
+        }
+        b.body(Body::empty()).unwrap()
+    };
+    assert_eq!(send(&app, clear(None)).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(conversation(&app).await.as_array().unwrap().len(), 2);
+    let csrf = csrf_of_page(&app).await;
+    assert_eq!(
+        send(&app, clear(Some(&csrf))).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(conversation(&app).await, json!([]));
+}
