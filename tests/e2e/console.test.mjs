@@ -325,6 +325,9 @@ step("audit page: rows for every action, filters by outcome and user", async () 
   await page.goto(`${origin}/audit`);
   const rows = page.locator("#audit-table tbody tr.entry");
   await rows.first().waitFor();
+  // The time column says what it measures, and how it differs from a reply's "Executed in".
+  const time = page.locator("#audit-table thead th", { hasText: "End to end" });
+  assert.match(await time.getAttribute("title"), /Executed in.*code's own run time/);
   const actions = await page.locator("#audit-table tbody tr.entry td:nth-child(4)").allInnerTexts();
   for (const action of ["analyze", "savefunc", "run button", "delfunc"]) {
     assert.ok(actions.includes(action), `an audit row for ${action} (have ${[...new Set(actions)]})`);
