@@ -59,6 +59,7 @@ pub fn pipeline(
     workers: Option<usize>,
     quiet: bool,
 ) -> anyhow::Result<Pipeline> {
+    let mut settings = Settings::from_config(config);
     let executor: Option<Arc<dyn Executor>> = match workers {
         Some(workers) => {
             let shape = PoolShape {
@@ -70,11 +71,11 @@ pub fn pipeline(
                 queue: config.pool.queue,
                 scratch_mib: config.limits.scratch_mb,
             };
+            settings = settings.fair_for(shape.size);
             Some(Arc::new(sandbox_setup::start_pool(home, shape, quiet)?))
         }
         None => None,
     };
-    let settings = Settings::from_config(config);
     Ok(Pipeline::new(
         executor,
         functions(home)?,

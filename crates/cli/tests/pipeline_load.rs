@@ -197,3 +197,77 @@ fn a_kill_mid_save_leaves_a_consistent_store() {
         .unwrap();
     assert!(newest.code == format!("result = {last_ack}") || versions_total > acknowledged.len());
 }
+
+/// Fairness: a user whose jobs each run for seconds holds at most all but
+/// one worker, so another user's job runs at once instead of waiting for
+/// them (without the rule, two such jobs hold a two-worker pool).
+#[test]
+fn one_users_slow_jobs_leave_a_worker_for_another_user() {
+    let home = fresh_home();
+    let db = home.path().join("tradebox.db");
+    let pool = Pool::start(common::config_for(home.path(), 2)).unwrap();
+    let settings = Settings {
+        timeout: Duration::from_secs(30),
+        memory_mib: 1024,
+        output_limit: 1 << 20,
+        as_of: None,
+        validator: None,
+        per_user_running: 2,
+        per_user_waiting: 10,
+        max_code_bytes: 20_000,
+    }
+    .fair_for(2);
+    let pipeline = Arc::new(Pipeline::new(
+        Some(Arc::new(pool)),
+        FunctionStore::open(&db).unwrap(),
+        AuditLog::open(&db).unwrap(),
+        RateLimiter::open(&db, 10, Duration::from_secs(60)).unwrap(),
+        Permissions::new(&PermissionsSection::default()),
+        settings,
+    ));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    let request = |user: &str, code: &str| Request {
+        user: user.into(),
+        channel: Some("C1".into()),
+        source: Source::Slack,
+        input: Input::Slash {
+            command: "/analyze".into(),
+            text: code.into(),
+        },
+    };
+    let slow_done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    runtime.block_on(async {
+        for _ in 0..2 {
+            let (pipeline, done) = (Arc::clone(&pipeline), Arc::clone(&slow_done));
+            let slow = request("HOG", "import time\ntime.sleep(8)\nresult = 'slow'");
+            tokio::spawn(async move {
+                pipeline.handle(&slow, |_| {}).await;
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+        // Both slow jobs are in: one running, one waiting for it.
+        for _ in 0..100 {
+            if pipeline.in_flight() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(pipeline.in_flight(), 2);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let reply = pipeline
+            .handle(&request("DESK", "result = 6 * 7"), |_| {})
+            .await;
+        assert!(reply.fallback.ends_with("42"), "{reply:?}");
+        assert_eq!(
+            slow_done.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "the other user's job waited for a slow job to end"
+        );
+    });
+    drop(pipeline);
+    runtime.shutdown_timeout(Duration::from_secs(1));
+}

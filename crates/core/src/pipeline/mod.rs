@@ -63,6 +63,19 @@ impl Settings {
             per_user_waiting: config.pool.per_user_waiting,
         }
     }
+
+    /// These settings for a pool of `workers`: one user may run
+    /// `per_user_running` jobs at once, but never every worker when there
+    /// are two or more, so that one user's jobs (loops that run to their
+    /// time limit, say) never hold the whole pool while another user's job
+    /// waits. With one worker there is nothing to share.
+    pub fn fair_for(mut self, workers: usize) -> Settings {
+        if workers >= 2 {
+            self.per_user_running = self.per_user_running.min(workers - 1);
+        }
+        self.per_user_running = self.per_user_running.max(1);
+        self
+    }
 }
 
 /// Why a request was not run, for front ends that answer with a status

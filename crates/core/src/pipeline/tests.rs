@@ -1213,3 +1213,28 @@ async fn wait_until(ready: impl Fn() -> bool) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+#[test]
+fn one_user_never_holds_every_worker() {
+    let with = |running: usize, workers: usize| {
+        Settings {
+            per_user_running: running,
+            ..Setup::default().settings
+        }
+        .fair_for(workers)
+        .per_user_running
+    };
+    assert_eq!(with(2, 1), 2, "one worker: nothing to share");
+    assert_eq!(with(2, 2), 1);
+    assert_eq!(with(2, 3), 2);
+    assert_eq!(with(8, 4), 3);
+    for workers in 2..40 {
+        for running in 1..50 {
+            let n = with(running, workers);
+            assert!(
+                n >= 1 && n < workers && n <= running,
+                "{running} on {workers}"
+            );
+        }
+    }
+}
