@@ -10,6 +10,9 @@ frames of a 4-byte big-endian length and a body.
     supervisor -> zygote   {"type": "job", "timeout_ms", "result_bytes", "output_bytes"}
                            then one frame: the job for the child (JSON with the
                            code, limits, params, as_of, caps), relayed as bytes
+    zygote -> supervisor   {"type": "accepted"} once both are read, before the
+                           child sees the job (a zygote that does not say so in
+                           time is replaced and the job runs on a fresh one)
     zygote -> supervisor   {"type": "result", "status": "ok", "elapsed_ms"}
                            then one frame: the child's answer exactly as written
                        or  {"type": "result", "status", "elapsed_ms", "cpu_ms",
@@ -518,6 +521,7 @@ def main():
         length = _read_length(0)
         if length is None or length > MAX_JOB or not job.read_exact(0, length):
             return  # the supervisor broke the protocol: start afresh
+        send({"type": "accepted"})  # nothing of the job has run yet
         started = time.monotonic()
         status, size = child.run(msg.get("timeout_ms", 30_000) / 1000, job, length, result,
                                  int(msg.get("result_bytes", MAX_RESULT)) + 4)

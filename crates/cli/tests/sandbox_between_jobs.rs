@@ -544,6 +544,66 @@ fn the_next_job_runs_on_a_healthy_worker_after_the_zygote_dies_between_jobs() {
     }
 }
 
+/// The processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<i32> {
+    let mut kids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|s| s.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            kids.push(p);
+        }
+    }
+    kids
+}
+
+/// A worker that is alive but does not answer (stopped, or hung) is
+/// replaced, and the next job runs on a fresh one: it neither waits out its
+/// time limit nor is blamed for the worker. Stopped at two moments: right
+/// after answering (before it says it is idle again: the supervisor gives
+/// up waiting for that) and while idle (it never takes the next job).
+#[test]
+fn a_stopped_worker_is_replaced_and_the_job_runs_elsewhere() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let pool = pool(1);
+    for (when, settle) in [("right after a job", 0), ("while idle", 400)] {
+        assert!(run(&pool, "result = 'before'").success);
+        std::thread::sleep(Duration::from_millis(settle));
+        let launcher = pool.status()[0].pid.unwrap();
+        let zygotes = children_of(launcher);
+        assert_eq!(zygotes.len(), 1, "the launcher's one child is the zygote");
+        kill(Pid::from_raw(zygotes[0]), Signal::SIGSTOP).unwrap();
+        let before = restarts(&pool);
+        let (v, took) = timed(&pool, "result = 'victim'");
+        println!("[victim] zygote stopped {when}: {:?} in {took:?}", v.result);
+        assert_eq!(v.result.as_deref(), Some("victim"), "{when}: {v:#?}");
+        assert_eq!(
+            restarts(&pool),
+            before + 1,
+            "{when}: the worker was replaced"
+        );
+        // Its time limit is 30 s: it ran long before that.
+        assert!(took < Duration::from_secs(20), "{when}: {took:?}");
+        assert!(
+            children_of(launcher).is_empty(),
+            "{when}: the stopped zygote is gone"
+        );
+    }
+}
+
 // ------------------------------------------ 7. memory beyond the job's limit
 
 /// The address-space limit counts only new mappings: the zygote's own

@@ -32,6 +32,11 @@ const MAX_JOB: usize = 4 << 20;
 /// Largest control frame (header, ready, idle) kept from a zygote.
 const HEADER_MAX: usize = 64 << 10;
 
+/// How long a zygote has to say it took a job. One that does not (stopped,
+/// hung, or too slow to read its pipe) is replaced, and the job runs on a
+/// fresh one instead of waiting out its whole time limit.
+const ACCEPT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Why a job got no answer from a zygote (which is then replaced).
 #[derive(Debug)]
 enum RunError {
@@ -264,7 +269,7 @@ impl Drop for Pool {
 
 /// How long a zygote may take to reset after a job (kill, reap, wipe the
 /// scratch, fork the next child) before it is replaced.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn slot_loop(i: usize, first: Zygote, rx: &Receiver<Work>, shared: &Shared) {
     let mut zygote = Some(first);
@@ -509,6 +514,18 @@ impl Zygote {
         crate::protocol::write_frame(&mut self.stdin, &control)
             .and_then(|()| crate::protocol::write_bytes_frame(&mut self.stdin, &payload))
             .map_err(|e| RunError::NotDelivered(e.to_string()))?;
+        // The zygote says it took the job before the child sees it: until
+        // then, nothing of the job has run and it can go elsewhere.
+        let (accepted, _) = self
+            .read_frame(Instant::now() + ACCEPT_TIMEOUT, HEADER_MAX)
+            .map_err(|e| RunError::NotDelivered(format!("the job was not taken: {e}")))?;
+        let accepted: serde_json::Value = serde_json::from_slice(&accepted)
+            .map_err(|e| RunError::NotDelivered(format!("bad frame: {e}")))?;
+        if accepted["type"] != "accepted" {
+            return Err(RunError::NotDelivered(format!(
+                "unexpected frame {accepted}"
+            )));
+        }
         // The zygote stops a job at its timeout; the grace covers its reply.
         // Nothing a job does extends this deadline.
         let deadline = Instant::now() + job.timeout + Duration::from_secs(2);
