@@ -150,9 +150,17 @@ def _write_all(fd, view):
 
 
 def write_frame(payload, fd=1):
-    """Write a frame; `payload` may be bytes or a memoryview (not copied)."""
-    _write_all(fd, memoryview(struct.pack(">I", len(payload))))
-    _write_all(fd, memoryview(payload))
+    """Write a frame; `payload` may be bytes or a memoryview. Its length and
+    its bytes go out in one system call (the reader wakes once), and the
+    payload is never copied into a Python object: job data must not linger
+    in the zygote's heap, which the next child inherits."""
+    view = memoryview(payload)
+    header = memoryview(struct.pack(">I", len(view)))
+    sent = os.writev(fd, [header, view])
+    if sent < len(header):
+        _write_all(fd, header[sent:])
+        sent = len(header)
+    _write_all(fd, view[sent - len(header):])
 
 
 def send(obj, fd=1):

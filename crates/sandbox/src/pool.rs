@@ -511,8 +511,14 @@ impl Zygote {
             "result_bytes": caps.result_bytes,
             "output_bytes": job.output_limit,
         });
-        crate::protocol::write_frame(&mut self.stdin, &control)
-            .and_then(|()| crate::protocol::write_bytes_frame(&mut self.stdin, &payload))
+        // Both frames in one write: the zygote wakes once for the job.
+        let control =
+            serde_json::to_vec(&control).map_err(|e| RunError::NotDelivered(e.to_string()))?;
+        let mut message = Vec::with_capacity(8 + control.len() + payload.len());
+        crate::protocol::append_frame(&mut message, &control)
+            .and_then(|()| crate::protocol::append_frame(&mut message, &payload))
+            .and_then(|()| self.stdin.write_all(&message))
+            .and_then(|()| self.stdin.flush())
             .map_err(|e| RunError::NotDelivered(e.to_string()))?;
         // The zygote says it took the job before the child sees it: until
         // then, nothing of the job has run and it can go elsewhere.

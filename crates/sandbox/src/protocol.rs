@@ -17,10 +17,19 @@ pub fn write_frame(w: &mut impl Write, value: &serde_json::Value) -> std::io::Re
 
 /// Writes one frame of raw bytes.
 pub fn write_bytes_frame(w: &mut impl Write, body: &[u8]) -> std::io::Result<()> {
-    let len = u32::try_from(body.len()).map_err(std::io::Error::other)?;
-    w.write_all(&len.to_be_bytes())?;
-    w.write_all(body)?;
+    let mut frame = Vec::with_capacity(4 + body.len());
+    append_frame(&mut frame, body)?;
+    w.write_all(&frame)?;
     w.flush()
+}
+
+/// Appends one frame of raw bytes to `out`: frames sent together go in one
+/// write, so the reader wakes once for them.
+pub fn append_frame(out: &mut Vec<u8>, body: &[u8]) -> std::io::Result<()> {
+    let len = u32::try_from(body.len()).map_err(std::io::Error::other)?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(body);
+    Ok(())
 }
 
 /// Reads one frame; `Ok(None)` on a clean end of stream before a frame.
