@@ -233,6 +233,17 @@ class Snapshot:
         filters = [(col, _names(val, arg)) for col, val, arg in (
             ("exchange", exchange, "exchange"), ("symbol", asset, "asset"),
             ("account_name", account, "account"))]
+        start, stop = self._window(days, since, until)
+        table = self.table.slice(start, max(stop - start, 0))
+        for column, names in filters:
+            if names is not None:
+                table = table.filter(pc.is_in(pc.utf8_lower(table.column(column)),
+                                              value_set=pa.array(names, pa.utf8())))
+        return table.to_pandas(use_threads=False)
+
+    def _window(self, days, since=None, until=None):
+        """The rows [start, stop) of `load_trades`' time window (`days`
+        already checked): binary searches on the sorted timestamps."""
         if until is None:
             end_us = self._now()
             stop = int(np.searchsorted(self._ts, end_us, side="right"))
@@ -246,22 +257,12 @@ class Snapshot:
             start = int(np.searchsorted(self._ts, lower, side="left"))
         else:
             start = 0
-        table = self.table.slice(start, max(stop - start, 0))
-        for column, names in filters:
-            if names is not None:
-                table = table.filter(pc.is_in(pc.utf8_lower(table.column(column)),
-                                              value_set=pa.array(names, pa.utf8())))
-        return table.to_pandas(use_threads=False)
+        return start, stop
 
     def rows_within(self, days) -> int:
-        """How many trades `load_trades(days=days)` returns (two binary
-        searches, nothing loaded)."""
-        days, end_us = _check_days(days), self._now()
-        stop = int(np.searchsorted(self._ts, end_us, side="right"))
-        if days is None:
-            return stop
-        lower = max(end_us - round(days * _DAY_US), -2**63)
-        return max(stop - int(np.searchsorted(self._ts, lower, side="left")), 0)
+        """How many trades `load_trades(days=days)` returns (nothing loaded)."""
+        start, stop = self._window(_check_days(days))
+        return max(stop - start, 0)
 
     def load_balances(self) -> dict:
         """`{name: {asset: amount}}` from the latest balance snapshot on or

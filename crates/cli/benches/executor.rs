@@ -41,6 +41,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tradebox_sandbox::{runtime, ExecResult, Job, Pool, PoolConfig, PythonPaths};
 
+#[path = "../tests/common/procs.rs"]
+mod procs;
+use procs::children_of;
+
 const QUERY: &str = "load_trades(days=7).groupby('exchange')['amount'].sum()";
 const TRIVIAL: &str = "result = 1 + 1";
 /// The same query over more rows: how the cost grows with the rows touched.
@@ -372,35 +376,6 @@ fn bwrap_command(bwrap: &Path, python: &PythonPaths, snapshot: &Path) -> Command
     ]);
     cmd.arg(&python.python).arg("-c").arg(code);
     cmd
-}
-
-/// The children of `pid`, from the parent pids in /proc/*/stat.
-fn children_of(pid: u32) -> Vec<u32> {
-    let mut kids = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return kids;
-    };
-    for entry in dir.flatten() {
-        let Some(p) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|s| s.parse::<u32>().ok());
-        if ppid == Some(pid) {
-            kids.push(p);
-        }
-    }
-    kids
 }
 
 /// kB fields of /proc/PID/status or smaps_rollup.

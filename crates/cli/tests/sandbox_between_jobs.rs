@@ -11,6 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::procs::children_of;
 use common::{error_kind, pool, run, run_with};
 use tradebox_sandbox::{ExecResult, Pool};
 
@@ -544,31 +545,6 @@ fn the_next_job_runs_on_a_healthy_worker_after_the_zygote_dies_between_jobs() {
     }
 }
 
-/// The processes whose parent is `pid`.
-fn children_of(pid: u32) -> Vec<i32> {
-    let mut kids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(p) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|s| s.parse::<u32>().ok());
-        if ppid == Some(pid) {
-            kids.push(p);
-        }
-    }
-    kids
-}
-
 /// A worker that is alive but does not answer (stopped, or hung) is
 /// replaced, and the next job runs on a fresh one: it neither waits out its
 /// time limit nor is blamed for the worker. Stopped at two moments: right
@@ -585,7 +561,7 @@ fn a_stopped_worker_is_replaced_and_the_job_runs_elsewhere() {
         let launcher = pool.status()[0].pid.unwrap();
         let zygotes = children_of(launcher);
         assert_eq!(zygotes.len(), 1, "the launcher's one child is the zygote");
-        kill(Pid::from_raw(zygotes[0]), Signal::SIGSTOP).unwrap();
+        kill(Pid::from_raw(zygotes[0] as i32), Signal::SIGSTOP).unwrap();
         let before = restarts(&pool);
         let (v, took) = timed(&pool, "result = 'victim'");
         println!("[victim] zygote stopped {when}: {:?} in {took:?}", v.result);
