@@ -118,6 +118,8 @@ struct View {
     file_found: bool,
     settings: Vec<Shown>,
     secrets: Vec<Secret>,
+    /// `[[data.sources]]`, from the file only.
+    sources: Vec<tradebox_data::sources::SourceConfig>,
     /// Token- or secret-like variables tradebox does not read.
     unused: Vec<String>,
 }
@@ -192,6 +194,7 @@ impl View {
             file_found: layered.file_found,
             settings,
             secrets,
+            sources: layered.config.data.sources.clone(),
             unused,
         }
     }
@@ -215,6 +218,9 @@ impl View {
         let mut section = "";
         for s in &self.settings {
             if s.section != section {
+                if section == "data" {
+                    out.push_str(&self.sources_text());
+                }
                 section = s.section;
                 out.push_str(&format!("\n[{section}]\n"));
             }
@@ -252,6 +258,16 @@ impl View {
     }
 
     /// The same as one JSON object.
+    /// The `[[data.sources]]` tables (they come from the file alone).
+    fn sources_text(&self) -> String {
+        let mut out = String::new();
+        for source in &self.sources {
+            out.push_str("\n[[data.sources]]                       # file\n");
+            out.push_str(&tradebox_core::config::source_toml(source));
+        }
+        out
+    }
+
     fn json(&self) -> Value {
         let mut settings = Map::new();
         for s in &self.settings {
@@ -292,6 +308,7 @@ impl View {
             "home": self.home,
             "file": { "path": self.file, "found": self.file_found },
             "settings": settings,
+            "sources": self.sources,
             "secrets": secrets,
             "unused_secrets": self.unused,
         })

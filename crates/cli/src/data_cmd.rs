@@ -9,7 +9,10 @@ use tradebox_data::import::{self, CsvOptions, ImportReport};
 use tradebox_data::snapshot::{self, Manifest};
 use tradebox_data::{demo, timestamp, Home, Store};
 
+use tradebox_data::sources::{load_states, Follower, Outcome, SourceConfig};
+
 use crate::progress::Terminal;
+use crate::sandbox_setup::SetupError;
 
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
@@ -26,6 +29,15 @@ pub enum DataCommand {
   tradebox data info
   tradebox data info --json | jq .trades")]
     Info(InfoArgs),
+    /// Bring the configured sources ([[data.sources]]) into the store now,
+    /// or keep following them.
+    #[command(after_help = SYNC_HELP)]
+    Sync(SyncArgs),
+    /// List the configured sources with their last sync, lag and errors.
+    #[command(after_help = "Examples:
+  tradebox data sources
+  tradebox data sources --json | jq '.[] | {id, lag_seconds, error}'")]
+    Sources(InfoArgs),
     /// Export the store again as a new snapshot version (imports do this by themselves).
     #[command(after_help = "Example:
   tradebox data snapshot")]
@@ -57,6 +69,47 @@ Separators: comma, semicolon or tab, recognised from the header.
 Examples:
   tradebox data import ~/cex-reporter/data/trade_cache.db ~/cex-reporter/data/snapshots
   tradebox data import --exchange kraken --account MM2 kraken-export.csv";
+
+const SYNC_HELP: &str =
+    "Sources are tables in tradebox.toml (relative paths are relative to TRADEBOX_HOME):
+
+  [[data.sources]]
+  id = \"cex\"                      # a short name
+  kind = \"cex-reporter\"           # an original trade_cache.db another process keeps writing
+  path = \"/srv/cex-reporter/data/trade_cache.db\"
+  snapshots = \"/srv/cex-reporter/data/snapshots\"   # optional: its daily balance files
+  poll_seconds = 2                  # default 2
+
+  [[data.sources]]
+  id = \"drop\"
+  kind = \"csv-inbox\"              # a folder: each complete CSV is imported once, then moved
+  path = \"inbox\"                  # to inbox/done/, or to inbox/failed/ with a .error.txt
+  exchange = \"kraken\"             # optional, for files without an exchange column
+
+  [[data.sources]]
+  id = \"balances\"
+  kind = \"snapshots\"              # a folder of snapshot_YYYY-MM-DD.json files
+  path = \"/srv/balances\"
+
+Only new rows and files are read; each lands whole in one transaction with the
+source's progress, so a sync cut short (even by kill -9) goes on where it
+stopped and imports nothing twice. A new snapshot version is published when
+anything was added. `tradebox serve` follows the same sources by itself.
+
+Examples:
+  tradebox data sync                 # every source, once
+  tradebox data sync cex             # one source
+  tradebox data sync --follow        # keep following until Ctrl-C";
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Sources to sync (their ids); all when none is given.
+    #[arg(value_name = "SOURCE")]
+    sources: Vec<String>,
+    /// Keep following: sync each source every poll_seconds until stopped.
+    #[arg(long)]
+    follow: bool,
+}
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
@@ -107,6 +160,8 @@ pub fn run(cmd: &DataCommand, home: &Home, quiet: bool) -> anyhow::Result<()> {
         DataCommand::Import(args) => run_import(args, home, quiet),
         DataCommand::Demo(args) => run_demo(args, home, quiet),
         DataCommand::Info(args) => run_info(args, home),
+        DataCommand::Sync(args) => run_sync(args, home, quiet),
+        DataCommand::Sources(args) => run_sources(args, home),
         DataCommand::Snapshot => {
             let store = Store::open(&home.store_path())?;
             publish(&store, home)
@@ -299,6 +354,185 @@ fn run_info(args: &InfoArgs, home: &Home) -> anyhow::Result<()> {
             println!(
                 "{:<12} {:<14} {:>9}  {:<26} {:<26}",
                 a.exchange, a.account_name, a.trades, a.first_trade, a.last_trade
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The configured sources that `names` asks for (all when empty).
+fn chosen_sources(home: &Home, names: &[String]) -> anyhow::Result<Vec<SourceConfig>> {
+    let config = crate::app::config(home)?;
+    let all = config.data.sources;
+    if all.is_empty() {
+        return Err(SetupError(format!(
+            "no sources are configured: add [[data.sources]] tables to {} (see `tradebox data sync --help`)",
+            home.root().join("tradebox.toml").display()
+        ))
+        .into());
+    }
+    for name in names {
+        if !all.iter().any(|s| &s.id == name) {
+            let ids: Vec<&str> = all.iter().map(|s| s.id.as_str()).collect();
+            return Err(SetupError(format!(
+                "no source {name:?}; configured: {}",
+                ids.join(", ")
+            ))
+            .into());
+        }
+    }
+    Ok(all
+        .into_iter()
+        .filter(|s| names.is_empty() || names.contains(&s.id))
+        .collect())
+}
+
+/// One line per source outcome.
+fn print_outcome(o: &Outcome) {
+    match &o.result {
+        Ok(r) => {
+            let mut line = format!("{:<12} {} new of {} read", o.id, r.added, r.read);
+            if r.full {
+                line.push_str(" (every row read again)");
+            }
+            match r.files.as_slice() {
+                [] => {}
+                [one] => line.push_str(&format!("; file {one}")),
+                [first, .., last] if r.files.len() > 3 => {
+                    line.push_str(&format!("; {} files ({first} .. {last})", r.files.len()))
+                }
+                many => line.push_str(&format!("; files {}", many.join(", "))),
+            }
+            println!("{line}");
+            for why in &r.rejected {
+                println!("{:<12} refused: {why}", "");
+            }
+            if let Some(p) = &r.problem {
+                println!("{:<12} retrying: {p}", "");
+            }
+        }
+        Err(e) => println!("{:<12} FAILED: {e}", o.id),
+    }
+}
+
+fn run_sync(args: &SyncArgs, home: &Home, quiet: bool) -> anyhow::Result<()> {
+    let sources = chosen_sources(home, &args.sources)?;
+    let mut follower = Follower::new(home.clone(), &sources);
+    if args.follow {
+        if !quiet {
+            eprintln!(
+                "following {} source(s); press Ctrl-C to stop",
+                follower.sources().len()
+            );
+        }
+        let (_keep, stop) = std::sync::mpsc::channel::<()>();
+        follower.run(&stop, |pass| match pass {
+            Ok(pass) => {
+                for o in &pass.outcomes {
+                    let quiet_ok = o
+                        .result
+                        .as_ref()
+                        .is_ok_and(|r| r.read == 0 && r.rejected.is_empty() && r.problem.is_none());
+                    if !quiet_ok {
+                        print_outcome(o);
+                    }
+                }
+                if let Some((m, took)) = &pass.published {
+                    println!(
+                        "snapshot v{} published: {} trades, in {:.2}s",
+                        m.version,
+                        m.trades,
+                        took.as_secs_f64()
+                    );
+                }
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+            }
+            Err(e) => eprintln!("sync failed (retrying): {e}"),
+        });
+        return Ok(());
+    }
+    let pass = follower.pass(true)?;
+    for o in &pass.outcomes {
+        print_outcome(o);
+    }
+    match &pass.published {
+        Some((m, took)) => print_published(m, *took, home),
+        None => println!("nothing new: the snapshot stays as it is"),
+    }
+    let failed: Vec<&str> = pass
+        .outcomes
+        .iter()
+        .filter(|o| o.result.is_err())
+        .map(|o| o.id.as_str())
+        .collect();
+    if !failed.is_empty() {
+        anyhow::bail!("{} source(s) failed: {}", failed.len(), failed.join(", "));
+    }
+    Ok(())
+}
+
+fn run_sources(args: &InfoArgs, home: &Home) -> anyhow::Result<()> {
+    let config = crate::app::config(home)?;
+    let states = match Store::open_read_only(&home.store_path())? {
+        Some(store) => load_states(&store)?,
+        None => Vec::new(),
+    };
+    let now = timestamp::now();
+    let rows: Vec<serde_json::Value> = config
+        .data
+        .sources
+        .iter()
+        .map(|c| {
+            let resolved = c.resolved(home.root());
+            let st = states.iter().find(|s| s.id == c.id);
+            serde_json::json!({
+                "id": c.id,
+                "kind": c.kind,
+                "path": resolved.path,
+                "poll_seconds": c.poll_seconds,
+                "synced_at": st.and_then(|s| s.synced_at.clone()),
+                "lag_seconds": st.and_then(|s| s.lag_seconds(now)),
+                "added_total": st.map_or(0, |s| s.added_total),
+                "newest_trade": st.and_then(|s| s.newest_trade.clone()),
+                "error": st.and_then(|s| s.error.clone()),
+                "failures": st.map_or(0, |s| s.failures),
+                "rejected": st.and_then(|s| s.rejected.clone()),
+                "rejected_total": st.map_or(0, |s| s.rejected_total),
+            })
+        })
+        .collect();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no sources are configured; see `tradebox data sync --help`");
+        return Ok(());
+    }
+    println!(
+        "{:<12} {:<13} {:>10} {:>9}  {:<26} path",
+        "id", "kind", "last sync", "added", "newest trade"
+    );
+    for (r, c) in rows.iter().zip(&config.data.sources) {
+        let ago = r["lag_seconds"]
+            .as_f64()
+            .map_or_else(|| "never".into(), |s| format!("{}s ago", s.round() as u64));
+        println!(
+            "{:<12} {:<13} {:>10} {:>9}  {:<26} {}",
+            c.id,
+            c.kind.as_str(),
+            ago,
+            r["added_total"].as_u64().unwrap_or(0),
+            r["newest_trade"].as_str().unwrap_or("-"),
+            r["path"].as_str().unwrap_or("-")
+        );
+        if let Some(e) = r["error"].as_str() {
+            println!("{:<12} error ({} in a row): {e}", "", r["failures"]);
+        }
+        if let Some(why) = r["rejected"].as_str() {
+            println!(
+                "{:<12} last refused ({} in all): {why}",
+                "", r["rejected_total"]
             );
         }
     }

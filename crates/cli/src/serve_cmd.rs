@@ -154,9 +154,16 @@ pub fn run(args: &ServeArgs, home: &Home, quiet: bool) -> anyhow::Result<u8> {
     }
 
     let token = token(home)?;
-    if !args.no_demo {
-        data_cmd::ensure_data(home, quiet)?;
-    }
+    // Followed sources are the data: synced once before the pool starts,
+    // then in the background. Demo data is only for a home without them.
+    let follower = if config.data.sources.is_empty() {
+        if !args.no_demo {
+            data_cmd::ensure_data(home, quiet)?;
+        }
+        None
+    } else {
+        Some(first_sync(home, &config.data.sources, quiet)?)
+    };
     let workers = args.workers.map_or(0, usize::from);
     let pipeline = Arc::new(app::pipeline(home, &config, Some(workers), quiet)?);
     if nix::unistd::geteuid().is_root() {
@@ -165,6 +172,15 @@ pub fn run(args: &ServeArgs, home: &Home, quiet: bool) -> anyhow::Result<u8> {
              store, tokens and runtime are root's; run tradebox as an unprivileged user",
             tradebox_sandbox::launcher::host_ids().0
         );
+    }
+
+    // Dropping `_stop_sources` (when serve returns) ends the follower.
+    let (_stop_sources, stop_rx) = std::sync::mpsc::channel::<()>();
+    if let Some(follower) = follower {
+        std::thread::Builder::new()
+            .name("tradebox-sources".into())
+            .spawn(move || follow(follower, &stop_rx))
+            .context("starting the source follower")?;
     }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -185,6 +201,61 @@ pub fn run(args: &ServeArgs, home: &Home, quiet: bool) -> anyhow::Result<u8> {
             started,
         },
     ))
+}
+
+/// The first sync of every source, before the pool starts on its snapshot.
+fn first_sync(
+    home: &Home,
+    sources: &[tradebox_data::sources::SourceConfig],
+    quiet: bool,
+) -> anyhow::Result<tradebox_data::sources::Follower> {
+    let mut follower = tradebox_data::sources::Follower::new(home.clone(), sources);
+    let pass = follower
+        .pass(true)
+        .context("syncing the configured sources")?;
+    for o in &pass.outcomes {
+        match &o.result {
+            Ok(r) if !quiet => eprintln!("source {}: {} new of {} read", o.id, r.added, r.read),
+            Ok(_) => {}
+            Err(e) => eprintln!("source {}: {e} (retrying in the background)", o.id),
+        }
+    }
+    if let (Some((m, _)), false) = (&pass.published, quiet) {
+        eprintln!("snapshot v{} published: {} trades", m.version, m.trades);
+    }
+    Ok(follower)
+}
+
+/// Follows the sources until `stop` is dropped; the pool takes each version
+/// published by itself.
+fn follow(mut follower: tradebox_data::sources::Follower, stop: &std::sync::mpsc::Receiver<()>) {
+    follower.run(stop, |pass| match pass {
+        Ok(pass) => {
+            for o in &pass.outcomes {
+                match &o.result {
+                    Ok(r) if r.added > 0 || !r.rejected.is_empty() => tracing::info!(
+                        source = %o.id, added = r.added, read = r.read,
+                        refused = r.rejected.len(), "source synced"
+                    ),
+                    Ok(r) => {
+                        if let Some(p) = &r.problem {
+                            tracing::warn!(source = %o.id, "source partly synced: {p}");
+                        }
+                    }
+                    Err(e) => tracing::warn!(source = %o.id, "source sync failed: {e}"),
+                }
+            }
+            if let Some((m, took)) = &pass.published {
+                tracing::info!(
+                    version = m.version,
+                    trades = m.trades,
+                    export_ms = took.as_millis() as u64,
+                    "snapshot published"
+                );
+            }
+        }
+        Err(e) => tracing::warn!("source sync failed: {e}"),
+    });
 }
 
 struct Served {

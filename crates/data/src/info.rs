@@ -1,22 +1,33 @@
 //! What a home holds, as one JSON object: the store's trades (per exchange
 //! and account, date range), its balance snapshots and the current snapshot
-//! version. `tradebox data info --json` prints it and the console's data
+//! version, and the state of every followed source (last sync, lag,
+//! errors). `tradebox data info --json` prints it and the console's data
 //! page shows it, so both say the same.
 
 use serde_json::{json, Map, Value};
 
 use crate::snapshot::{self, Manifest};
+use crate::sources::load_states;
 use crate::{Home, Result, Store};
 
 /// The summary of `home`; an absent store counts as empty (nothing is
 /// created).
 pub fn info(home: &Home) -> Result<Value> {
     let store_path = home.store_path();
-    let summary = match Store::open_read_only(&store_path)? {
-        Some(store) => Some(store.summary()?),
-        None => None,
+    let (summary, states) = match Store::open_read_only(&store_path)? {
+        Some(store) => (Some(store.summary()?), load_states(&store)?),
+        None => (None, Vec::new()),
     };
     let current = snapshot::current(&home.snapshot_root())?;
+    let now = crate::timestamp::now();
+    let sources: Vec<Value> = states
+        .iter()
+        .map(|s| {
+            let mut v = json!(s);
+            v["lag_seconds"] = json!(s.lag_seconds(now));
+            v
+        })
+        .collect();
     let mut by_exchange = Map::new();
     for a in summary.iter().flat_map(|s| &s.accounts) {
         let n = by_exchange
@@ -36,6 +47,7 @@ pub fn info(home: &Home) -> Result<Value> {
         "first_snapshot": summary.as_ref().and_then(|s| s.first_snapshot.clone()),
         "last_snapshot": summary.as_ref().and_then(|s| s.last_snapshot.clone()),
         "snapshot": current.as_ref().map(|(dir, m)| snapshot_json(dir, m)),
+        "sources": sources,
     }))
 }
 

@@ -14,6 +14,7 @@ pub mod model;
 pub mod progress;
 pub mod publish;
 pub mod snapshot;
+pub mod sources;
 pub mod store;
 pub mod timestamp;
 

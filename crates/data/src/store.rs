@@ -91,6 +91,7 @@ impl Store {
         store
             .conn
             .execute_batch(SCHEMA)
+            .and_then(|()| store.conn.execute_batch(crate::sources::STATE_SCHEMA))
             .map_err(|e| store_error(path, e))?;
         Ok(store)
     }
@@ -135,6 +136,17 @@ impl Store {
         self.conn
             .query_row("SELECT count(*) FROM trades", [], |r| r.get::<_, i64>(0))
             .map(|n| n as u64)
+            .map_err(|e| store_error(&self.path, e))
+    }
+
+    /// How many trades and balance snapshots the store holds.
+    pub fn counts(&self) -> Result<(u64, u64)> {
+        self.conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM trades), (SELECT count(*) FROM balance_snapshots)",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
             .map_err(|e| store_error(&self.path, e))
     }
 
@@ -237,6 +249,19 @@ pub struct Writer<'a> {
 }
 
 impl Writer<'_> {
+    pub(crate) fn tx(&self) -> &rusqlite::Transaction<'_> {
+        &self.tx
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The time of this write, as stored (`cached_at` of its new trades).
+    pub(crate) fn now(&self) -> &str {
+        &self.cached_at
+    }
+
     /// Inserts a trade unless an identical one (the UNIQUE key) is there;
     /// returns whether it was new. `cached_at` defaults to now. The original
     /// table allows a NULL `trade_id`, and SQLite's UNIQUE treats NULLs as

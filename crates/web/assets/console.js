@@ -686,7 +686,13 @@
         card("Balance snapshots", number(d.snapshots),
           d.first_snapshot ? `${d.first_snapshot.slice(0, 10)} → ${d.last_snapshot.slice(0, 10)}` : "none yet"),
         card("Snapshot", d.snapshot ? `v${d.snapshot.version}` : "none",
-          d.snapshot ? `${number(d.snapshot.trades)} trades, made ${utc(d.snapshot.created_at).slice(0, 16)} UTC` : "the sandbox has no data yet"));
+          d.snapshot ? `${number(d.snapshot.trades)} trades, made ${utc(d.snapshot.created_at).slice(0, 16)} UTC` : "the sandbox has no data yet"),
+        // Followed sources ([[data.sources]]): last sync, lag and errors.
+        ...(d.sources || []).map((s) => card(`Source ${s.id}`,
+          s.error ? "failing" : s.lag_seconds == null ? "never synced" : `synced ${Math.round(s.lag_seconds)} s ago`,
+          s.error ? `${s.error} (${s.failures} in a row)`
+            : `${s.kind}: ${number(s.added_total)} added` + (s.newest_trade ? `, newest ${utc(s.newest_trade).slice(0, 16)} UTC` : "") +
+              (s.rejected ? `; last refused: ${s.rejected}` : ""))));
       accounts.replaceChildren(...(d.accounts || []).map((a) => el("tr", {},
         el("td", { text: a.exchange }),
         el("td", { text: a.account_name }),

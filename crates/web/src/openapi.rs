@@ -312,7 +312,7 @@ fn schemas() -> Value {
             "outcomes": {"type": "array", "items": {"$ref": "#/components/schemas/Outcome"}},
             "actions": {"type": "array", "items": {"$ref": "#/components/schemas/Action"}}
         }},
-        "DataInfo": {"type": "object", "required": ["store", "trades", "first_trade", "last_trade", "by_exchange", "accounts", "snapshots", "first_snapshot", "last_snapshot", "snapshot"], "properties": {
+        "DataInfo": {"type": "object", "required": ["store", "trades", "first_trade", "last_trade", "by_exchange", "accounts", "snapshots", "first_snapshot", "last_snapshot", "snapshot", "sources"], "properties": {
             "store": {"type": "string"}, "trades": {"type": "integer"},
             "first_trade": nullable_string, "last_trade": nullable_string,
             "by_exchange": {"type": "object", "additionalProperties": {"type": "integer"}},
@@ -321,7 +321,16 @@ fn schemas() -> Value {
                 "first_trade": {"type": "string"}, "last_trade": {"type": "string"}
             }}},
             "snapshots": {"type": "integer"}, "first_snapshot": nullable_string, "last_snapshot": nullable_string,
-            "snapshot": {"nullable": true, "allOf": [{"$ref": "#/components/schemas/Snapshot"}]}
+            "snapshot": {"nullable": true, "allOf": [{"$ref": "#/components/schemas/Snapshot"}]},
+            "sources": {"type": "array", "description": "Followed sources ([[data.sources]]) with their last sync, lag and errors.", "items": {"$ref": "#/components/schemas/SourceState"}}
+        }},
+        "SourceState": {"type": "object", "required": ["id", "kind", "path", "synced_at", "lag_seconds", "added_total", "newest_trade", "error", "failures", "rejected", "rejected_total"], "properties": {
+            "id": {"type": "string"}, "kind": {"type": "string"}, "path": {"type": "string"},
+            "identity": nullable_string, "high_water": {"type": "integer"}, "reconciled_at": nullable_string,
+            "attempted_at": nullable_string, "synced_at": nullable_string, "changed_at": nullable_string,
+            "lag_seconds": {"type": "number", "nullable": true}, "added_total": {"type": "integer"},
+            "newest_trade": nullable_string, "error": nullable_string, "failures": {"type": "integer"},
+            "rejected": nullable_string, "rejected_total": {"type": "integer"}
         }},
         "Snapshot": {"type": "object", "required": ["version", "path", "trades", "snapshots", "created_at"], "properties": {
             "version": {"type": "integer"}, "path": {"type": "string"}, "trades": {"type": "integer"},

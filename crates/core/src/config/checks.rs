@@ -35,6 +35,19 @@ impl Config {
             self.check_key(section, key)
                 .map_err(|phrase| (section, key, phrase))?;
         }
+        self.check_sources()
+            .map_err(|phrase| ("data", "sources", phrase))
+    }
+
+    /// Each `[[data.sources]]` table, and that their ids differ.
+    fn check_sources(&self) -> Result<(), String> {
+        let sources = &self.data.sources;
+        for (i, source) in sources.iter().enumerate() {
+            source.check().map_err(|e| format!("is wrong: {e}"))?;
+            if sources[..i].iter().any(|s| s.id == source.id) {
+                return Err(format!("has the id {:?} twice; ids must differ", source.id));
+            }
+        }
         Ok(())
     }
 

@@ -44,7 +44,7 @@ pub use diagnostics::{ConfigError, Position};
 pub use env::{env_var_name, ENV_PREFIX};
 pub use load::{Entry, Layered, Source};
 pub use schema::{
-    sections, AuditSection, Config, ConsoleSection, DataSection, LimitsSection, PermissionsSection,
-    PoolSection, RateLimitSection, SlackSection, ValidatorSection, DEFAULT_ALLOWED_MODULES,
-    FALLBACK_CONSOLE_USER, FILE_NAME, KEYS,
+    sections, source_toml, AuditSection, Config, ConsoleSection, DataSection, LimitsSection,
+    PermissionsSection, PoolSection, RateLimitSection, SlackSection, ValidatorSection,
+    DEFAULT_ALLOWED_MODULES, FALLBACK_CONSOLE_USER, FILE_NAME, KEYS,
 };

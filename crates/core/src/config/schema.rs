@@ -48,6 +48,10 @@ pub struct DataSection {
     /// newest trade, or a date / ISO 8601 time.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub as_of: Option<String>,
+    /// `[[data.sources]]`: what `serve` and `data sync` follow. Set in the
+    /// file only (a list of tables has no environment form).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<tradebox_data::sources::SourceConfig>,
 }
 
 /// `[limits]`: what one execution may use.
@@ -401,6 +405,11 @@ keys! {
     slack { api_url }
 }
 
+/// The keys of one `[[data.sources]]` table, as TOML lines.
+pub fn source_toml(source: &tradebox_data::sources::SourceConfig) -> String {
+    toml::to_string(source).unwrap_or_else(|e| format!("# this source cannot be shown: {e}\n"))
+}
+
 /// The tables, in file order.
 pub fn sections() -> Vec<&'static str> {
     let mut out: Vec<&'static str> = Vec::new();
@@ -439,6 +448,11 @@ impl Config {
                 match self.render(section, key) {
                     Some(value) => out.push_str(&format!("{key} = {value}\n")),
                     None => out.push_str(&format!("# {key} is not set (the default)\n")),
+                }
+            }
+            if section == "data" {
+                for source in &self.data.sources {
+                    out.push_str(&format!("\n[[data.sources]]\n{}", source_toml(source)));
                 }
             }
         }
@@ -611,8 +625,16 @@ api_url = "http://127.0.0.1:4000/api"
         c.validator.allowed_modules = vec![];
         c.console.user = "o'brien".into();
         c.slack.api_url = "http://localhost:1/api/".into();
+        use tradebox_data::sources::{Kind, SourceConfig};
+        let mut inbox = SourceConfig::new("drop", Kind::CsvInbox, "/srv/inbox");
+        inbox.exchange = Some("kraken".into());
+        c.data.sources = vec![
+            SourceConfig::new("cex", Kind::CexReporter, "/srv/cex/trade_cache.db"),
+            inbox,
+        ];
         let shown = c.to_toml_string();
         assert!(shown.contains("as_of = \"2025-11-29\""), "{shown}");
+        assert!(shown.contains("[[data.sources]]\nid = \"cex\""), "{shown}");
         assert_eq!(parse(&shown).unwrap(), c, "{shown}");
     }
 

@@ -6,9 +6,9 @@
 //! call are imported in a single transaction: any error leaves the store as
 //! it was.
 
-mod csv;
-mod snapshots;
-mod sqlite;
+pub(crate) mod csv;
+pub(crate) mod snapshots;
+pub(crate) mod sqlite;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

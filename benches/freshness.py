@@ -1,0 +1,141 @@
+"""Freshness benchmark client (run by benches/freshness.sh against a live
+`tradebox serve` that follows a cex-reporter source): a writer appends
+trades to the source database at a steady rate, committing each, while a
+prober runs a typical query through POST /api/v1/run at a steady rate; each
+probe also counts the writer's trades it sees. Prints lag (commit to
+visible in load_trades), query latency while publishing vs idle, and the
+publication times the server logged. Standard library only."""
+
+import argparse
+import json
+import re
+import sqlite3
+import statistics
+import threading
+import time
+import urllib.request
+from datetime import datetime, timezone
+
+QUERY = ("q = load_trades(since='2026-10-25', until='2026-11-01')"
+         ".groupby('exchange')['amount'].sum()\n"
+         "result = len(load_trades(days=2, exchange='benchx'))")
+
+
+def run(base, token, code):
+    req = urllib.request.Request(
+        base + "/api/v1/run", data=json.dumps({"code": code}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.loads(r.read())
+
+
+def pct(values, p):
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def probe_loop(base, token, rate, seconds, out):
+    """Runs QUERY `rate` times a second for `seconds`; out: (start, end, seen)."""
+    gap = 1 / rate
+    end = time.monotonic() + seconds
+    nxt = time.monotonic()
+    while time.monotonic() < end:
+        start = time.monotonic()
+        v = run(base, token, QUERY)
+        if not v.get("success"):
+            raise SystemExit(f"probe failed: {v}")
+        out.append((start, time.monotonic(), int(v["result"])))
+        nxt += gap
+        time.sleep(max(0.0, nxt - time.monotonic()))
+
+
+def writer_loop(db, rate, seconds, commits):
+    conn = sqlite3.connect(db, timeout=10)
+    gap = 1 / rate
+    end = time.monotonic() + seconds
+    nxt = time.monotonic()
+    i = 0
+    while time.monotonic() < end:
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")
+        conn.execute(
+            "INSERT INTO trades (trade_id, exchange, account_name, timestamp, symbol, side,"
+            " amount, price, fee, fee_currency, cached_at)"
+            " VALUES (?, 'benchx', 'MM1', ?, 'ALKIMI', 'buy', 1.0, 0.05, 0.0, 'USD', ?)",
+            (f"fresh-{i}", now, now))
+        conn.commit()
+        commits.append(time.monotonic())
+        i += 1
+        nxt += gap
+        time.sleep(max(0.0, nxt - time.monotonic()))
+    conn.close()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--base", required=True)
+    ap.add_argument("--token", required=True)
+    ap.add_argument("--db", required=True)
+    ap.add_argument("--log", required=True, help="the server's stderr (JSON log lines)")
+    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--write-rate", type=float, default=10)
+    ap.add_argument("--query-rate", type=float, default=5)
+    ap.add_argument("--idle-seconds", type=float, default=20)
+    a = ap.parse_args()
+
+    run(a.base, a.token, QUERY)  # warm
+    idle = []
+    probe_loop(a.base, a.token, a.query_rate, a.idle_seconds, idle)
+    busy, commits = [], []
+    w = threading.Thread(target=writer_loop, args=(a.db, a.write_rate, a.seconds, commits))
+    w.start()
+    probe_loop(a.base, a.token, a.query_rate, a.seconds + 8, busy)
+    w.join()
+
+    # Lag of trade k: from its commit to the end of the first probe that saw it.
+    lags, missing = [], 0
+    for k, committed in enumerate(commits):
+        seen = next((end for start, end, n in busy if n >= k + 1 and end > committed), None)
+        if seen is None:
+            missing += 1
+        else:
+            lags.append(seen - committed)
+    exports = []
+    with open(a.log) as f:
+        for line in f:
+            m = re.search(r'"export_ms":(\d+)', line)
+            if m and "snapshot published" in line:
+                exports.append(int(m.group(1)))
+    idle_ms = [(e - s) * 1000 for s, e, _ in idle]
+    busy_ms = [(e - s) * 1000 for s, e, _ in busy]
+    idle_p50, busy_p50 = statistics.median(idle_ms), statistics.median(busy_ms)
+    p95 = pct(lags, 95)
+    rows = [
+        ("trades committed / seen in load_trades", f"{len(commits)} / {len(commits) - missing}",
+         "all", "met" if missing == 0 else "MISSED"),
+        ("lag commit -> visible, p50", f"{pct(lags, 50):.2f} s", "-", ""),
+        ("lag commit -> visible, p95", f"{p95:.2f} s", "<= 5 s",
+         "met" if p95 <= 5 else "MISSED"),
+        ("lag commit -> visible, max", f"{max(lags, default=float('nan')):.2f} s", "-", ""),
+        ("publications (each a full export)", f"{len(exports)}", "-", ""),
+        ("publication time per delta, p50", f"{pct(exports, 50):.0f} ms", "<= 200 ms",
+         "met" if exports and pct(exports, 50) <= 200 else "MISSED"),
+        ("publication time, max", f"{max(exports, default=0)} ms", "-", ""),
+        ("compaction", "n/a", "-", "no deltas yet"),
+        ("query p50, idle", f"{idle_p50:.1f} ms", "-", ""),
+        ("query p50, while writing and publishing", f"{busy_p50:.1f} ms",
+         "within 10% of idle", "met" if busy_p50 <= idle_p50 * 1.1 else "MISSED"),
+        ("query p95, idle / busy", f"{pct(idle_ms, 95):.1f} / {pct(busy_ms, 95):.1f} ms", "-", ""),
+    ]
+    w0 = max(len(r[0]) for r in rows)
+    print(f"\n{'figure':<{w0}}  {'value':>14}  {'target':>18}")
+    for name, value, target, verdict in rows:
+        print(f"{name:<{w0}}  {value:>14}  {target:>18}  {verdict}")
+    print(f"\nwriter {a.write_rate:g} trades/s for {a.seconds:g} s (a commit each); "
+          f"{a.query_rate:g} queries/s; lag measured to the end of the first query that saw "
+          f"the trade (resolution {1 / a.query_rate:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()
