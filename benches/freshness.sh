@@ -41,7 +41,7 @@ kind = "cex-reporter"
 path = "$work/collector/trade_cache.db"
 
 [rate_limit]
-executions = 1000000
+executions = 100000
 window_seconds = 1
 TOML
 
