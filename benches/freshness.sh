@@ -4,8 +4,11 @@
 # by the real `tradebox serve` (source poll 2 s, the default), a writer
 # appending trades to it at 10/s for 60 s while 5 queries/s run through the
 # HTTP API. Prints the lag from a trade's commit to its visibility in
-# load_trades (p50/p95), the publication time per change, and the query
-# p50 while publishing vs idle. Needs python3 (standard library only).
+# load_trades (p50/p95), the publication time per delta and per compaction,
+# the zygotes' move to each version, the query p50 while publishing vs idle,
+# and, after the writing, a rebuild of the whole base (what a rebase
+# compaction costs) with the queries around it. Needs python3 (standard
+# library only).
 # Usage: benches/freshness.sh [--quick]     (--quick: 20 s of writing)
 #   env: ROWS (1000000), SECONDS_WRITING (60), BENCH_RUNTIME (reused runtime)
 set -euo pipefail
@@ -62,4 +65,5 @@ base=$(sed -n 's|^Console ready: \(http://[^/]*\)/.*|\1|p' "$work/serve.out")
 
 echo "== 20 s idle queries, then $SECONDS_WRITING s of writing at 10 trades/s with 5 queries/s" >&2
 python3 benches/freshness.py --base "$base" --token "$token" --db "$work/collector/trade_cache.db" \
-  --log "$work/serve.log" --seconds "$SECONDS_WRITING"
+  --log "$work/serve.log" --seconds "$SECONDS_WRITING" \
+  --rebase "TRADEBOX_HOME=$work/home TRADEBOX_RUNTIME=$runtime $tb -q data snapshot"

@@ -2,8 +2,10 @@
 
 The real snapshots are written by the Rust exporter (`tradebox data import`).
 This module writes the same layout so the reader can be tested against
-hand-made files (several record batches, bad manifests, nested balances).
-It can also stand in for the binary during development only:
+hand-made files (several record batches, bad manifests, nested balances):
+format 1 (`write_version`: one trades.arrow) and format 2 (`write_segments`:
+segment files, hard-linked between versions). It can also stand in for the
+binary during development only (format 1):
 
     TRADEBOX_BIN=python/tests/_contract_writer.py pytest python/tests
 
@@ -74,35 +76,89 @@ def snapshots_from_dir(snap_dir) -> list[dict]:
     return sorted(snaps, key=lambda s: s["date"])
 
 
-def write_version(root, table: pa.Table, snapshots: list[dict], *,
-                  batch_rows: int | None = None, manifest: dict | None = None) -> Path:
-    """Write the next version dir under `root` and point `current` at it.
+def write_trades(path, table: pa.Table, batch_rows: int | None = None) -> None:
+    """One Arrow IPC file of trades; `batch_rows` splits it into several
+    record batches."""
+    with pa.OSFile(str(path), "wb") as sink:
+        with pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table, max_chunksize=batch_rows)
 
-    `batch_rows` splits trades.arrow into several record batches; `manifest`
-    entries override the computed ones (to make broken snapshots)."""
+
+def _time_range(table: pa.Table) -> tuple[int | None, int | None]:
+    """The first and last trade's epoch microseconds (min and max)."""
+    ts = table.column("timestamp").cast(pa.int64()).to_pylist()
+    return (min(ts), max(ts)) if ts else (None, None)
+
+
+def _next_version_dir(root) -> Path:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     version = 1 + max((int(p.name[1:]) for p in root.glob("v[0-9]*")), default=0)
     vdir = root / f"v{version:06d}"
     vdir.mkdir()
-    with pa.OSFile(str(vdir / "trades.arrow"), "wb") as sink:
-        with pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table, max_chunksize=batch_rows)
-    (vdir / "snapshots.json").write_text(json.dumps(snapshots))
-    ts = table.column("timestamp").cast(pa.int64()).to_pylist() if len(table) else []
-    meta = {
-        "format": 1,
-        "version": version,
-        "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "trades": len(table),
-        "first_trade_us": ts[0] if ts else None,
-        "last_trade_us": ts[-1] if ts else None,
-        "snapshots": len(snapshots),
-    }
-    meta.update(manifest or {})
-    (vdir / "manifest.json").write_text(json.dumps(meta))
-    switch_current(root, vdir.name)
     return vdir
+
+
+def _publish(vdir: Path, snapshots: list[dict], meta: dict, manifest: dict | None) -> Path:
+    """Write snapshots.json and manifest.json (`meta` with the `manifest`
+    overrides), then point `current` at `vdir`."""
+    (vdir / "snapshots.json").write_text(json.dumps(snapshots))
+    meta = {"version": int(vdir.name[1:]),
+            "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            **meta, "snapshots": len(snapshots), **(manifest or {})}
+    (vdir / "manifest.json").write_text(json.dumps(meta))
+    switch_current(vdir.parent, vdir.name)
+    return vdir
+
+
+def write_version(root, table: pa.Table, snapshots: list[dict], *,
+                  batch_rows: int | None = None, manifest: dict | None = None) -> Path:
+    """Write the next version dir under `root` in format 1 and point
+    `current` at it.
+
+    `batch_rows` splits trades.arrow into several record batches; `manifest`
+    entries override the computed ones (to make broken snapshots)."""
+    vdir = _next_version_dir(root)
+    write_trades(vdir / "trades.arrow", table, batch_rows)
+    first, last = _time_range(table)
+    return _publish(vdir, snapshots, {"format": 1, "trades": len(table),
+                                      "first_trade_us": first, "last_trade_us": last},
+                    manifest)
+
+
+def write_segments(root, segments, snapshots: list[dict], *,
+                   batch_rows: int | None = None, manifest: dict | None = None) -> Path:
+    """Write the next version dir under `root` in format 2 and point
+    `current` at it.
+
+    Each segment is a table (written as given, sorted or not), a list of
+    rows (`trades_from_rows`) or the Path of an earlier version's segment
+    file, hard-linked under its own name. New files are numbered after the
+    highest trades-NNNNNN.arrow under `root`. `batch_rows` and `manifest`
+    as in `write_version`."""
+    vdir = _next_version_dir(root)
+    number = max((int(p.stem[7:]) for p in Path(root).glob("v*/trades-*.arrow")), default=0)
+    entries, rows = [], 0
+    for segment in segments:
+        if isinstance(segment, Path):
+            path = vdir / segment.name
+            os.link(segment, path)
+            table = pa.ipc.open_file(str(path)).read_all()
+        else:
+            number += 1
+            path = vdir / f"trades-{number:06d}.arrow"
+            table = segment if isinstance(segment, pa.Table) else trades_from_rows(segment)
+            write_trades(path, table, batch_rows)
+        first, last = _time_range(table)
+        rows += len(table)
+        entries.append({"file": path.name, "rows": len(table), "first_trade_us": first,
+                        "last_trade_us": last, "max_id": rows})
+    firsts = [e["first_trade_us"] for e in entries if e["rows"]]
+    lasts = [e["last_trade_us"] for e in entries if e["rows"]]
+    return _publish(vdir, snapshots, {
+        "format": 2, "trades": rows, "first_trade_us": min(firsts, default=None),
+        "last_trade_us": max(lasts, default=None), "max_id": rows, "segments": entries,
+    }, manifest)
 
 
 def switch_current(root, version_name: str) -> None:

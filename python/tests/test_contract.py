@@ -147,8 +147,8 @@ def test_snapshot_errors(tmp_path):
         open_snapshot(tmp_path / "nowhere")
     with pytest.raises(SnapshotError, match="neither"):
         open_snapshot(tmp_path)
-    with pytest.raises(SnapshotError, match="format 2"):
-        open_snapshot(make(tmp_path / "f", manifest={"format": 2}))
+    with pytest.raises(SnapshotError, match=r"format 3, expected one of \(1, 2\)"):
+        open_snapshot(make(tmp_path / "f", manifest={"format": 3}))
 
     missing_file = make(tmp_path / "m") / "current"
     (missing_file / "trades.arrow").unlink()

@@ -8,17 +8,15 @@ snapshot JSON files, never hard-coded; the fixture's own answers
 """
 
 import json
-import os
 import shutil
 import sqlite3
 from collections import Counter
 from datetime import date, datetime, timedelta, timezone
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.ipc
 import pytest
 
+import _contract_writer as cw
 from tradebox.data import COLUMNS, open_snapshot
 
 UTC = timezone.utc
@@ -232,14 +230,7 @@ def test_open_snapshot_survives_a_switch_of_current(snapshot_root, tmp_path):
 
     # A second version holding only the first 10 trades, then an atomic switch.
     v1 = old.path
-    v2 = root / f"v{int(v1.name[1:]) + 1:06d}"
-    shutil.copytree(v1, v2)
-    table = pa.ipc.open_file(pa.memory_map(str(v1 / "trades.arrow"))).read_all()
-    (v2 / "trades.arrow").unlink()
-    with pa.ipc.new_file(str(v2 / "trades.arrow"), table.schema) as writer:
-        writer.write_table(table.slice(0, 10))
-    os.symlink(v2.name, root / "current.new")
-    os.replace(root / "current.new", root / "current")
+    v2 = cw.write_version(root, old.table.slice(0, 10), old.load_snapshots(days=None))
 
     new = open_snapshot(root, as_of="latest")
     assert new.path == v2.resolve() and len(new.load_trades(days=None)) == 10

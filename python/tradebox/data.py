@@ -1,12 +1,23 @@
 """Read-only access to a tradebox data snapshot, for code run in the sandbox.
 
 A snapshot is what the Rust exporter writes: a root dir holding version dirs
-(`v000001`, ...) and a `current` symlink; each version dir holds
-`trades.arrow` (Arrow IPC file, sorted by timestamp), `snapshots.json` and
-`manifest.json`. `Snapshot` memory-maps one version and answers the user
-helpers `load_trades`, `load_balances` and `load_snapshots`; the module-level
+(`v000001`, ...) and a `current` symlink. A version dir holds its trades,
+`snapshots.json` and `manifest.json`, in one of two formats:
+
+  1  one `trades.arrow` (Arrow IPC file, sorted by timestamp);
+  2  the segment files the manifest's `segments` lists (same schema, each
+     sorted by timestamp), base first, then deltas that may hold late
+     trades. The trades are all segments' rows in timestamp order; equal
+     timestamps keep the segments' order. Segments are hard links shared
+     between versions.
+
+`Snapshot` memory-maps one version and answers the user helpers
+`load_trades`, `load_balances` and `load_snapshots`; the module-level
 functions of the same names use a default snapshot set by `configure()` or
-the environment (`TRADEBOX_SNAPSHOT`, `TRADEBOX_AS_OF`).
+the environment (`TRADEBOX_SNAPSHOT`, `TRADEBOX_AS_OF`). Mapped segment
+files are cached by file identity, so a newer version reuses the mapping
+of the segments it shares with an older one; `retain()` empties the cache
+of what the snapshots still in use do not need.
 """
 
 from __future__ import annotations
@@ -27,15 +38,16 @@ import pyarrow.ipc
 
 __all__ = [
     "COLUMNS", "Snapshot", "SnapshotError", "configure", "open_snapshot",
-    "load_trades", "load_balances", "load_snapshots",
+    "load_trades", "load_balances", "load_snapshots", "retain",
 ]
 
-FORMAT = 1
+FORMATS = (1, 2)
 _STR, _F64 = pa.utf8(), pa.float64()
 SCHEMA = {"timestamp": pa.timestamp("us", tz="UTC"), "exchange": _STR,
           "account_name": _STR, "symbol": _STR, "side": _STR, "amount": _F64,
           "price": _F64, "fee": _F64, "fee_currency": _STR, "trade_id": _STR}
 COLUMNS = tuple(SCHEMA)
+_ARROW_SCHEMA = pa.schema(list(SCHEMA.items()))
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US = timedelta(microseconds=1)
 _DAY_US = 86_400_000_000
@@ -128,6 +140,139 @@ def _version_dir(path) -> Path:
     raise SnapshotError(f"snapshot directory not found: {path}")
 
 
+def _map_trades(file: Path) -> pa.Table:
+    """The trades of one Arrow IPC file, memory-mapped (zero copy) and
+    checked: the contract's columns and types, in its order."""
+    try:
+        mapped = pa.memory_map(str(file)).read_buffer()
+        table = pa.ipc.open_file(mapped, options=_NO_THREADS).read_all()
+    except FileNotFoundError:
+        raise SnapshotError(f"missing snapshot file: {file}") from None
+    except (OSError, pa.ArrowInvalid) as e:
+        raise SnapshotError(f"cannot read {file} as an Arrow IPC file: {e}") from None
+    missing = [c for c in COLUMNS if c not in table.column_names]
+    if missing:
+        raise SnapshotError(f"{file}: missing columns {missing}")
+    table = table.select(list(COLUMNS))
+    wrong = [f"{f.name} is {f.type}, expected {SCHEMA[f.name]}"
+             for f in table.schema if f.type != SCHEMA[f.name]]
+    if wrong:
+        raise SnapshotError(f"{file}: wrong column types: {'; '.join(wrong)}")
+    if table.column("timestamp").null_count:
+        raise SnapshotError(f"{file}: timestamp has nulls")
+    # One schema for every file (no metadata, all nullable), so segments concatenate.
+    return pa.Table.from_arrays(table.columns, schema=_ARROW_SCHEMA)
+
+
+class _Segment:
+    """One mapped trades file and a contiguous int64 view of its sorted
+    timestamps, for binary search (the other columns stay memory-mapped even
+    if the file has several batches). `key` is its entry in `_SEGMENTS`."""
+
+    __slots__ = ("key", "table", "ts")
+
+    def __init__(self, key, file: Path):
+        self.key = key
+        self.table = _map_trades(file)
+        ts = self.table.column("timestamp")
+        ts = ts.chunk(0) if ts.num_chunks == 1 else ts.combine_chunks()
+        self.ts = ts.view(pa.int64()).to_numpy()
+        if (self.ts[1:] < self.ts[:-1]).any():
+            raise SnapshotError(f"{file}: trades are not sorted by timestamp")
+
+    def window(self, lower, upper, upper_side):
+        """The rows [start, stop) with lower <= timestamp and timestamp <= upper
+        (upper_side 'right') or < upper ('left'); lower None: no lower bound."""
+        stop = int(np.searchsorted(self.ts, upper, side=upper_side))
+        start = 0 if lower is None else int(np.searchsorted(self.ts, lower, side="left"))
+        return start, max(start, stop)
+
+
+# The mapped segment files by (st_dev, st_ino, st_size, st_mtime_ns): a hard
+# link in another version is the same entry. An entry's mapping holds its
+# inode, so no other file can take that identity while it is cached. Files
+# are never rewritten in place (the exporter writes new files).
+_SEGMENTS: dict[tuple, _Segment] = {}
+
+
+def _open_segment(file: Path) -> _Segment:
+    """The mapped segment of `file`, from `_SEGMENTS` if it is there."""
+    try:
+        st = os.stat(file)
+    except FileNotFoundError:
+        raise SnapshotError(f"missing snapshot file: {file}") from None
+    except OSError as e:
+        raise SnapshotError(f"cannot read {file}: {e}") from None
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    segment = _SEGMENTS.get(key)
+    if segment is None:
+        segment = _SEGMENTS[key] = _Segment(key, file)
+    return segment
+
+
+def _plain_arrow_name(name) -> bool:
+    return (isinstance(name, str) and name.endswith(".arrow") and not name.startswith(".")
+            and "/" not in name and ".." not in name and "\0" not in name)
+
+
+def _open_segments(vdir: Path, manifest: dict) -> tuple[_Segment, ...]:
+    """The segments of a format-2 version, checked against its manifest."""
+    where = vdir / "manifest.json"
+    entries = manifest.get("segments")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise SnapshotError(f"{where}: 'segments' must be a list of objects, "
+                            f"not {entries!r:.100}")
+    segments, names = [], set()
+    for entry in entries:
+        name, rows = entry.get("file"), entry.get("rows")
+        if not _plain_arrow_name(name):
+            raise SnapshotError(f"{where}: segment file {name!r} is not a plain "
+                                "'*.arrow' file name")
+        if name in names:
+            raise SnapshotError(f"{where}: segment file {name!r} is listed twice")
+        names.add(name)
+        segment = _open_segment(vdir / name)
+        if segment.table.num_rows != rows:
+            raise SnapshotError(f"{vdir / name}: {segment.table.num_rows} rows, "
+                                f"but the manifest says rows={rows!r}")
+        segments.append(segment)
+    total = sum(s.table.num_rows for s in segments)
+    if total != manifest.get("trades"):
+        raise SnapshotError(f"{where}: the segments hold {total} trades, but the "
+                            f"manifest says trades={manifest.get('trades')!r}")
+    return tuple(segments)
+
+
+def _merge(parts) -> pa.Table:
+    """The trades of `parts`, each segment's share as (table, first_us,
+    last_us), oldest segment first, none empty, in one table ordered by
+    timestamp, equal timestamps in segment order: a stable sort of their
+    concatenation, or the concatenation itself when each part starts at or
+    after the end of the one before."""
+    if len(parts) <= 1:
+        # Made when needed: an empty table holds Arrow memory, which the
+        # zygote must not hold (a job would inherit it).
+        return parts[0][0] if parts else _ARROW_SCHEMA.empty_table()
+    table = pa.concat_tables([part for part, _, _ in parts])
+    if any(first < last for (_, _, last), (_, first, _) in zip(parts, parts[1:])):
+        order = pc.sort_indices(table, sort_keys=[("timestamp", "ascending")])  # stable
+        table = table.take(order)
+    return table
+
+
+def retain(*snapshots: Snapshot) -> None:
+    """Forget the cached mappings of segment files none of `snapshots` uses.
+
+    Opening a version reuses the mapping (and checks) of each segment file
+    an earlier `Snapshot` mapped: a long-lived process that switches to a
+    new snapshot calls `retain(new)` (with any other snapshot it keeps) so
+    the cache does not grow with each version. Snapshots keep their own
+    mappings: one not retained stays readable; `retain()` empties the cache."""
+    keep = {segment.key for snapshot in snapshots for segment in snapshot._segments}
+    for key in _SEGMENTS.keys() - keep:
+        del _SEGMENTS[key]
+
+
 class Snapshot:
     """One memory-mapped snapshot version, seen from a fixed `as_of` clock.
 
@@ -142,18 +287,12 @@ class Snapshot:
     def __init__(self, path, as_of=None):
         self.path = _version_dir(path)
         self.manifest = _read_json(self.path / "manifest.json")
-        if not isinstance(self.manifest, dict) or self.manifest.get("format") != FORMAT:
-            got = self.manifest.get("format") if isinstance(self.manifest, dict) else None
+        got = self.manifest.get("format") if isinstance(self.manifest, dict) else None
+        if got not in FORMATS:
             raise SnapshotError(f"{self.path}: unsupported snapshot format {got!r}, "
-                                f"expected {FORMAT}")
-        self.table = self._map_trades(self.path / "trades.arrow")
-        # Contiguous int64 view of the sorted timestamps, for binary search. The
-        # other columns stay memory-mapped even if the file has several batches.
-        ts = self.table.column("timestamp")
-        ts = ts.chunk(0) if ts.num_chunks == 1 else ts.combine_chunks()
-        self._ts = ts.view(pa.int64()).to_numpy()
-        if (self._ts[1:] < self._ts[:-1]).any():
-            raise SnapshotError(f"{self.path}: trades are not sorted by timestamp")
+                                f"expected one of {FORMATS}")
+        self._segments = (_open_segments(self.path, self.manifest) if got == 2
+                          else (_open_segment(self.path / "trades.arrow"),))
         snapshots = _read_json(self.path / "snapshots.json")
         try:
             dated = sorted(((date.fromisoformat(s["date"]), s) for s in snapshots),
@@ -165,27 +304,6 @@ class Snapshot:
         self._snap_dates = [d for d, _ in dated]
         self.as_of = as_of
         self._as_of_us = self._parse_as_of(as_of)
-
-    @staticmethod
-    def _map_trades(file: Path) -> pa.Table:
-        try:
-            mapped = pa.memory_map(str(file)).read_buffer()  # zero copy
-            table = pa.ipc.open_file(mapped, options=_NO_THREADS).read_all()
-        except FileNotFoundError:
-            raise SnapshotError(f"missing snapshot file: {file}") from None
-        except (OSError, pa.ArrowInvalid) as e:
-            raise SnapshotError(f"cannot read {file} as an Arrow IPC file: {e}") from None
-        missing = [c for c in COLUMNS if c not in table.column_names]
-        if missing:
-            raise SnapshotError(f"{file}: missing columns {missing}")
-        table = table.select(list(COLUMNS)).replace_schema_metadata(None)
-        wrong = [f"{f.name} is {f.type}, expected {SCHEMA[f.name]}"
-                 for f in table.schema if f.type != SCHEMA[f.name]]
-        if wrong:
-            raise SnapshotError(f"{file}: wrong column types: {'; '.join(wrong)}")
-        if table.column("timestamp").null_count:
-            raise SnapshotError(f"{file}: timestamp has nulls")
-        return table
 
     def _parse_as_of(self, as_of):
         """None (read the clock per call) or the as_of instant in epoch us."""
@@ -216,7 +334,13 @@ class Snapshot:
         return (_EPOCH + self._now() * _US).date()
 
     def __len__(self) -> int:
-        return self.table.num_rows
+        return sum(segment.table.num_rows for segment in self._segments)
+
+    @property
+    def table(self) -> pa.Table:
+        """All trades as one table, in order (merged at each access: for tests
+        and introspection; `load_trades` reads the segments themselves)."""
+        return _merge([(s.table, s.ts[0], s.ts[-1]) for s in self._segments if len(s.ts)])
 
     def __repr__(self) -> str:
         return f"Snapshot({str(self.path)!r}, as_of={self.as_of!r}, trades={len(self)})"
@@ -230,39 +354,43 @@ class Snapshot:
         history). `exchange`, `asset` (the symbol) and `account` take a
         string or a list of strings, matched case-insensitively."""
         days = _check_days(days)
-        filters = [(col, _names(val, arg)) for col, val, arg in (
+        named = [(col, _names(val, arg)) for col, val, arg in (
             ("exchange", exchange, "exchange"), ("symbol", asset, "asset"),
             ("account_name", account, "account"))]
-        start, stop = self._window(days, since, until)
-        table = self.table.slice(start, max(stop - start, 0))
-        for column, names in filters:
-            if names is not None:
+        filters = [(col, pa.array(names, pa.utf8())) for col, names in named
+                   if names is not None]
+        bounds = self._bounds(days, since, until)
+        parts = []  # each segment's rows in the window, filtered, if any
+        for segment in self._segments:
+            start, stop = segment.window(*bounds)
+            table = segment.table.slice(start, stop - start)
+            for column, names in filters:
                 table = table.filter(pc.is_in(pc.utf8_lower(table.column(column)),
-                                              value_set=pa.array(names, pa.utf8())))
-        return table.to_pandas(use_threads=False)
+                                              value_set=names))
+            if table.num_rows:
+                parts.append((table, segment.ts[start], segment.ts[stop - 1]))
+        return _merge(parts).to_pandas(use_threads=False)
 
-    def _window(self, days, since=None, until=None):
-        """The rows [start, stop) of `load_trades`' time window (`days`
-        already checked): binary searches on the sorted timestamps."""
+    def _bounds(self, days, since=None, until=None):
+        """`load_trades`' time window (`days` already checked) as the
+        arguments of `_Segment.window`: (lower, upper, upper_side)."""
         if until is None:
-            end_us = self._now()
-            stop = int(np.searchsorted(self._ts, end_us, side="right"))
+            upper, side = self._now(), "right"
         else:
-            end_us = _bound_us(until, "until")
-            stop = int(np.searchsorted(self._ts, end_us, side="left"))
+            upper, side = _bound_us(until, "until"), "left"
         if since is not None:
-            start = int(np.searchsorted(self._ts, _bound_us(since, "since"), side="left"))
+            lower = _bound_us(since, "since")
         elif days is not None:
-            lower = max(end_us - round(days * _DAY_US), -2**63)
-            start = int(np.searchsorted(self._ts, lower, side="left"))
+            lower = max(upper - round(days * _DAY_US), -2**63)
         else:
-            start = 0
-        return start, stop
+            lower = None
+        return lower, upper, side
 
     def rows_within(self, days) -> int:
         """How many trades `load_trades(days=days)` returns (nothing loaded)."""
-        start, stop = self._window(_check_days(days))
-        return max(stop - start, 0)
+        bounds = self._bounds(_check_days(days))
+        return sum(stop - start for start, stop in
+                   (segment.window(*bounds) for segment in self._segments))
 
     def load_balances(self) -> dict:
         """`{name: {asset: amount}}` from the latest balance snapshot on or

@@ -23,6 +23,16 @@ frames of a 4-byte big-endian length and a body.
                            "reason"} and the zygote exits (the supervisor
                            replaces it before the next job)
     supervisor -> zygote   {"type": "ping"}  ->  {"type": "pong", "rss_kb", "threads"}
+    supervisor -> zygote   {"type": "load", "version": "v000008"}, between jobs
+    zygote -> supervisor   {"type": "loaded", "version", "rss_kb"} once the
+                           version is mapped and warmed and a child forked on
+                           it; {"type": "load_failed", "reason"} if it cannot
+                           be read (the zygote keeps the version it had); or
+                           {"type": "unhealthy", "reason"} and exits
+
+The snapshot root is mounted at /data; the version to serve first is named
+by TRADEBOX_DATA_VERSION. Segments a new version shares with the old one
+(hard links of the same files) stay mapped once (`data.retain`).
 
 status: "ok", "timeout", "too_large", "confine" (the child could not be
 confined; "message" says why, and no job code ran), or "died" (with "signal"
@@ -52,6 +62,7 @@ import gc
 import json
 import mmap
 import os
+import re
 import select
 import shutil
 import signal
@@ -478,6 +489,13 @@ def _warm_up(snapshot, runner, stop=lambda: False):
         gc.collect()
 
 
+def _open_version(data, name):
+    """The snapshot version `name` (a folder under /data)."""
+    if not (isinstance(name, str) and re.fullmatch(r"v[0-9]+", name)):
+        raise ValueError(f"not a snapshot version name: {name!r}")
+    return data.Snapshot(f"/data/{name}")
+
+
 def _readable(fd, timeout):
     return bool(select.select([fd], [], [], timeout)[0])
 
@@ -500,8 +518,8 @@ def main():
     pyarrow.set_io_thread_count(1)
     from tradebox import data, runner  # noqa: F401
     snapshot = None
-    if os.path.exists("/data/manifest.json"):
-        snapshot = data.Snapshot("/data")
+    if os.environ.get("TRADEBOX_DATA_VERSION"):
+        snapshot = _open_version(data, os.environ["TRADEBOX_DATA_VERSION"])
     filters = confine.load_filters()
     scratch = shutil.disk_usage("/tmp").total
     _warm_up(snapshot, runner)
@@ -525,6 +543,28 @@ def main():
         msg = json.loads(control)
         if msg.get("type") == "ping":
             send({"type": "pong", "rss_kb": _rss_kb(), "threads": _threads()})
+            continue
+        if msg.get("type") == "load":
+            child.kill()  # it waits on the old version; nothing of a job ran in it
+            child.finish(kill=True)
+            child.close()
+            try:
+                loaded = _open_version(data, msg.get("version"))
+            except Exception as e:  # noqa: BLE001 - reported; the old version stays
+                reply = {"type": "load_failed", "reason": f"{type(e).__name__}: {e}"}
+            else:
+                snapshot = loaded
+                data.retain(snapshot)
+                _warm_up(snapshot, runner)
+                gc.freeze()
+                reply = {"type": "loaded", "version": snapshot.manifest.get("version"),
+                         "rss_kb": _rss_kb()}
+            problem = wipe_scratch()
+            if problem:
+                send({"type": "unhealthy", "reason": problem})
+                return
+            child = Child(filters, snapshot, scratch, buffers)
+            send(reply)
             continue
         length = _read_length(0)
         if length is None or length > MAX_JOB or not job.read_exact(0, length):

@@ -9,7 +9,7 @@ use tradebox_data::import::{self, CsvOptions, ImportReport};
 use tradebox_data::snapshot::{self, Manifest};
 use tradebox_data::{demo, timestamp, Home, Store};
 
-use tradebox_data::sources::{load_states, Follower, Outcome, SourceConfig};
+use tradebox_data::sources::{statuses, Follower, Outcome, SourceConfig};
 
 use crate::progress::Terminal;
 use crate::sandbox_setup::SetupError;
@@ -437,13 +437,21 @@ fn run_sync(args: &SyncArgs, home: &Home, quiet: bool) -> anyhow::Result<()> {
                         print_outcome(o);
                     }
                 }
-                if let Some((m, took)) = &pass.published {
+                for p in pass
+                    .published
+                    .iter()
+                    .chain(pass.compacted.iter().flatten().flatten())
+                {
                     println!(
-                        "snapshot v{} published: {} trades, in {:.2}s",
-                        m.version,
-                        m.trades,
-                        took.as_secs_f64()
+                        "snapshot v{} published ({}): {} trades, in {:.2}s",
+                        p.manifest.version,
+                        p.written,
+                        p.manifest.trades,
+                        p.took.as_secs_f64()
                     );
+                }
+                if let Some(Err(e)) = &pass.compacted {
+                    eprintln!("compacting the snapshot failed (retried later): {e}");
                 }
                 let _ = std::io::Write::flush(&mut std::io::stdout());
             }
@@ -456,7 +464,7 @@ fn run_sync(args: &SyncArgs, home: &Home, quiet: bool) -> anyhow::Result<()> {
         print_outcome(o);
     }
     match &pass.published {
-        Some((m, took)) => print_published(m, *took, home),
+        Some(p) => print_published(&p.manifest, p.took, home),
         None => println!("nothing new: the snapshot stays as it is"),
     }
     let failed: Vec<&str> = pass
@@ -473,34 +481,7 @@ fn run_sync(args: &SyncArgs, home: &Home, quiet: bool) -> anyhow::Result<()> {
 
 fn run_sources(args: &InfoArgs, home: &Home) -> anyhow::Result<()> {
     let config = crate::app::config(home)?;
-    let states = match Store::open_read_only(&home.store_path())? {
-        Some(store) => load_states(&store)?,
-        None => Vec::new(),
-    };
-    let now = timestamp::now();
-    let rows: Vec<serde_json::Value> = config
-        .data
-        .sources
-        .iter()
-        .map(|c| {
-            let resolved = c.resolved(home.root());
-            let st = states.iter().find(|s| s.id == c.id);
-            serde_json::json!({
-                "id": c.id,
-                "kind": c.kind,
-                "path": resolved.path,
-                "poll_seconds": c.poll_seconds,
-                "synced_at": st.and_then(|s| s.synced_at.clone()),
-                "lag_seconds": st.and_then(|s| s.lag_seconds(now)),
-                "added_total": st.map_or(0, |s| s.added_total),
-                "newest_trade": st.and_then(|s| s.newest_trade.clone()),
-                "error": st.and_then(|s| s.error.clone()),
-                "failures": st.map_or(0, |s| s.failures),
-                "rejected": st.and_then(|s| s.rejected.clone()),
-                "rejected_total": st.map_or(0, |s| s.rejected_total),
-            })
-        })
-        .collect();
+    let rows = statuses(home, &config.data.sources)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
@@ -513,28 +494,30 @@ fn run_sources(args: &InfoArgs, home: &Home) -> anyhow::Result<()> {
         "{:<12} {:<13} {:>10} {:>9}  {:<26} path",
         "id", "kind", "last sync", "added", "newest trade"
     );
-    for (r, c) in rows.iter().zip(&config.data.sources) {
-        let ago = r["lag_seconds"]
-            .as_f64()
-            .map_or_else(|| "never".into(), |s| format!("{}s ago", s.round() as u64));
+    for r in &rows {
         println!(
             "{:<12} {:<13} {:>10} {:>9}  {:<26} {}",
-            c.id,
-            c.kind.as_str(),
-            ago,
-            r["added_total"].as_u64().unwrap_or(0),
-            r["newest_trade"].as_str().unwrap_or("-"),
-            r["path"].as_str().unwrap_or("-")
+            r.id,
+            r.kind.as_str(),
+            ago(r.lag_seconds),
+            r.added_total,
+            r.newest_trade.as_deref().unwrap_or("-"),
+            r.path.display()
         );
-        if let Some(e) = r["error"].as_str() {
-            println!("{:<12} error ({} in a row): {e}", "", r["failures"]);
+        if let Some(e) = &r.error {
+            println!("{:<12} error ({} in a row): {e}", "", r.failures);
         }
-        if let Some(why) = r["rejected"].as_str() {
+        if let Some(why) = &r.rejected {
             println!(
                 "{:<12} last refused ({} in all): {why}",
-                "", r["rejected_total"]
+                "", r.rejected_total
             );
         }
     }
     Ok(())
+}
+
+/// "12s ago", or "never".
+pub fn ago(lag_seconds: Option<f64>) -> String {
+    lag_seconds.map_or_else(|| "never".into(), |s| format!("{}s ago", s.round() as u64))
 }

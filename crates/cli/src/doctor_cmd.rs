@@ -1,10 +1,13 @@
 //! `tradebox doctor`: the Python runtime, host facts and every sandbox
-//! layer, checked from inside a real sandboxed job; and, when Slack is
+//! layer, checked from inside a real sandboxed job; the data snapshot and
+//! every followed source (last sync, lag, error); and, when Slack is
 //! configured, its tokens (`auth.test`, `apps.connections.open`) and the
 //! bot scopes tradebox needs.
 
 use clap::Args;
 use serde_json::json;
+use tradebox_data::snapshot;
+use tradebox_data::sources::{statuses, SourceStatus};
 use tradebox_data::Home;
 use tradebox_sandbox::{doctor, runtime, Job};
 
@@ -16,9 +19,10 @@ use crate::sandbox_setup;
   tradebox doctor --json | jq '.layers[] | select(.active | not)'
   tradebox doctor --slack                 # only the Slack tokens and scopes
 
-Exit codes: 0 every layer active (and Slack, when configured, answers with
-every scope), 2 the sandbox cannot run here or the Slack settings are
-refused (with what to change).")]
+Exit codes: 0 every layer active, every followed source syncing (and Slack,
+when configured, answers with every scope), 2 the sandbox cannot run here,
+a source's last sync failed or the Slack settings are refused (with what to
+change).")]
 pub struct DoctorArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
@@ -159,6 +163,79 @@ fn slack_report(home: &Home) -> anyhow::Result<SlackReport> {
     })
 }
 
+/// The data part of the report: the current snapshot and each source.
+struct DataReport {
+    snapshot: Option<tradebox_data::snapshot::Manifest>,
+    sources: Vec<SourceStatus>,
+}
+
+impl DataReport {
+    fn of(home: &Home) -> anyhow::Result<DataReport> {
+        let config = crate::app::config(home)?;
+        Ok(DataReport {
+            snapshot: snapshot::current(&home.snapshot_root())?.map(|(_, m)| m),
+            sources: statuses(home, &config.data.sources)?,
+        })
+    }
+
+    fn ok(&self) -> bool {
+        self.sources.iter().all(|s| s.error.is_none())
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "snapshot": self.snapshot.as_ref().map(|m| json!({
+                "version": m.version,
+                "trades": m.trades,
+                "segments": m.segments.len(),
+                "compaction_due": m.compaction(),
+            })),
+            "sources": self.sources,
+        })
+    }
+
+    fn print(&self) {
+        println!(
+            "
+data"
+        );
+        match &self.snapshot {
+            Some(m) => println!(
+                "  {:<28} ok   v{}: {} trades in {} segment(s){}",
+                "snapshot",
+                m.version,
+                m.trades,
+                m.segments.len().max(1),
+                if m.compaction().is_some() {
+                    ", compaction due"
+                } else {
+                    ""
+                }
+            ),
+            None => println!(
+                "  {:<28} none (run `tradebox data demo` or `tradebox data import`)",
+                "snapshot"
+            ),
+        }
+        for s in &self.sources {
+            let name = format!("source {}", s.id);
+            match &s.error {
+                None => println!(
+                    "  {name:<28} ok   {} {}, last sync {}, {} trades added",
+                    s.kind.as_str(),
+                    s.path.display(),
+                    crate::data_cmd::ago(s.lag_seconds),
+                    s.added_total
+                ),
+                Some(e) => println!(
+                    "  {name:<28} FAIL {e} ({} failure(s) in a row; retried with backoff)",
+                    s.failures
+                ),
+            }
+        }
+    }
+}
+
 fn run_slack_only(args: &DoctorArgs, home: &Home) -> anyhow::Result<u8> {
     let report = slack_report(home)?;
     if args.json {
@@ -212,6 +289,7 @@ pub fn run(args: &DoctorArgs, home: &Home, quiet: bool) -> anyhow::Result<u8> {
         Err(e) => (Vec::new(), None, Some(format!("{e:#}"))),
     };
     let all_active = !layers.is_empty() && layers.iter().all(|l| l.active);
+    let data = DataReport::of(home)?;
     let slack = slack_report(home)?;
     if args.json {
         let out = json!({
@@ -222,8 +300,9 @@ pub fn run(args: &DoctorArgs, home: &Home, quiet: bool) -> anyhow::Result<u8> {
             "layers": layers,
             "pool": pool,
             "sandbox_error": sandbox_error,
+            "data": data.json(),
             "slack": slack.json(),
-            "ok": all_active && slack.ok(),
+            "ok": all_active && data.ok() && slack.ok(),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -277,6 +356,7 @@ pub fn run(args: &DoctorArgs, home: &Home, quiet: bool) -> anyhow::Result<u8> {
                 );
             }
         }
+        data.print();
         slack.print();
         println!(
             "\n{}",
@@ -286,9 +366,16 @@ pub fn run(args: &DoctorArgs, home: &Home, quiet: bool) -> anyhow::Result<u8> {
                 "the sandbox is NOT fully active: tradebox refuses to run code here"
             }
         );
+        if !data.ok() {
+            println!("a data source needs attention (see above)");
+        }
         if !slack.ok() {
             println!("the Slack settings need attention (see above)");
         }
     }
-    Ok(if all_active && slack.ok() { 0 } else { 2 })
+    Ok(if all_active && data.ok() && slack.ok() {
+        0
+    } else {
+        2
+    })
 }

@@ -220,8 +220,11 @@ fn first_sync(
             Err(e) => eprintln!("source {}: {e} (retrying in the background)", o.id),
         }
     }
-    if let (Some((m, _)), false) = (&pass.published, quiet) {
-        eprintln!("snapshot v{} published: {} trades", m.version, m.trades);
+    if let (Some(p), false) = (&pass.published, quiet) {
+        eprintln!(
+            "snapshot v{} published: {} trades",
+            p.manifest.version, p.manifest.trades
+        );
     }
     Ok(follower)
 }
@@ -245,13 +248,9 @@ fn follow(mut follower: tradebox_data::sources::Follower, stop: &std::sync::mpsc
                     Err(e) => tracing::warn!(source = %o.id, "source sync failed: {e}"),
                 }
             }
-            if let Some((m, took)) = &pass.published {
-                tracing::info!(
-                    version = m.version,
-                    trades = m.trades,
-                    export_ms = took.as_millis() as u64,
-                    "snapshot published"
-                );
+            // Publications and compactions log themselves (tradebox_data::snapshot).
+            if let Some(Err(e)) = &pass.compacted {
+                tracing::warn!("compacting the snapshot failed (retried later): {e}");
             }
         }
         Err(e) => tracing::warn!("source sync failed: {e}"),

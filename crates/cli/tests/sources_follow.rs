@@ -3,7 +3,7 @@
 //! appended trade shows up exactly once in `load_trades`; `tradebox data
 //! sync --follow` killed with -9 again and again while the writer goes on
 //! leaves a store that, synced once more, holds every source row once and a
-//! snapshot that holds the store.
+//! snapshot that holds the store; `doctor` reports each source.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -56,6 +56,16 @@ fn append(src: &Path, from: u32, n: u32) {
     tx.commit().unwrap();
 }
 
+/// Runs the binary on `home` (with the shared runtime) and returns its output.
+fn tb(home: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(bin())
+        .env("TRADEBOX_HOME", home)
+        .env("TRADEBOX_RUNTIME", common::runtime_dir())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 fn source_count(src: &Path) -> u64 {
     Connection::open(src)
         .unwrap()
@@ -103,11 +113,7 @@ fn serve_follows_a_database_another_process_keeps_writing() {
     );
 
     // The source's state is on record.
-    let out = Command::new(bin())
-        .env("TRADEBOX_HOME", home.path())
-        .args(["data", "sources", "--json"])
-        .output()
-        .unwrap();
+    let out = tb(home.path(), &["data", "sources", "--json"]);
     let states: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(states[0]["id"], "cex", "{states}");
     assert_eq!(states[0]["error"], serde_json::Value::Null, "{states}");
@@ -156,11 +162,7 @@ fn a_follower_killed_at_any_moment_resumes_without_loss_or_duplicates() {
         follower.kill().unwrap();
         follower.wait().unwrap();
     }
-    let out = Command::new(bin())
-        .env("TRADEBOX_HOME", home.path())
-        .args(["data", "sync"])
-        .output()
-        .unwrap();
+    let out = tb(home.path(), &["data", "sync"]);
     assert!(
         out.status.success(),
         "{}",
@@ -174,6 +176,18 @@ fn a_follower_killed_at_any_moment_resumes_without_loss_or_duplicates() {
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(current).unwrap()).unwrap();
     assert_eq!(manifest["trades"], json!(all), "{manifest}");
+    // And its segments, merged by the sandbox's reader, hold every trade.
+    let out = tb(
+        home.path(),
+        &[
+            "run",
+            "--json",
+            "-c",
+            "result = len(load_trades(days=None))",
+        ],
+    );
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(run["result"], json!(all.to_string()), "{run}");
     // The store passes SQLite's own check.
     let check: String = Connection::open(home.path().join("tradebox.db"))
         .unwrap()
@@ -185,21 +199,13 @@ fn a_follower_killed_at_any_moment_resumes_without_loss_or_duplicates() {
 #[test]
 fn data_sync_names_unknown_sources_and_a_home_without_any() {
     let (home, _src) = home_following();
-    let out = Command::new(bin())
-        .env("TRADEBOX_HOME", home.path())
-        .args(["data", "sync", "nope"])
-        .output()
-        .unwrap();
+    let out = tb(home.path(), &["data", "sync", "nope"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no source \"nope\"; configured: cex"), "{err}");
 
     let empty = tempfile::TempDir::new().unwrap();
-    let out = Command::new(bin())
-        .env("TRADEBOX_HOME", empty.path())
-        .args(["data", "sync"])
-        .output()
-        .unwrap();
+    let out = tb(empty.path(), &["data", "sync"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no sources are configured"), "{err}");
@@ -209,12 +215,49 @@ fn data_sync_names_unknown_sources_and_a_home_without_any() {
         "[[data.sources]]\nid = \"x\"\nkind = \"csv-inbox\"\npath = \"in\"\npoll_seconds = 0\n",
     )
     .unwrap();
-    let out = Command::new(bin())
-        .env("TRADEBOX_HOME", empty.path())
-        .args(["data", "sync"])
-        .output()
-        .unwrap();
+    let out = tb(empty.path(), &["data", "sync"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("poll_seconds must be from 1 to 3600"), "{err}");
+}
+
+#[test]
+fn doctor_reports_each_source_and_fails_on_one_that_fails() {
+    let (home, src) = home_following();
+    let out = tb(home.path(), &["data", "sync"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = tb(home.path(), &["doctor", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    let source = &report["data"]["sources"][0];
+    assert_eq!(
+        (&source["id"], &source["error"]),
+        (&json!("cex"), &json!(null))
+    );
+    assert_eq!(source["added_total"], json!(source_count(&src)));
+    assert_eq!(
+        report["data"]["snapshot"]["trades"],
+        json!(source_count(&src))
+    );
+
+    // The collector's file replaced by something that is not SQLite.
+    std::fs::write(
+        &src,
+        "not a database at all, but long enough to be read as one",
+    )
+    .unwrap();
+    let out = tb(home.path(), &["data", "sync"]);
+    assert!(!out.status.success());
+    let out = tb(home.path(), &["doctor"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("source cex") && text.contains("FAIL"),
+        "{text}"
+    );
+    assert!(text.contains("a data source needs attention"), "{text}");
 }

@@ -1,18 +1,19 @@
 //! "Import, then publish if changed", once for every front end (`tradebox
 //! data import`, the console's upload): the paths are imported into the
 //! store of a home in one transaction, then a new snapshot version is
-//! exported when the import added anything or no version exists yet;
+//! published (a delta of the new trades, or a full export when that is due)
+//! when the import added anything or no version exists yet;
 //! otherwise the current version stays. The sandbox pool follows
 //! `snapshot/current` by itself.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::home::Home;
 use crate::import::{self, CsvOptions, ImportReport};
 use crate::progress::Progress;
-use crate::snapshot::{self, Manifest};
+use crate::snapshot::{self, Manifest, Mode};
 use crate::store::Store;
 
 /// What [`import_and_publish`] did.
@@ -56,9 +57,8 @@ pub fn import_and_publish(
         match snapshot::current(&root)? {
             Some((_, m)) if !changed => Ok((m, false, Duration::ZERO)),
             _ => {
-                let started = Instant::now();
-                let m = snapshot::export(&store, &root)?;
-                Ok((m, true, started.elapsed()))
+                let p = snapshot::publish(&store, &root, Mode::Compacted)?;
+                Ok((p.manifest, true, p.took))
             }
         }
     };

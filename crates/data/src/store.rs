@@ -40,6 +40,8 @@ CREATE TABLE IF NOT EXISTS balance_snapshots (
     balances TEXT NOT NULL,
     imported_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT OR IGNORE INTO store_meta (key, value) VALUES ('identity', lower(hex(randomblob(16))));
 ";
 
 /// An open trade store.
@@ -231,6 +233,27 @@ impl Store {
             .collect()
     }
 
+    /// A random name of this store's content, renewed whenever trades are
+    /// removed: a snapshot made from the same identity holds a prefix of
+    /// its trades by id. `None` for a store opened read-only before it had one.
+    pub fn identity(&self) -> Result<Option<String>> {
+        let found = self
+            .conn
+            .query_row(
+                "SELECT value FROM store_meta WHERE key = 'identity'",
+                [],
+                |r| r.get(0),
+            )
+            .optional();
+        match found {
+            Ok(id) => Ok(id),
+            Err(rusqlite::Error::SqliteFailure(_, Some(msg))) if msg.contains("no such table") => {
+                Ok(None)
+            }
+            Err(e) => Err(store_error(&self.path, e)),
+        }
+    }
+
     /// Newest trade timestamp as stored, if any.
     pub fn last_trade(&self) -> Result<Option<String>> {
         self.conn
@@ -338,7 +361,10 @@ impl Writer<'_> {
     /// Removes every trade and snapshot (for `data demo --replace`).
     pub fn clear(&mut self) -> Result<()> {
         self.tx
-            .execute_batch("DELETE FROM trades; DELETE FROM balance_snapshots;")
+            .execute_batch(
+                "DELETE FROM trades; DELETE FROM balance_snapshots;
+                 UPDATE store_meta SET value = lower(hex(randomblob(16))) WHERE key = 'identity';",
+            )
             .map_err(|e| store_error(&self.path, e))
     }
 }

@@ -98,7 +98,8 @@ fn old_readers_survive(f: &Path, trades: u64, snapshots: u64) {
 
     let (current, manifest) = snapshot::current(&root).unwrap().unwrap();
     assert_eq!(manifest, m1);
-    let old = std::fs::File::open(current.join("trades.arrow")).unwrap();
+    assert_eq!(manifest.segments.len(), 1, "an export is one base segment");
+    let old = std::fs::File::open(current.join(&manifest.segments[0].file)).unwrap();
 
     for v in 2..=5 {
         assert_eq!(snapshot::export(&store, &root).unwrap().version, v);
@@ -121,7 +122,7 @@ fn old_readers_survive(f: &Path, trades: u64, snapshots: u64) {
     assert!(ts.windows(2).all(|w| w[0] <= w[1]), "sorted by timestamp");
     assert_eq!(Some(ts[ts.len() - 1]), manifest.last_trade_us);
     assert_eq!(
-        read_all(std::fs::File::open(current.join("trades.arrow")).unwrap()),
+        read_all(std::fs::File::open(current.join(&manifest.segments[0].file)).unwrap()),
         ts
     );
 }

@@ -10,7 +10,7 @@
 //! 4. fork: the child is pid 1 of the new pid namespace; the parent only
 //!    waits for it and passes its exit status on;
 //! 5. the child builds a minimal root on a tmpfs (the Python runtime, the
-//!    data snapshot at `/data`, `/dev/{null,zero,random,urandom}`, a fresh
+//!    data snapshot root at `/data`, `/dev/{null,zero,random,urandom}`, a fresh
 //!    `/proc`, a size-capped scratch tmpfs at `/tmp`, the compiled child
 //!    seccomp programs under `/etc/tradebox`), `pivot_root`s into it and
 //!    makes it read-only;
@@ -55,8 +55,11 @@ pub struct LaunchSpec {
     pub base_prefix: PathBuf,
     /// The folder holding the `tradebox` Python package, mounted at `/opt/tradebox`.
     pub lib: PathBuf,
-    /// The snapshot version folder, mounted at `/data`.
+    /// The snapshot root (its version folders), mounted at `/data`: the
+    /// zygote can move to a version published after it started.
     pub snapshot: Option<PathBuf>,
+    /// The version folder the zygote loads first (a name under `snapshot`).
+    pub version: Option<String>,
     /// An empty host folder to mount the new root on.
     pub root: PathBuf,
     /// Size of the scratch tmpfs at `/tmp`, in MiB.
@@ -575,6 +578,13 @@ fn landlock(readable: &[PathBuf]) -> Result<(), LayerError> {
     Ok(())
 }
 
+/// Whether `name` is a version folder's name (`v` and digits), the only
+/// names passed on to the zygote.
+pub fn is_version_name(name: &str) -> bool {
+    name.strip_prefix('v')
+        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The interpreter's command line: isolated mode, our package on the path.
 const BOOT: &str = "import sys; sys.path.insert(0, '/opt/tradebox'); \
                     from tradebox.zygote import main; main()";
@@ -609,6 +619,12 @@ fn exec_python(spec: &LaunchSpec) -> LayerError {
     ]
     .iter()
     .map(|s| cstr(s.as_bytes()))
+    .chain(
+        spec.version
+            .iter()
+            .filter(|v| is_version_name(v))
+            .map(|v| cstr(format!("TRADEBOX_DATA_VERSION={v}").as_bytes())),
+    )
     .collect();
     match nix::unistd::execve(&python, &args, &env) {
         Err(e) => LayerError {

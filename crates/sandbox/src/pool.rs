@@ -4,9 +4,12 @@
 //! Each slot is a thread that owns one zygote process: it takes a job from
 //! the shared bounded queue, sends it, waits for the answer with a deadline
 //! (the job's timeout plus a grace period), and replaces the zygote when it
-//! dies, misbehaves, misses the deadline or when a new data snapshot is
-//! published. Callers submit jobs and get a receiver for the result; a full
-//! queue is reported at once, never dropped silently.
+//! dies, misbehaves or misses the deadline. When a new data snapshot version
+//! is published, the zygotes move to it in place, one at a time and between
+//! jobs: each loads and warms the new version before it takes another job,
+//! while the others keep serving the version they have. Callers submit jobs
+//! and get a receiver for the result; a full queue is reported at once,
+//! never dropped silently.
 
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
@@ -16,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -36,6 +39,12 @@ const HEADER_MAX: usize = 64 << 10;
 /// hung, or too slow to read its pipe) is replaced, and the job runs on a
 /// fresh one instead of waiting out its whole time limit.
 const ACCEPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often an idle slot looks for a new snapshot version.
+const FOLLOW_TICK: Duration = Duration::from_millis(100);
+
+/// How long a zygote may take to load and warm a new snapshot version.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a job got no answer from a zygote (which is then replaced).
 #[derive(Debug)]
@@ -64,10 +73,11 @@ pub struct PoolConfig {
     pub python: PythonPaths,
     /// Folder for the zygotes' root mount points.
     pub run_dir: PathBuf,
-    /// The data snapshot version folder, if any.
+    /// The data snapshot version folder, if any. Its parent (the snapshot
+    /// root) is what the zygotes see, so they can move to later versions.
     pub snapshot: Option<PathBuf>,
     /// A snapshot root whose `current` link the pool follows: when it points
-    /// at a new version, each zygote is replaced before its next job.
+    /// at a new version, the zygotes move to it one at a time.
     pub follow: Option<PathBuf>,
     /// Number of zygotes.
     pub size: usize,
@@ -122,6 +132,10 @@ pub struct SlotStatus {
     pub rss_kb: Option<u64>,
     pub jobs: u64,
     pub restarts: u64,
+    /// The snapshot version its zygote serves.
+    pub version: Option<u64>,
+    /// How many times its zygote moved to a new version in place.
+    pub loads: u64,
     pub last_error: Option<String>,
 }
 
@@ -132,7 +146,12 @@ struct Work {
 
 struct Shared {
     config: Mutex<PoolConfig>,
-    generation: AtomicU64,
+    /// Held by the slot whose zygote is moving to a new snapshot version:
+    /// never more than one at a time.
+    rolling: Mutex<()>,
+    /// Versions a zygote could not load: never wanted again, and the pool
+    /// stays on the version it had.
+    refused: Mutex<Vec<PathBuf>>,
     slots: Vec<Mutex<SlotStatus>>,
 }
 
@@ -159,7 +178,8 @@ impl Pool {
         let queue = config.queue.max(1);
         let shared = Arc::new(Shared {
             config: Mutex::new(config),
-            generation: AtomicU64::new(0),
+            rolling: Mutex::new(()),
+            refused: Mutex::new(Vec::new()),
             slots: (0..size)
                 .map(|_| Mutex::new(SlotStatus::default()))
                 .collect(),
@@ -188,6 +208,7 @@ impl Pool {
                             if let Ok(mut s) = shared.slots[i].lock() {
                                 s.pid = Some(zygote.pid);
                                 s.rss_kb = zygote.rss_kb;
+                                s.version = zygote.manifest.as_ref().map(|m| m.version);
                             }
                             let _ = ready.send(Ok(()));
                             drop(ready);
@@ -239,13 +260,12 @@ impl Pool {
             .map_err(|_| PoolError::Stopped)
     }
 
-    /// Points the pool at a new snapshot version; each zygote is replaced
-    /// between jobs, so no request is dropped.
+    /// Points the pool at a snapshot version folder; the zygotes move to
+    /// it one at a time, between jobs, so no request is dropped.
     pub fn set_snapshot(&self, dir: Option<PathBuf>) {
         if let Ok(mut config) = self.shared.config.lock() {
             config.snapshot = dir;
         }
-        self.shared.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Per-zygote state.
@@ -273,7 +293,6 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn slot_loop(i: usize, first: Zygote, rx: &Receiver<Work>, shared: &Shared) {
     let mut zygote = Some(first);
-    let mut generation = shared.generation.load(Ordering::SeqCst);
     let update = |f: &dyn Fn(&mut SlotStatus)| {
         if let Ok(mut s) = shared.slots[i].lock() {
             f(&mut s);
@@ -285,9 +304,11 @@ fn slot_loop(i: usize, first: Zygote, rx: &Receiver<Work>, shared: &Shared) {
         match Zygote::spawn(&config) {
             Ok(z) => {
                 let (pid, rss) = (z.pid, z.rss_kb);
+                let version = z.manifest.as_ref().map(|m| m.version);
                 update(&|s| {
                     s.pid = Some(pid);
                     s.rss_kb = rss;
+                    s.version = version;
                     s.restarts += 1;
                 });
                 Some(z)
@@ -300,14 +321,21 @@ fn slot_loop(i: usize, first: Zygote, rx: &Receiver<Work>, shared: &Shared) {
             }
         }
     };
-    while let Ok(work) = rx.recv() {
-        // Replace a zygote that died or serves an old snapshot before the job.
+    loop {
+        let work = match rx.recv_timeout(FOLLOW_TICK) {
+            Ok(work) => Some(work),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         follow_snapshot(shared);
-        let now = shared.generation.load(Ordering::SeqCst);
-        if now != generation {
-            zygote = None;
-            generation = now;
+        if let Some(z) = zygote.as_mut() {
+            if let Err(reason) = roll(i, z, shared) {
+                tracing::warn!(slot = i, "replacing the zygote: {reason}");
+                update(&|s| s.last_error = Some(reason.clone()));
+                zygote = None;
+            }
         }
+        let Some(work) = work else { continue };
         // A zygote that died while idle is replaced before it can fail a job.
         if zygote
             .as_mut()
@@ -375,7 +403,7 @@ fn slot_loop(i: usize, first: Zygote, rx: &Receiver<Work>, shared: &Shared) {
     }
 }
 
-/// Moves the pool to the version `current` points at, if it changed.
+/// Points the pool at the version `current` points at, if it changed.
 fn follow_snapshot(shared: &Shared) {
     let Ok(mut config) = shared.config.lock() else {
         return;
@@ -384,11 +412,64 @@ fn follow_snapshot(shared: &Shared) {
     let Ok(dir) = std::fs::canonicalize(root.join("current")) else {
         return;
     };
-    if config.snapshot.as_ref() != Some(&dir) {
-        tracing::info!(snapshot = %dir.display(), "new data snapshot; replacing zygotes");
+    let refused = shared.refused.lock().is_ok_and(|r| r.contains(&dir));
+    if config.snapshot.as_ref() != Some(&dir) && !refused {
+        tracing::info!(snapshot = %dir.display(), "new data snapshot");
         config.snapshot = Some(dir);
-        shared.generation.fetch_add(1, Ordering::SeqCst);
     }
+}
+
+/// Moves a zygote to the version the pool wants, if it serves another and
+/// no other slot is moving: the other zygotes keep serving meanwhile, and
+/// this one takes its next job on the new version, loaded and warmed. A
+/// version the zygote refused is not tried again; `Err` means the zygote
+/// must be replaced.
+fn roll(i: usize, z: &mut Zygote, shared: &Shared) -> Result<(), String> {
+    let wanted = match shared.config.lock() {
+        Ok(config) => config.snapshot.clone(),
+        Err(_) => return Ok(()),
+    };
+    let Some(dir) = wanted else { return Ok(()) };
+    if z.serving.as_ref() == Some(&dir) || z.refused.as_ref() == Some(&dir) {
+        return Ok(());
+    }
+    let Ok(_turn) = shared.rolling.try_lock() else {
+        return Ok(()); // another slot is moving: this one serves on
+    };
+    let started = Instant::now();
+    z.load(&dir)?;
+    let update = |f: &dyn Fn(&mut SlotStatus)| {
+        if let Ok(mut s) = shared.slots[i].lock() {
+            f(&mut s);
+        }
+    };
+    if z.serving.as_ref() == Some(&dir) {
+        tracing::info!(
+            slot = i,
+            snapshot = %dir.display(),
+            ms = started.elapsed().as_millis() as u64,
+            "zygote moved to the new snapshot"
+        );
+        let (rss, version) = (z.rss_kb, z.manifest.as_ref().map(|m| m.version));
+        update(&|s| {
+            s.rss_kb = rss;
+            s.version = version;
+            s.loads += 1;
+        });
+    } else if let Some(why) = z.refused_why.clone() {
+        // The pool stays on the version this zygote still serves.
+        if let Ok(mut refused) = shared.refused.lock() {
+            refused.push(dir.clone());
+        }
+        if let Ok(mut config) = shared.config.lock() {
+            if config.snapshot.as_ref() == Some(&dir) {
+                config.snapshot = z.serving.clone();
+            }
+        }
+        let msg = format!("snapshot {} refused: {why}", dir.display());
+        update(&|s| s.last_error = Some(msg.clone()));
+    }
+    Ok(())
 }
 
 /// One zygote process and its pipes.
@@ -399,11 +480,35 @@ struct Zygote {
     pid: u32,
     rss_kb: Option<u64>,
     root: PathBuf,
-    /// The manifest of the snapshot version it serves (read before it starts).
+    /// The snapshot root it sees at `/data`.
+    mounted: Option<PathBuf>,
+    /// The version folder it serves, kept on disk while it does.
+    serving: Option<PathBuf>,
+    pin: Option<std::fs::File>,
+    /// That version's manifest (read before the zygote loads it).
     manifest: Option<tradebox_data::snapshot::Manifest>,
+    /// A version it could not load (not tried again), and why.
+    refused: Option<PathBuf>,
+    refused_why: Option<String>,
 }
 
 static NEXT_ROOT: AtomicU64 = AtomicU64::new(0);
+
+/// A version folder kept on disk, with its manifest.
+fn pinned(
+    dir: &std::path::Path,
+) -> Result<(std::fs::File, tradebox_data::snapshot::Manifest), String> {
+    let pin = tradebox_data::snapshot::pin(dir).map_err(|e| e.to_string())?;
+    let manifest = tradebox_data::snapshot::manifest(dir).map_err(|e| e.to_string())?;
+    Ok((pin, manifest))
+}
+
+/// The folder name of a version under `root`, if that is where it is.
+fn version_in(root: Option<&PathBuf>, dir: &std::path::Path) -> Option<String> {
+    let name = dir.file_name()?.to_str()?;
+    (dir.parent() == root.map(PathBuf::as_path) && crate::launcher::is_version_name(name))
+        .then(|| name.to_string())
+}
 
 impl Zygote {
     fn spawn(config: &PoolConfig) -> Result<Zygote, PoolError> {
@@ -414,22 +519,36 @@ impl Zygote {
         ));
         std::fs::create_dir_all(&root)
             .map_err(|e| PoolError::Start(format!("{}: {e}", root.display())))?;
+        // The root the pool follows (created if no version exists yet), or
+        // the folder of the version given.
+        let mounted = match (&config.snapshot, &config.follow) {
+            (Some(dir), _) => dir.parent().map(PathBuf::from),
+            (None, Some(follow)) => std::fs::create_dir_all(follow)
+                .ok()
+                .map(|()| follow.clone()),
+            (None, None) => None,
+        };
+        let (pin, manifest, version) = match config.snapshot.as_deref() {
+            Some(dir) => {
+                let version = version_in(mounted.as_ref(), dir).ok_or_else(|| {
+                    PoolError::Start(format!("{} is not a snapshot version", dir.display()))
+                })?;
+                let (pin, manifest) =
+                    pinned(dir).map_err(|e| PoolError::Start(format!("the snapshot: {e}")))?;
+                (Some(pin), Some(manifest), Some(version))
+            }
+            None => (None, None, None),
+        };
         let spec = LaunchSpec {
             venv: config.python.venv.clone(),
             base_prefix: config.python.base_prefix.clone(),
             lib: config.python.lib.clone(),
-            snapshot: config.snapshot.clone(),
+            snapshot: mounted.clone(),
+            version,
             root: root.clone(),
             scratch_mib: config.scratch_mib,
         };
         let spec = serde_json::to_string(&spec).map_err(|e| PoolError::Start(e.to_string()))?;
-        let manifest = match config.snapshot.as_deref() {
-            Some(dir) => Some(
-                tradebox_data::snapshot::manifest(dir)
-                    .map_err(|e| PoolError::Start(format!("the snapshot: {e}")))?,
-            ),
-            None => None,
-        };
         let mut child = Command::new(&config.launcher)
             .arg("__zygote")
             .arg(spec)
@@ -453,7 +572,12 @@ impl Zygote {
             pid,
             rss_kb: None,
             root,
+            serving: config.snapshot.clone(),
+            mounted,
+            pin,
             manifest,
+            refused: None,
+            refused_why: None,
         };
         let deadline = Instant::now() + config.start_timeout;
         let frame = match zygote.read_frame(deadline, HEADER_MAX) {
@@ -476,6 +600,7 @@ impl Zygote {
         }
     }
 
+    /// Sends a job and returns its result; `Err` means the zygote is unusable.
     /// Sends a job and returns its result; `Err` means the zygote is unusable.
     fn run(&mut self, job: &Job) -> Result<ExecResult, RunError> {
         let timeout_ms = job.timeout.as_millis() as u64;
@@ -609,6 +734,57 @@ impl Zygote {
         };
         result.output = crate::result::printed_output(&printed, total, job.output_limit);
         Ok(result)
+    }
+
+    /// Loads another snapshot version in place (see [`roll`]): the zygote
+    /// drops its waiting child, maps and warms the version, forks a child
+    /// on it and says so. A version it cannot read is refused and the
+    /// zygote keeps the one it has; `Err` means it must be replaced.
+    fn load(&mut self, dir: &std::path::Path) -> Result<(), String> {
+        let Some(name) = version_in(self.mounted.as_ref(), dir) else {
+            return Err(format!(
+                "{} is outside the zygote's snapshot root",
+                dir.display()
+            ));
+        };
+        let refuse = |z: &mut Zygote, why: String| {
+            tracing::warn!(snapshot = %dir.display(), "the snapshot version cannot be loaded: {why}");
+            z.refused = Some(dir.to_path_buf());
+            z.refused_why = Some(why);
+        };
+        let (pin, manifest) = match pinned(dir) {
+            Ok(p) => p,
+            Err(e) => {
+                refuse(self, e);
+                return Ok(());
+            }
+        };
+        crate::protocol::write_frame(&mut self.stdin, &json!({"type": "load", "version": name}))
+            .map_err(|e| format!("sending the new version: {e}"))?;
+        let (frame, _) = self.read_frame(Instant::now() + LOAD_TIMEOUT, HEADER_MAX)?;
+        let msg: serde_json::Value =
+            serde_json::from_slice(&frame).map_err(|e| format!("bad frame: {e}"))?;
+        match msg["type"].as_str() {
+            Some("loaded") => {
+                self.rss_kb = msg["rss_kb"].as_u64().or(self.rss_kb);
+                self.serving = Some(dir.to_path_buf());
+                self.pin = Some(pin);
+                self.manifest = Some(manifest);
+                Ok(())
+            }
+            Some("load_failed") => {
+                refuse(
+                    self,
+                    msg["reason"].as_str().unwrap_or("no reason given").into(),
+                );
+                Ok(())
+            }
+            Some("unhealthy") => Err(format!(
+                "the zygote could not reset: {}",
+                msg["reason"].as_str().unwrap_or("no reason given")
+            )),
+            _ => Err(format!("unexpected frame {msg}")),
+        }
     }
 
     /// Waits for the zygote's word that it has reset after a job.

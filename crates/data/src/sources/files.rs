@@ -3,7 +3,10 @@
 //! daily balance snapshot files (each new or changed file imported).
 //!
 //! A file is taken once it has not been modified for `settle_seconds`
-//! (a file renamed in is complete at once); names that writers use while
+//! (a file renamed in is complete at once). While following, that is also
+//! judged by the follower's own clock ([`Sightings`]): a file the wall
+//! clock dates in the future (the clock was set back) is not stuck, and one
+//! seen growing is not taken because the clock jumped ahead. Names that writers use while
 //! writing (`.name`, `*.tmp`, `*.part`, `*.partial`, `*~`, `*.crdownload`,
 //! `*.swp`) are never taken. Each file is imported in one store
 //! transaction that also records its fingerprint (the SHA-256 of a CSV's
@@ -11,9 +14,10 @@
 //! was cut short by a crash, or the same file dropped again, is never
 //! imported twice.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 
@@ -34,12 +38,27 @@ fn in_progress(name: &str) -> bool {
             .any(|s| lower.ends_with(s))
 }
 
+/// What a follower saw of the files in its folders (size and time, and
+/// since when unchanged by the monotonic clock), from one pass to the next.
+#[derive(Debug, Default)]
+pub struct Sightings(HashMap<PathBuf, Sighting>);
+
+#[derive(Debug)]
+struct Sighting {
+    len: u64,
+    modified: Option<SystemTime>,
+    since: Instant,
+}
+
 /// The regular files of `dir` (sorted by name) that `wanted` accepts and
-/// that have settled.
+/// that have settled: unchanged since the last pass that saw them, and
+/// either unchanged for `settle` by the monotonic clock or dated at least
+/// `settle` ago by the wall clock.
 fn settled_files(
     dir: &Path,
     settle: Duration,
     wanted: impl Fn(&str) -> bool,
+    seen: &mut Sightings,
 ) -> Result<Vec<(String, std::fs::Metadata)>> {
     let meta = std::fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
     if !meta.is_dir() {
@@ -48,8 +67,9 @@ fn settled_files(
             reason: "not a folder".into(),
         });
     }
-    let now = SystemTime::now();
+    let (wall, now) = (SystemTime::now(), Instant::now());
     let mut out = Vec::new();
+    let mut here = HashMap::new();
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
         let Ok(name) = entry.file_name().into_string() else {
@@ -62,15 +82,29 @@ fn settled_files(
         if !meta.is_file() {
             continue;
         }
-        let age = meta
-            .modified()
-            .ok()
-            .and_then(|m| now.duration_since(m).ok())
-            .unwrap_or(Duration::ZERO);
-        if age >= settle {
+        let (len, modified) = (meta.len(), meta.modified().ok());
+        let before = seen.0.get(&entry.path());
+        let same = before.filter(|s| s.len == len && s.modified == modified);
+        let since = same.map_or(now, |s| s.since);
+        let quiet = now.duration_since(since) >= settle;
+        let old = modified
+            .and_then(|m| wall.duration_since(m).ok())
+            .is_some_and(|age| age >= settle);
+        if (before.is_none() || same.is_some()) && (quiet || old) {
             out.push((name, meta));
         }
+        here.insert(
+            entry.path(),
+            Sighting {
+                len,
+                modified,
+                since,
+            },
+        );
     }
+    // Only the files there now are remembered (taken ones have moved).
+    seen.0.retain(|path, _| path.parent() != Some(dir));
+    seen.0.extend(here);
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
@@ -105,7 +139,11 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
-pub(super) fn sync_inbox(store: &mut Store, config: &SourceConfig) -> Result<SyncReport> {
+pub(super) fn sync_inbox(
+    store: &mut Store,
+    config: &SourceConfig,
+    seen: &mut Sightings,
+) -> Result<SyncReport> {
     let dir = config.path.as_path();
     let wanted = |n: &str| {
         let l = n.to_ascii_lowercase();
@@ -116,7 +154,8 @@ pub(super) fn sync_inbox(store: &mut Store, config: &SourceConfig) -> Result<Syn
         account: config.account.clone(),
     };
     let mut report = SyncReport::default();
-    for (name, _) in settled_files(dir, Duration::from_secs(config.settle_seconds), wanted)? {
+    let settle = Duration::from_secs(config.settle_seconds);
+    for (name, _) in settled_files(dir, settle, wanted, seen)? {
         let file = dir.join(&name);
         let bytes = match std::fs::read(&file) {
             Ok(b) => b,
@@ -146,7 +185,9 @@ pub(super) fn sync_inbox(store: &mut Store, config: &SourceConfig) -> Result<Syn
                 let note = failed.join(format!("{moved_name}.error.txt"));
                 let text = format!("{e}\n\nNothing of this file was imported. Fix it and drop it into the inbox again.\n");
                 std::fs::write(&note, text).map_err(|err| Error::io(&note, err))?;
-                report.rejected.push(format!("{name}: {e}"));
+                let why = format!("{name}: {e}");
+                store.write(|w| w.count_for_source(config, 0, Some(&why)))?;
+                report.rejected.push(why);
                 continue;
             }
             Err(e) => return Err(e),
@@ -157,6 +198,7 @@ pub(super) fn sync_inbox(store: &mut Store, config: &SourceConfig) -> Result<Syn
                 added += u64::from(w.insert_trade(t, None)?);
             }
             w.record_source_file(&config.id, &fingerprint, &name, added)?;
+            w.count_for_source(config, added, None)?;
             Ok(added)
         })?;
         report.read += trades.len() as u64;
@@ -171,11 +213,13 @@ pub(super) fn sync_snapshots(
     store: &mut Store,
     config: &SourceConfig,
     dir: &Path,
+    seen: &mut Sightings,
 ) -> Result<SyncReport> {
     let wanted = |n: &str| n.starts_with("snapshot_") && n.ends_with(".json");
     let mut report = SyncReport::default();
     let mut problems = Vec::new();
-    for (name, meta) in settled_files(dir, Duration::from_secs(config.settle_seconds), wanted)? {
+    let settle = Duration::from_secs(config.settle_seconds);
+    for (name, meta) in settled_files(dir, settle, wanted, seen)? {
         let modified = meta
             .modified()
             .ok()
@@ -198,6 +242,7 @@ pub(super) fn sync_snapshots(
         let added = store.write(|w| {
             let added = u64::from(w.upsert_snapshot(&snap)?);
             w.record_source_file(&config.id, &fingerprint, &name, added)?;
+            w.count_for_source(config, added, None)?;
             Ok(added)
         })?;
         report.read += 1;

@@ -1,21 +1,31 @@
 //! Following sources: sync each when it is due, back off after failures
 //! (the poll interval doubled per failure in a row, at most 5 minutes),
 //! record every outcome in the source's state, and publish a new snapshot
-//! version after a pass that changed the store.
+//! version after a pass that changed the store. While following, a
+//! publication is a delta and compaction runs on a thread of its own, so a
+//! new trade never waits for a rebuild of the base.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::state::{self, SourceState};
-use super::{sync, SourceConfig, SyncReport};
+use super::{sync_seen, Sightings, SourceConfig, SyncReport};
 use crate::error::Result;
 use crate::home::Home;
-use crate::snapshot::{self, Manifest};
+use crate::snapshot::{self, Mode, Published};
 use crate::store::Store;
 use crate::timestamp;
 
 /// The longest wait between two tries of a failing source.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// The shortest time between two syncs of a source that a notification
+/// brought forward: a writer committing many times a second makes a few
+/// versions a second, not one per commit.
+const MIN_GAP: Duration = Duration::from_millis(500);
+
+/// How often a follower waiting for a change looks at its stop signal.
+const STOP_TICK: Duration = Duration::from_millis(100);
 
 /// What one pass did for one source.
 #[derive(Debug, Clone)]
@@ -30,8 +40,11 @@ pub struct Outcome {
 pub struct Pass {
     /// One per source synced.
     pub outcomes: Vec<Outcome>,
-    /// The version published, if any, and how long its export took.
-    pub published: Option<(Manifest, Duration)>,
+    /// The version published, if any.
+    pub published: Option<Published>,
+    /// A background compaction that ended since the last pass: the
+    /// version it installed (`None`: nothing to install), or its error.
+    pub compacted: Option<std::result::Result<Option<Published>, String>>,
 }
 
 /// Follows a set of sources into the store of a home.
@@ -42,6 +55,12 @@ pub struct Follower {
     failures: HashMap<String, u32>,
     /// Whether the first pass has compared the store with the current version.
     caught_up: bool,
+    /// How a pass publishes: compacted at once (one-off), or as deltas with
+    /// compaction in the background (while following).
+    mode: Mode,
+    compactor: Option<std::thread::JoinHandle<Result<Option<Published>>>>,
+    /// What the passes saw of the sources' files.
+    seen: Sightings,
 }
 
 impl Follower {
@@ -54,6 +73,9 @@ impl Follower {
             due: HashMap::new(),
             failures: HashMap::new(),
             caught_up: false,
+            mode: Mode::Compacted,
+            compactor: None,
+            seen: Sightings::default(),
         }
     }
 
@@ -82,7 +104,7 @@ impl Follower {
             if !all && self.due.get(&source.id).is_some_and(|d| *d > now) {
                 continue;
             }
-            let result = sync(&mut store, source);
+            let result = sync_seen(&mut store, source, &mut self.seen);
             let failures = self.failures.entry(source.id.clone()).or_insert(0);
             let failed = match &result {
                 Ok(r) => r.problem.is_some(),
@@ -112,17 +134,48 @@ impl Follower {
             .any(|o| o.result.as_ref().is_ok_and(|r| r.added > 0));
         let behind = !self.caught_up && behind(&store, &self.home)?;
         self.caught_up = true;
+        let root = self.home.snapshot_root();
         let published = if changed || behind {
-            let started = Instant::now();
-            let manifest = snapshot::export(&store, &self.home.snapshot_root())?;
-            Some((manifest, started.elapsed()))
+            Some(snapshot::publish(&store, &root, self.mode)?)
         } else {
             None
         };
+        let compacted = self.compact(published.as_ref());
         Ok(Pass {
             outcomes,
             published,
+            compacted,
         })
+    }
+
+    /// Collects a background compaction that ended, and starts one when
+    /// the version just published calls for it (while following).
+    fn compact(
+        &mut self,
+        published: Option<&Published>,
+    ) -> Option<std::result::Result<Option<Published>, String>> {
+        let ended = match self.compactor.take() {
+            Some(t) if t.is_finished() => Some(match t.join() {
+                Ok(result) => result.map_err(|e| e.to_string()),
+                Err(_) => Err("the compaction thread panicked".into()),
+            }),
+            running => {
+                self.compactor = running;
+                None
+            }
+        };
+        let due = published.is_some_and(|p| p.manifest.compaction().is_some());
+        if self.mode == Mode::Delta && due && self.compactor.is_none() {
+            let (store_path, root) = (self.home.store_path(), self.home.snapshot_root());
+            let thread = std::thread::Builder::new()
+                .name("tradebox-compact".into())
+                .spawn(move || snapshot::compact(&Store::open(&store_path)?, &root));
+            match thread {
+                Ok(t) => self.compactor = Some(t),
+                Err(e) => tracing::warn!("starting a compaction: {e}"),
+            }
+        }
+        ended
     }
 }
 
@@ -135,7 +188,8 @@ fn behind(store: &Store, home: &Home) -> Result<bool> {
     Ok(trades != manifest.trades || snapshots != manifest.snapshots)
 }
 
-/// Writes the outcome into the source's state.
+/// Writes the outcome into the source's state (its counters are kept by
+/// the sync itself, in the transactions of what it imported or refused).
 fn record(
     store: &mut Store,
     source: &SourceConfig,
@@ -155,15 +209,6 @@ fn record(
             if report.added > 0 {
                 st.changed_at = Some(now);
             }
-            if source.kind != super::Kind::CexReporter {
-                st.added_total += report.added;
-            }
-            if let Some(last) = report.rejected.last() {
-                if source.kind != super::Kind::CexReporter {
-                    st.rejected_total += report.rejected.len() as u64;
-                    st.rejected = Some(last.clone());
-                }
-            }
         }
         Err(e) => st.error = Some(e.clone()),
     }
@@ -172,15 +217,22 @@ fn record(
 
 impl Follower {
     /// Follows until `stop` says so (or its sender is dropped): a pass
-    /// whenever a source is due, `on_pass` told of each (or of why the
-    /// pass itself failed: the store or the snapshot folder).
+    /// whenever a source is due (its poll interval, or a change its folder
+    /// notified, at most every [`MIN_GAP`]), `on_pass` told of each (or of
+    /// why the pass itself failed: the store or the snapshot folder).
     pub fn run(
         &mut self,
         stop: &std::sync::mpsc::Receiver<()>,
         mut on_pass: impl FnMut(std::result::Result<&Pass, &crate::Error>),
     ) {
-        use std::sync::mpsc::RecvTimeoutError;
+        use std::sync::mpsc::TryRecvError;
+        self.mode = Mode::Delta;
+        let mut watch = super::watch::Watch::new(&self.sources);
+        if watch.is_none() {
+            tracing::info!("no filesystem notifications here: sources are polled");
+        }
         loop {
+            let passed = Instant::now();
             match self.pass(false) {
                 Ok(pass) => on_pass(Ok(&pass)),
                 Err(e) => {
@@ -194,13 +246,36 @@ impl Follower {
                     }
                 }
             }
-            let wait = self
-                .next_due()
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(50));
-            match stop.recv_timeout(wait) {
-                Err(RecvTimeoutError::Timeout) => {}
-                Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+            // Wait for the next due source, a change, or the stop signal.
+            loop {
+                match stop.try_recv() {
+                    Err(TryRecvError::Empty) => {}
+                    Ok(()) | Err(TryRecvError::Disconnected) => {
+                        // A compaction under way ends with its version installed.
+                        if let Some(t) = self.compactor.take() {
+                            let _ = t.join();
+                        }
+                        return;
+                    }
+                }
+                let left = self.next_due().saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                let slice = left.min(STOP_TICK);
+                let Some(w) = watch.as_mut() else {
+                    std::thread::sleep(slice);
+                    continue;
+                };
+                for i in w.wait(slice) {
+                    let id = &self.sources[i].id;
+                    // A failing source keeps its backoff.
+                    if self.failures.get(id).copied().unwrap_or(0) == 0 {
+                        let soon = (passed + MIN_GAP).max(Instant::now());
+                        let due = self.due.entry(id.clone()).or_insert(soon);
+                        *due = (*due).min(soon);
+                    }
+                }
             }
         }
     }

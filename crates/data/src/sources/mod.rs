@@ -11,22 +11,25 @@
 //! also record the source's progress (its high-water mark, the files it
 //! took), so whatever stops a sync (an error, a kill -9) leaves the store
 //! and the source's state agreeing: the next sync goes on from there and
-//! imports nothing twice. [`Follower`] polls the sources, backs off after
-//! failures, and publishes a new snapshot version after any change.
+//! imports nothing twice. [`Follower`] polls the sources (and, while it
+//! follows, wakes on filesystem notifications from their folders), backs
+//! off after failures, and publishes a new snapshot version after any change.
 
 mod cex;
 mod files;
 mod follow;
 mod state;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use files::Sightings;
 pub use follow::{Follower, Outcome, Pass};
 pub(crate) use state::SCHEMA as STATE_SCHEMA;
-pub use state::{load_states, SourceState};
+pub use state::{load_states, statuses, SourceState, SourceStatus};
 
 use crate::error::Result;
 use crate::store::Store;
@@ -200,11 +203,21 @@ pub struct SyncReport {
 
 /// Brings one source into the store once; `config` has absolute paths.
 pub fn sync(store: &mut Store, config: &SourceConfig) -> Result<SyncReport> {
+    sync_seen(store, config, &mut Sightings::default())
+}
+
+/// [`sync`] for a follower, which remembers what it saw of the folders'
+/// files from one pass to the next (see [`Sightings`]).
+pub fn sync_seen(
+    store: &mut Store,
+    config: &SourceConfig,
+    seen: &mut Sightings,
+) -> Result<SyncReport> {
     match config.kind {
         Kind::CexReporter => {
             let mut report = cex::sync(store, config)?;
             if let Some(dir) = &config.snapshots {
-                let more = files::sync_snapshots(store, config, dir)?;
+                let more = files::sync_snapshots(store, config, dir, seen)?;
                 report.read += more.read;
                 report.added += more.added;
                 report.files.extend(more.files);
@@ -212,8 +225,8 @@ pub fn sync(store: &mut Store, config: &SourceConfig) -> Result<SyncReport> {
             }
             Ok(report)
         }
-        Kind::CsvInbox => files::sync_inbox(store, config),
-        Kind::Snapshots => files::sync_snapshots(store, config, &config.path),
+        Kind::CsvInbox => files::sync_inbox(store, config, seen),
+        Kind::Snapshots => files::sync_snapshots(store, config, &config.path, seen),
     }
 }
 

@@ -162,6 +162,35 @@ impl Writer<'_> {
             .map_err(|e| store_error(self.path(), e))
     }
 
+    /// Adds to a source's counters, in the transaction of what it imported
+    /// or refused (its state row is created if it has none yet).
+    pub(crate) fn count_for_source(
+        &mut self,
+        source: &super::SourceConfig,
+        added: u64,
+        refused: Option<&str>,
+    ) -> Result<()> {
+        self.tx()
+            .execute(
+                "INSERT INTO source_state (id, kind, path, added_total, rejected, rejected_total)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(id) DO UPDATE SET
+                    added_total = added_total + excluded.added_total,
+                    rejected = coalesce(excluded.rejected, rejected),
+                    rejected_total = rejected_total + excluded.rejected_total",
+                params![
+                    source.id,
+                    source.kind.as_str(),
+                    source.path.display().to_string(),
+                    added as i64,
+                    refused,
+                    i64::from(refused.is_some()),
+                ],
+            )
+            .map(drop)
+            .map_err(|e| store_error(self.path(), e))
+    }
+
     /// Records that a source took a file.
     pub(crate) fn record_source_file(
         &mut self,
@@ -194,4 +223,57 @@ pub(crate) fn file_seen(store: &Store, source: &str, fingerprint: &str) -> Resul
         .optional()
         .map(|r| r.is_some())
         .map_err(|e| store_error(store.path(), e))
+}
+
+/// A configured source with its state, as `data sources` and `doctor` show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SourceStatus {
+    pub id: String,
+    pub kind: super::Kind,
+    /// Resolved against the home.
+    pub path: std::path::PathBuf,
+    pub poll_seconds: u64,
+    pub synced_at: Option<String>,
+    /// Seconds since the last successful sync.
+    pub lag_seconds: Option<f64>,
+    pub added_total: u64,
+    pub newest_trade: Option<String>,
+    pub error: Option<String>,
+    pub failures: u64,
+    pub rejected: Option<String>,
+    pub rejected_total: u64,
+}
+
+/// The status of each of `configs` in the store of `home` (never synced:
+/// empty state; no store yet: the same, and nothing is created).
+pub fn statuses(home: &crate::Home, configs: &[super::SourceConfig]) -> Result<Vec<SourceStatus>> {
+    let states = match Store::open_read_only(&home.store_path())? {
+        Some(store) => load_states(&store)?,
+        None => Vec::new(),
+    };
+    let now = crate::timestamp::now();
+    Ok(configs
+        .iter()
+        .map(|c| {
+            let st = states
+                .iter()
+                .find(|s| s.id == c.id)
+                .cloned()
+                .unwrap_or_default();
+            SourceStatus {
+                id: c.id.clone(),
+                kind: c.kind,
+                path: c.resolved(home.root()).path,
+                poll_seconds: c.poll_seconds,
+                lag_seconds: st.lag_seconds(now),
+                synced_at: st.synced_at,
+                added_total: st.added_total,
+                newest_trade: st.newest_trade,
+                error: st.error,
+                failures: st.failures,
+                rejected: st.rejected,
+                rejected_total: st.rejected_total,
+            }
+        })
+        .collect())
 }

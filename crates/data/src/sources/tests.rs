@@ -292,7 +292,7 @@ fn a_follower_pass_publishes_what_it_synced_and_records_failures() {
     let mut follower = Follower::new(home.clone(), &sources);
     let first = follower.pass(true).unwrap();
     assert_eq!(first.outcomes.len(), 2);
-    let (manifest, _) = first.published.expect("a version is published");
+    let manifest = first.published.expect("a version is published").manifest;
     assert_eq!(manifest.trades, count(&src));
     let again = follower.pass(true).unwrap();
     assert!(
@@ -328,4 +328,88 @@ fn source_tables_are_checked() {
         c.resolved(Path::new("/home/x")).path,
         Path::new("/home/x/x.db")
     );
+}
+
+#[test]
+fn a_follower_wakes_on_a_change_long_before_its_poll_and_not_on_its_own_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = source_db(dir.path());
+    let home = Home::new(dir.path().join("home"));
+    let mut config = SourceConfig::new("cex", Kind::CexReporter, &src);
+    config.poll_seconds = 3600;
+    let rows = count(&src); // before the watch: this connection writes
+    let (stop_tx, stop) = std::sync::mpsc::channel::<()>();
+    let (seen_tx, seen) = std::sync::mpsc::channel::<u64>();
+    let follower = std::thread::spawn(move || {
+        let mut follower = Follower::new(home, &[config]);
+        follower.run(&stop, |pass| {
+            let added = pass.map_or(0, |p| {
+                p.outcomes
+                    .iter()
+                    .map(|o| o.result.as_ref().map_or(0, |r| r.added))
+                    .sum()
+            });
+            let _ = seen_tx.send(added);
+        });
+    });
+    let wait = Duration::from_secs(10);
+    assert_eq!(seen.recv_timeout(wait).unwrap(), rows, "the first pass");
+    // Its own reads wake nothing: no pass for a second.
+    assert!(seen.recv_timeout(Duration::from_secs(1)).is_err());
+    for round in 0..3 {
+        append(&src, round * 10, 10);
+        // Polled hourly: only the notification brings this pass.
+        assert_eq!(seen.recv_timeout(wait).unwrap(), 10, "round {round}");
+    }
+    assert!(seen.recv_timeout(Duration::from_secs(1)).is_err());
+    drop(stop_tx);
+    follower.join().unwrap();
+}
+
+#[test]
+fn the_inbox_settles_by_its_own_clock_when_the_wall_clock_jumps() {
+    use std::time::SystemTime;
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let mut store = store_in(dir.path());
+    let mut config = SourceConfig::new("in", Kind::CsvInbox, &inbox);
+    config.settle_seconds = 1;
+    let header = "timestamp,exchange,symbol,side,amount,price\n";
+    let row = |i: u32| format!("2025-01-02T03:04:{i:02},kraken,BTC,buy,1,100\n");
+    let stamp = |path: &Path, t: SystemTime| {
+        std::fs::File::options()
+            .append(true)
+            .open(path)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    };
+    let hour = Duration::from_secs(3600);
+    let mut seen = Sightings::default();
+
+    // Dated an hour ahead (the clock was set back after it was written):
+    // not taken at first sight, taken once unchanged for settle_seconds.
+    let ahead = inbox.join("ahead.csv");
+    std::fs::write(&ahead, format!("{header}{}", row(0))).unwrap();
+    stamp(&ahead, SystemTime::now() + hour);
+    assert_eq!(sync_seen(&mut store, &config, &mut seen).unwrap().added, 0);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(sync_seen(&mut store, &config, &mut seen).unwrap().added, 1);
+
+    // Seen fresh, then still growing while the clock jumps an hour ahead:
+    // not taken until it stops changing, then taken whole.
+    let growing = inbox.join("growing.csv");
+    std::fs::write(&growing, format!("{header}{}", row(1))).unwrap();
+    assert_eq!(sync_seen(&mut store, &config, &mut seen).unwrap().added, 0);
+    std::fs::write(&growing, format!("{header}{}{}", row(1), row(2))).unwrap();
+    stamp(&growing, SystemTime::now() - hour);
+    assert_eq!(sync_seen(&mut store, &config, &mut seen).unwrap().added, 0);
+    let report = sync_seen(&mut store, &config, &mut seen).unwrap();
+    assert_eq!(
+        (report.read, report.added),
+        (2, 2),
+        "whole, once it stood still"
+    );
+    assert!(inbox.join("done/growing.csv").exists());
 }
