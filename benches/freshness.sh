@@ -5,12 +5,16 @@
 # appending trades to it at 10/s for 60 s while 5 queries/s run through the
 # HTTP API. Prints the lag from a trade's commit to its visibility in
 # load_trades (p50/p95), the publication time per delta and per compaction,
-# the zygotes' move to each version, the query p50 while publishing vs idle,
-# and, after the writing, a rebuild of the whole base (what a rebase
-# compaction costs) with the queries around it. Needs python3 (standard
+# the zygotes' move to each version, the timed query's p50 while publishing
+# against the same traffic once the writing has stopped (settled: the same
+# data and probe answers, nothing published; the idle phase before the
+# writing has probes that find nothing, so it is lighter), and, after that,
+# a rebuild of the whole base (what a rebase compaction costs) with the
+# queries around it. Needs python3 (standard
 # library only).
 # Usage: benches/freshness.sh [--quick]     (--quick: 20 s of writing)
-#   env: ROWS (1000000), SECONDS_WRITING (60), BENCH_RUNTIME (reused runtime)
+#   env: ROWS (1000000), SECONDS_WRITING (60), BENCH_RUNTIME (reused runtime),
+#        CONTROL=1 (the writer's trades go to a database nobody follows)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${ROWS:-1000000}
@@ -63,7 +67,16 @@ done
 base=$(sed -n 's|^Console ready: \(http://[^/]*\)/.*|\1|p' "$work/serve.out")
 [ -n "$base" ] || { echo "serve did not become ready" >&2; cat "$work/serve.log" >&2; exit 1; }
 
+# CONTROL=1: the writer writes to a copy nobody follows (the same load on
+# the machine, no publication): tells the cost of publishing from the
+# cost of the writing itself.
+db=$work/collector/trade_cache.db
+if [ "${CONTROL:-0}" = 1 ]; then
+  cp "$db" "$work/collector/unfollowed.db"
+  db=$work/collector/unfollowed.db
+  echo "== CONTROL: the writer writes to a database nobody follows" >&2
+fi
 echo "== 20 s idle queries, then $SECONDS_WRITING s of writing at 10 trades/s with 5 queries/s" >&2
-python3 benches/freshness.py --base "$base" --token "$token" --db "$work/collector/trade_cache.db" \
+python3 benches/freshness.py --base "$base" --token "$token" --db "$db" \
   --log "$work/serve.log" --seconds "$SECONDS_WRITING" \
   --rebase "TRADEBOX_HOME=$work/home TRADEBOX_RUNTIME=$runtime $tb -q data snapshot"

@@ -260,6 +260,34 @@ def _merge(parts) -> pa.Table:
     return table
 
 
+# The last balance snapshots read, by file identity: a version whose
+# balances did not change links the same file, and is not parsed again.
+_BALANCES: dict[tuple, tuple[list, list]] = {}
+
+
+def _read_snapshots(path: Path) -> tuple[list, list]:
+    """The balance snapshots of `path` sorted by date, and their dates."""
+    try:
+        st = os.stat(path)
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = None
+    if key is not None and key in _BALANCES:
+        return _BALANCES[key]
+    snapshots = _read_json(path)
+    try:
+        dated = sorted(((date.fromisoformat(s["date"]), s) for s in snapshots),
+                       key=lambda pair: pair[0])
+    except (KeyError, TypeError, ValueError) as e:
+        raise SnapshotError(f"{path}: expected a list of "
+                            f"{{date: 'YYYY-MM-DD', ...}} objects ({e!r})") from None
+    parsed = ([s for _, s in dated], [d for d, _ in dated])
+    if key is not None:
+        _BALANCES.clear()
+        _BALANCES[key] = parsed
+    return parsed
+
+
 def retain(*snapshots: Snapshot) -> None:
     """Forget the cached mappings of segment files none of `snapshots` uses.
 
@@ -293,15 +321,7 @@ class Snapshot:
                                 f"expected one of {FORMATS}")
         self._segments = (_open_segments(self.path, self.manifest) if got == 2
                           else (_open_segment(self.path / "trades.arrow"),))
-        snapshots = _read_json(self.path / "snapshots.json")
-        try:
-            dated = sorted(((date.fromisoformat(s["date"]), s) for s in snapshots),
-                           key=lambda pair: pair[0])
-        except (KeyError, TypeError, ValueError) as e:
-            raise SnapshotError(f"{self.path}/snapshots.json: expected a list of "
-                                f"{{date: 'YYYY-MM-DD', ...}} objects ({e!r})") from None
-        self._snapshots = [s for _, s in dated]
-        self._snap_dates = [d for d, _ in dated]
+        self._snapshots, self._snap_dates = _read_snapshots(self.path / "snapshots.json")
         self.as_of = as_of
         self._as_of_us = self._parse_as_of(as_of)
 

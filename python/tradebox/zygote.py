@@ -25,8 +25,7 @@ frames of a 4-byte big-endian length and a body.
     supervisor -> zygote   {"type": "ping"}  ->  {"type": "pong", "rss_kb", "threads"}
     supervisor -> zygote   {"type": "load", "version": "v000008"}, between jobs
     zygote -> supervisor   {"type": "loaded", "version", "rss_kb"} once the
-                           version is mapped and warmed and a child forked on
-                           it; {"type": "load_failed", "reason"} if it cannot
+                           version is mapped and a child forked on it; {"type": "load_failed", "reason"} if it cannot
                            be read (the zygote keeps the version it had); or
                            {"type": "unhealthy", "reason"} and exits
 
@@ -519,7 +518,11 @@ def main():
     from tradebox import data, runner  # noqa: F401
     snapshot = None
     if os.environ.get("TRADEBOX_DATA_VERSION"):
-        snapshot = _open_version(data, os.environ["TRADEBOX_DATA_VERSION"])
+        try:
+            snapshot = _open_version(data, os.environ["TRADEBOX_DATA_VERSION"])
+        except Exception as e:  # noqa: BLE001 - the supervisor falls back to another version
+            send({"type": "error", "layer": "snapshot", "message": f"{type(e).__name__}: {e}"})
+            return
     filters = confine.load_filters()
     scratch = shutil.disk_usage("/tmp").total
     _warm_up(snapshot, runner)
@@ -553,9 +556,11 @@ def main():
             except Exception as e:  # noqa: BLE001 - reported; the old version stays
                 reply = {"type": "load_failed", "reason": f"{type(e).__name__}: {e}"}
             else:
+                # Opening checked the order of every new segment's timestamps
+                # (its pages are in); the code paths are warm since the start,
+                # and the next child warms up on the new version by itself.
                 snapshot = loaded
                 data.retain(snapshot)
-                _warm_up(snapshot, runner)
                 gc.freeze()
                 reply = {"type": "loaded", "version": snapshot.manifest.get("version"),
                          "rss_kb": _rss_kb()}

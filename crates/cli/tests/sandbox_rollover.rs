@@ -71,6 +71,23 @@ fn await_version(pool: &Pool, version: u64) {
     }
 }
 
+/// Makes `current` a version the zygote cannot read (a format it does not
+/// know), made of the current one's files.
+fn publish_unreadable(root: &Path) {
+    let (dir, mut m) = snapshot::current(root).unwrap().unwrap();
+    let bad = snapshot::version_dir(root, m.version + 1);
+    std::fs::create_dir(&bad).unwrap();
+    for s in &m.segments {
+        std::fs::hard_link(dir.join(&s.file), bad.join(&s.file)).unwrap();
+    }
+    std::fs::copy(dir.join("snapshots.json"), bad.join("snapshots.json")).unwrap();
+    m.version += 1;
+    m.format = 99;
+    std::fs::write(bad.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+    std::os::unix::fs::symlink(bad.file_name().unwrap(), root.join("next")).unwrap();
+    std::fs::rename(root.join("next"), root.join("current")).unwrap();
+}
+
 #[test]
 fn zygotes_move_to_each_new_version_in_place_under_load() {
     let home = common::fixture_home();
@@ -135,20 +152,7 @@ fn a_version_that_cannot_be_read_is_refused_and_the_last_good_one_served() {
     let (good, good_trades) = publish_trades(home.path(), "good", 2);
     await_version(&pool, good);
 
-    // A version the zygote cannot read: a format it does not know.
-    let (dir, mut m) = snapshot::current(&root).unwrap().unwrap();
-    let bad = snapshot::version_dir(&root, m.version + 1);
-    std::fs::create_dir(&bad).unwrap();
-    for s in &m.segments {
-        std::fs::hard_link(dir.join(&s.file), bad.join(&s.file)).unwrap();
-    }
-    std::fs::copy(dir.join("snapshots.json"), bad.join("snapshots.json")).unwrap();
-    m.version += 1;
-    m.format = 99;
-    std::fs::write(bad.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
-    std::os::unix::fs::symlink(bad.file_name().unwrap(), root.join("next")).unwrap();
-    std::fs::rename(root.join("next"), root.join("current")).unwrap();
-
+    publish_unreadable(&root);
     let deadline = Instant::now() + Duration::from_secs(30);
     while pool.status()[0].last_error.is_none() {
         assert!(Instant::now() < deadline, "{:?}", pool.status());
@@ -166,4 +170,25 @@ fn a_version_that_cannot_be_read_is_refused_and_the_last_good_one_served() {
     await_version(&pool, next);
     assert_eq!(count(&pool), (next_trades, next));
     assert_eq!(pool.status()[0].restarts, 0);
+}
+
+#[test]
+fn a_pool_started_on_an_unreadable_version_serves_and_takes_the_next_good_one() {
+    let home = common::fixture_home();
+    let root = home.path().join("snapshot");
+    publish_unreadable(&root);
+    // It starts (a damaged version never stops the service) without data...
+    let pool = Pool::start(common::config_for(home.path(), 1)).unwrap();
+    let r = pool
+        .run(Job {
+            code: COUNT.into(),
+            ..Job::default()
+        })
+        .unwrap();
+    let err = r.error.expect("no data loaded");
+    assert!(err.message.contains("no trade data is loaded"), "{err:?}");
+    // ... and moves to the next version that reads.
+    let (next, trades) = publish_trades(home.path(), "good", 1);
+    await_version(&pool, next);
+    assert_eq!(count(&pool), (trades, next));
 }

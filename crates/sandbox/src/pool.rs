@@ -6,7 +6,8 @@
 //! (the job's timeout plus a grace period), and replaces the zygote when it
 //! dies, misbehaves or misses the deadline. When a new data snapshot version
 //! is published, the zygotes move to it in place, one at a time and between
-//! jobs: each loads and warms the new version before it takes another job,
+//! jobs: each maps the new version (its new segments read in) and forks a
+//! child on it, which warms up on it, before it takes another job,
 //! while the others keep serving the version they have. Callers submit jobs
 //! and get a receiver for the result; a full queue is reported at once,
 //! never dropped silently.
@@ -41,9 +42,9 @@ const HEADER_MAX: usize = 64 << 10;
 const ACCEPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often an idle slot looks for a new snapshot version.
-const FOLLOW_TICK: Duration = Duration::from_millis(100);
+const FOLLOW_TICK: Duration = Duration::from_millis(25);
 
-/// How long a zygote may take to load and warm a new snapshot version.
+/// How long a zygote may take to load a new snapshot version.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a job got no answer from a zygote (which is then replaced).
@@ -152,6 +153,9 @@ struct Shared {
     /// Versions a zygote could not load: never wanted again, and the pool
     /// stays on the version it had.
     refused: Mutex<Vec<PathBuf>>,
+    /// The last version a zygote started on or moved to: where a zygote
+    /// that cannot start on the wanted version falls back to.
+    good: Mutex<Option<PathBuf>>,
     slots: Vec<Mutex<SlotStatus>>,
 }
 
@@ -180,6 +184,7 @@ impl Pool {
             config: Mutex::new(config),
             rolling: Mutex::new(()),
             refused: Mutex::new(Vec::new()),
+            good: Mutex::new(None),
             slots: (0..size)
                 .map(|_| Mutex::new(SlotStatus::default()))
                 .collect(),
@@ -197,11 +202,7 @@ impl Pool {
             let thread = std::thread::Builder::new()
                 .name(format!("zygote-{i}"))
                 .spawn(move || {
-                    let config = match shared.config.lock() {
-                        Ok(c) => c.clone(),
-                        Err(_) => return,
-                    };
-                    match Zygote::spawn(&config) {
+                    match spawn_zygote(&shared) {
                         Ok(zygote) => {
                             // The slot's state is visible before `start`
                             // returns.
@@ -300,8 +301,7 @@ fn slot_loop(i: usize, first: Zygote, rx: &Receiver<Work>, shared: &Shared) {
     };
     // Starts a zygote in place of the one that is gone; None if that fails.
     let replace = || -> Option<Zygote> {
-        let config = shared.config.lock().ok()?.clone();
-        match Zygote::spawn(&config) {
+        match spawn_zygote(shared) {
             Ok(z) => {
                 let (pid, rss) = (z.pid, z.rss_kb);
                 let version = z.manifest.as_ref().map(|m| m.version);
@@ -403,6 +403,46 @@ fn slot_loop(i: usize, first: Zygote, rx: &Receiver<Work>, shared: &Shared) {
     }
 }
 
+/// Starts a zygote on the version the pool wants. One that cannot read
+/// that version (the zygote's "snapshot" error) makes the pool refuse it
+/// and start on the last version a zygote served instead (none at first:
+/// then jobs are told no data is loaded), so a damaged version never stops
+/// the service.
+fn spawn_zygote(shared: &Shared) -> Result<Zygote, PoolError> {
+    let mut config = shared
+        .config
+        .lock()
+        .map_err(|_| PoolError::Start("the pool's settings are poisoned".into()))?
+        .clone();
+    let spawned = match Zygote::spawn(&config) {
+        Err(PoolError::Layer { layer, message }) if layer == "snapshot" => {
+            let bad = config.snapshot.clone();
+            tracing::warn!("the snapshot version cannot be loaded, falling back: {message}");
+            if let (Some(bad), Ok(mut refused)) = (&bad, shared.refused.lock()) {
+                refused.push(bad.clone());
+            }
+            let fallback = shared
+                .good
+                .lock()
+                .ok()
+                .and_then(|g| g.clone())
+                .filter(|g| Some(g) != bad.as_ref());
+            if let Ok(mut wanted) = shared.config.lock() {
+                if wanted.snapshot == bad {
+                    wanted.snapshot = fallback.clone();
+                }
+            }
+            config.snapshot = fallback;
+            Zygote::spawn(&config)
+        }
+        other => other,
+    }?;
+    if let (Some(dir), Ok(mut good)) = (&spawned.serving, shared.good.lock()) {
+        *good = Some(dir.clone());
+    }
+    Ok(spawned)
+}
+
 /// Points the pool at the version `current` points at, if it changed.
 fn follow_snapshot(shared: &Shared) {
     let Ok(mut config) = shared.config.lock() else {
@@ -421,9 +461,10 @@ fn follow_snapshot(shared: &Shared) {
 
 /// Moves a zygote to the version the pool wants, if it serves another and
 /// no other slot is moving: the other zygotes keep serving meanwhile, and
-/// this one takes its next job on the new version, loaded and warmed. A
-/// version the zygote refused is not tried again; `Err` means the zygote
-/// must be replaced.
+/// this one takes its next job on the new version, loaded (an
+/// idle slot moves within a tick of the publication, so a job rarely waits
+/// for it). A version the zygote refused is not tried again; `Err` means
+/// the zygote must be replaced.
 fn roll(i: usize, z: &mut Zygote, shared: &Shared) -> Result<(), String> {
     let wanted = match shared.config.lock() {
         Ok(config) => config.snapshot.clone(),
@@ -444,6 +485,9 @@ fn roll(i: usize, z: &mut Zygote, shared: &Shared) -> Result<(), String> {
         }
     };
     if z.serving.as_ref() == Some(&dir) {
+        if let Ok(mut good) = shared.good.lock() {
+            *good = Some(dir.clone());
+        }
         tracing::info!(
             slot = i,
             snapshot = %dir.display(),
@@ -737,7 +781,7 @@ impl Zygote {
     }
 
     /// Loads another snapshot version in place (see [`roll`]): the zygote
-    /// drops its waiting child, maps and warms the version, forks a child
+    /// drops its waiting child, maps the version, forks a child
     /// on it and says so. A version it cannot read is refused and the
     /// zygote keeps the one it has; `Err` means it must be replaced.
     fn load(&mut self, dir: &std::path::Path) -> Result<(), String> {

@@ -71,6 +71,10 @@ pub struct Segment {
     pub last_trade_us: i64,
     /// The highest store id it holds.
     pub max_id: i64,
+    /// Its size in bytes: a file that no longer has it (damaged on disk)
+    /// is never linked into a new version.
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 /// `manifest.json` of one version.
@@ -257,10 +261,13 @@ pub fn publish(store: &Store, root: &Path, mode: Mode) -> Result<Published> {
     let Some((dir, m)) = current(root)? else {
         return version::publish_from(store, root, &lock, &[], 0, FULL, started);
     };
-    if !m.segments.iter().all(|s| dir.join(&s.file).is_file()) {
+    let intact = |s: &Segment| {
+        std::fs::metadata(dir.join(&s.file)).is_ok_and(|f| f.is_file() && f.len() == s.bytes)
+    };
+    if !m.segments.iter().all(intact) {
         tracing::warn!(
             version = m.version,
-            "a segment of the current version is missing"
+            "a segment of the current version is missing or damaged; exporting the store whole"
         );
         return version::publish_from(store, root, &lock, &[], 0, FULL, started);
     }

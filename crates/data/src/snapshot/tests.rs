@@ -176,7 +176,7 @@ fn a_delta_holds_only_the_new_trades_late_ones_included() {
 }
 
 #[test]
-fn a_store_that_lost_trades_or_a_format_one_version_is_exported_whole() {
+fn a_store_that_lost_trades_a_damaged_segment_or_format_one_is_exported_whole() {
     let (_dir, mut store, root) = setup();
     add_owned(&mut store, &days("a", 10));
     publish(&store, &root, Mode::Delta).unwrap();
@@ -196,6 +196,21 @@ fn a_store_that_lost_trades_or_a_format_one_version_is_exported_whole() {
         (Written::Full { rows: 20 }, 20)
     );
 
+    // A segment damaged on disk (cut short): never linked again.
+    let (dir, m) = current(&root).unwrap().unwrap();
+    let base = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join(&m.segments[0].file))
+        .unwrap();
+    base.set_len(m.segments[0].bytes / 2).unwrap();
+    add_owned(&mut fresh, &[("e".into(), T0)]);
+    let p = publish(&fresh, &root, Mode::Delta).unwrap();
+    assert_eq!(p.written, Written::Full { rows: 21 });
+    assert_eq!(
+        merged(&current(&root).unwrap().unwrap().0),
+        expected(&fresh)
+    );
+
     // A version written before segments existed.
     let (dir, _) = current(&root).unwrap().unwrap();
     let text = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
@@ -206,7 +221,7 @@ fn a_store_that_lost_trades_or_a_format_one_version_is_exported_whole() {
     .unwrap();
     add_owned(&mut fresh, &[("d".into(), T0)]);
     let p = publish(&fresh, &root, Mode::Delta).unwrap();
-    assert_eq!(p.written, Written::Full { rows: 21 });
+    assert_eq!(p.written, Written::Full { rows: 22 });
 }
 
 #[test]

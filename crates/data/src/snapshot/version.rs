@@ -59,13 +59,14 @@ pub(super) fn publish_from(
     let n = rows.batch.num_rows() as u64;
     if let (Some(first), Some(last)) = (rows.first_us, rows.last_us) {
         let file = staging.segment_name();
-        write_batch(&staging.tmp.join(&file), &rows.batch)?;
+        let bytes = write_batch(&staging.tmp.join(&file), &rows.batch)?;
         segments.push(Segment {
             file,
             rows: n,
             first_trade_us: first,
             last_trade_us: last,
             max_id: rows.max_id,
+            bytes,
         });
     }
     let snapshots_json = to_json(&snapshots, &staging.tmp)?;
@@ -98,6 +99,7 @@ pub(crate) struct Pending {
     first_us: i64,
     last_us: i64,
     max_id: i64,
+    bytes: u64,
 }
 
 impl Drop for Pending {
@@ -118,15 +120,16 @@ pub(super) fn write_pending(store: &Store, root: &Path, after: i64, upto: i64) -
     ));
     let lock = File::create(&path).map_err(|e| Error::io(&path, e))?;
     lock.lock().map_err(|e| Error::io(&path, e))?;
-    let pending = Pending {
+    let mut pending = Pending {
         path,
         _lock: lock,
         rows: rows.batch.num_rows() as u64,
         first_us: rows.first_us.unwrap_or(0),
         last_us: rows.last_us.unwrap_or(0),
         max_id: rows.max_id,
+        bytes: 0,
     };
-    write_batch(&pending.path, &rows.batch)?;
+    pending.bytes = write_batch(&pending.path, &rows.batch)?;
     Ok(pending)
 }
 
@@ -157,6 +160,7 @@ pub(super) fn install_compacted(
             first_trade_us: pending.first_us,
             last_trade_us: pending.last_us,
             max_id: pending.max_id,
+            bytes: pending.bytes,
         });
     }
     for s in &now.segments[covered..] {
@@ -342,13 +346,17 @@ fn to_json(value: &impl Serialize, at: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn write_batch(path: &Path, batch: &RecordBatch) -> Result<()> {
+/// Writes one segment file; returns its size.
+fn write_batch(path: &Path, batch: &RecordBatch) -> Result<u64> {
     write_file(path, |w| {
         let mut writer = arrow_ipc::writer::FileWriter::try_new(w, &batch.schema())?;
         writer.write(batch)?;
         writer.finish()?;
         Ok(())
-    })
+    })?;
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|e| Error::io(path, e))
 }
 
 fn write_file(path: &Path, f: impl FnOnce(&mut BufWriter<&File>) -> Result<()>) -> Result<()> {

@@ -22,7 +22,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// The shortest time between two syncs of a source that a notification
 /// brought forward: a writer committing many times a second makes a few
 /// versions a second, not one per commit.
-const MIN_GAP: Duration = Duration::from_millis(500);
+const MIN_GAP: Duration = Duration::from_secs(1);
 
 /// How often a follower waiting for a change looks at its stop signal.
 const STOP_TICK: Duration = Duration::from_millis(100);
