@@ -38,9 +38,16 @@ pub enum DataCommand {
   tradebox data sources
   tradebox data sources --json | jq '.[] | {id, lag_seconds, error}'")]
     Sources(InfoArgs),
-    /// Export the store again as a new snapshot version (imports do this by themselves).
-    #[command(after_help = "Example:
-  tradebox data snapshot")]
+    /// Export the store again, whole, as a new snapshot version (imports do this by themselves).
+    #[command(
+        after_help = "Imports and followed sources publish only their new trades (a delta
+beside the earlier files); this writes every trade into one new base. Use it
+to repair a snapshot damaged on disk (a running `serve` moves to the new
+version by itself).
+
+Example:
+  tradebox data snapshot"
+    )]
     Snapshot,
 }
 

@@ -261,10 +261,7 @@ pub fn publish(store: &Store, root: &Path, mode: Mode) -> Result<Published> {
     let Some((dir, m)) = current(root)? else {
         return version::publish_from(store, root, &lock, &[], 0, FULL, started);
     };
-    let intact = |s: &Segment| {
-        std::fs::metadata(dir.join(&s.file)).is_ok_and(|f| f.is_file() && f.len() == s.bytes)
-    };
-    if !m.segments.iter().all(intact) {
+    if !intact(&dir, &m) {
         tracing::warn!(
             version = m.version,
             "a segment of the current version is missing or damaged; exporting the store whole"
@@ -383,6 +380,14 @@ impl Prepared {
         );
         Ok(Some(published))
     }
+}
+
+/// Whether every segment of the version in `dir` is there with its size
+/// (a stat each: cheap enough for every pass of a follower).
+pub fn intact(dir: &Path, m: &Manifest) -> bool {
+    m.segments.iter().all(|s| {
+        std::fs::metadata(dir.join(&s.file)).is_ok_and(|f| f.is_file() && f.len() == s.bytes)
+    })
 }
 
 /// How many trades have a store id in `(after, upto]`.

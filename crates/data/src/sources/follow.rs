@@ -93,9 +93,10 @@ impl Follower {
     }
 
     /// Syncs the sources that are due (all of them when `all`), then
-    /// publishes a snapshot version if any added something, or if the store
+    /// publishes a snapshot version if any added something, if the store
     /// holds more than the current version (a sync whose publication was
-    /// cut short). Returns the outcomes and the version published, if any.
+    /// cut short), or if a file of the current version is damaged (then
+    /// the version is whole). Returns the outcomes and the version published, if any.
     pub fn pass(&mut self, all: bool) -> Result<Pass> {
         let mut store = Store::open(&self.home.store_path())?;
         let now = Instant::now();
@@ -135,7 +136,17 @@ impl Follower {
         let behind = !self.caught_up && behind(&store, &self.home)?;
         self.caught_up = true;
         let root = self.home.snapshot_root();
-        let published = if changed || behind {
+        // A segment damaged on disk: the next publication is whole.
+        let damaged = match snapshot::current(&root)? {
+            Some((dir, m)) => !snapshot::intact(&dir, &m),
+            None => false,
+        };
+        if damaged {
+            tracing::warn!(
+                "the current snapshot version is damaged on disk; publishing it again whole"
+            );
+        }
+        let published = if changed || behind || damaged {
             Some(snapshot::publish(&store, &root, self.mode)?)
         } else {
             None

@@ -413,3 +413,36 @@ fn the_inbox_settles_by_its_own_clock_when_the_wall_clock_jumps() {
     );
     assert!(inbox.join("done/growing.csv").exists());
 }
+
+#[test]
+fn a_follower_republishes_a_version_damaged_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = source_db(dir.path());
+    let home = Home::new(dir.path().join("home"));
+    let config = SourceConfig::new("cex", Kind::CexReporter, &src);
+    let mut follower = Follower::new(home.clone(), &[config]);
+    assert!(follower.pass(true).unwrap().published.is_some());
+    assert!(
+        follower.pass(true).unwrap().published.is_none(),
+        "nothing new"
+    );
+
+    // The base cut short on disk (shared by every version linking it).
+    let root = home.snapshot_root();
+    let (current, m) = crate::snapshot::current(&root).unwrap().unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(current.join(&m.segments[0].file))
+        .unwrap()
+        .set_len(100)
+        .unwrap();
+    let pass = follower.pass(true).unwrap();
+    let published = pass.published.expect("published again");
+    assert_eq!(
+        published.written,
+        crate::snapshot::Written::Full { rows: m.trades }
+    );
+    let (dir, now) = crate::snapshot::current(&root).unwrap().unwrap();
+    assert!(crate::snapshot::intact(&dir, &now));
+    assert_ne!(now.segments[0].file, m.segments[0].file);
+}
