@@ -191,8 +191,11 @@ fn run_import(args: &ImportArgs, home: &Home, quiet: bool) -> anyhow::Result<()>
             source,
         }) => {
             print_imports(&imports);
-            return Err(anyhow::Error::new(*source)
-                .context(format!("exporting the snapshot to {}", root.display())));
+            return Err(anyhow::Error::new(*source).context(format!(
+                "the import is kept, but exporting the snapshot to {} failed \
+                 (once that is mended, `tradebox data snapshot` publishes it)",
+                root.display()
+            )));
         }
         Err(e) => return Err(e.into()),
     };

@@ -18,6 +18,10 @@ pub enum DbError {
     #[error("store {path} is read-only ({detail}); nothing was changed")]
     ReadOnly { path: PathBuf, detail: String },
 
+    /// The disk (or the store's quota) is full.
+    #[error("store {path}: the disk is full; nothing was changed (free some space and try again)")]
+    Full { path: PathBuf },
+
     /// Anything else SQLite reported.
     #[error("store {path}: {source}")]
     Sqlite {
@@ -29,12 +33,14 @@ pub enum DbError {
 
 impl DbError {
     /// Maps a SQLite failure on the store at `path`: busy and locked become
-    /// [`DbError::Locked`], read-only [`DbError::ReadOnly`], the rest
+    /// [`DbError::Locked`], a full disk [`DbError::Full`], read-only
+    /// [`DbError::ReadOnly`], the rest
     /// [`DbError::Sqlite`].
     pub fn from_sqlite(path: &Path, e: rusqlite::Error) -> DbError {
         let path = path.to_path_buf();
         match e.sqlite_error_code() {
             Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => DbError::Locked { path },
+            Some(ErrorCode::DiskFull) => DbError::Full { path },
             Some(ErrorCode::ReadOnly) => DbError::ReadOnly {
                 path,
                 detail: "the file or its folder cannot be written".into(),
@@ -52,6 +58,7 @@ impl DbError {
     pub fn path(&self) -> &Path {
         match self {
             DbError::Locked { path }
+            | DbError::Full { path }
             | DbError::ReadOnly { path, .. }
             | DbError::Sqlite { path, .. } => path,
         }

@@ -348,11 +348,16 @@ fn to_json(value: &impl Serialize, at: &Path) -> Result<Vec<u8>> {
 
 /// Writes one segment file; returns its size.
 fn write_batch(path: &Path, batch: &RecordBatch) -> Result<u64> {
+    // A write that fails (a full disk) names the file, not only Arrow.
+    let named = |e: arrow_schema::ArrowError| match e {
+        arrow_schema::ArrowError::IoError(_, io) => Error::io(path, io),
+        other => other.into(),
+    };
     write_file(path, |w| {
-        let mut writer = arrow_ipc::writer::FileWriter::try_new(w, &batch.schema())?;
-        writer.write(batch)?;
-        writer.finish()?;
-        Ok(())
+        let mut writer =
+            arrow_ipc::writer::FileWriter::try_new(w, &batch.schema()).map_err(named)?;
+        writer.write(batch).map_err(named)?;
+        writer.finish().map_err(named)
     })?;
     std::fs::metadata(path)
         .map(|m| m.len())
