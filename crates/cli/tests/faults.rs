@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A CSV of `n` trades.
@@ -29,43 +29,65 @@ fn big_csv(path: &Path, n: usize) {
     std::fs::write(path, text).unwrap();
 }
 
-#[test]
-fn a_full_disk_refuses_the_import_keeps_everything_whole_and_recovers() {
-    let outer = tempfile::TempDir::new().unwrap();
-    let home = outer.path().join("home");
-    std::fs::create_dir(&home).unwrap();
-    let csv = outer.path().join("big.csv");
-    big_csv(&csv, 50_000);
-    let db = common::fixtures().join("trade_cache.db");
-    let out = |name: &str| outer.path().join(name);
-    // Everything runs in one namespace, where the tmpfs exists.
+/// Runs `steps` (shell) in a user and mount namespace of its own, with a
+/// tmpfs of `mib` MiB mounted on `home` and `TRADEBOX_HOME` set to it; `$TB`
+/// is the binary. What the steps must keep goes to files outside the tmpfs.
+fn in_namespace(home: &Path, mib: u32, steps: &str) {
     let script = format!(
-        r#"set -u
-mount -t tmpfs -o size=4m tmpfs "{home}" || exit 90
-export TRADEBOX_HOME="{home}"
-"{bin}" -q data import "{db}" >"{o}/fixture.out" 2>"{o}/fixture.err"; echo $? >"{o}/fixture.rc"
-"{bin}" -q data import "{csv}" >"{o}/full.out" 2>"{o}/full.err"; echo $? >"{o}/full.rc"
-"{bin}" data info --json >"{o}/info_full.json" 2>"{o}/info_full.err"
-ls -a "{home}/snapshot" >"{o}/snapshot_full.ls"
-mount -o remount,size=256m "{home}"
-"{bin}" -q data import "{csv}" >"{o}/again.out" 2>"{o}/again.err"; echo $? >"{o}/again.rc"
-"{bin}" data info --json >"{o}/info_again.json" 2>"{o}/info_again.err"
-"#,
+        "set -u\nmount -t tmpfs -o size={mib}m tmpfs \"{home}\" || exit 90\n\
+         export TRADEBOX_HOME=\"{home}\" TB=\"{bin}\"\n{steps}",
         home = home.display(),
         bin = common::bin(),
-        db = db.display(),
-        csv = csv.display(),
-        o = outer.path().display(),
     );
     let status = Command::new("unshare")
         .args(["--user", "--map-root-user", "--mount", "sh", "-c", &script])
         .status()
         .expect("unshare (util-linux) runs");
     assert!(status.success(), "the namespace script failed: {status}");
-    let read = |name: &str| std::fs::read_to_string(out(name)).unwrap_or_default();
-    let info = |name: &str| -> serde_json::Value {
-        serde_json::from_str(&read(name)).unwrap_or_else(|e| panic!("{name}: {e}: {}", read(name)))
-    };
+}
+
+/// A folder for the steps' files, its `home` (the tmpfs's mount point), a
+/// CSV of 50,000 trades and the fixture's database.
+fn setup() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+    let outer = tempfile::TempDir::new().unwrap();
+    let home = outer.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let csv = outer.path().join("big.csv");
+    big_csv(&csv, 50_000);
+    (outer, home, csv, common::fixtures().join("trade_cache.db"))
+}
+
+/// A file the namespace's steps wrote into `dir` ("" when there is none).
+fn read(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap_or_default()
+}
+
+/// `data info --json` as the steps saved it in `dir`.
+fn info(dir: &Path, name: &str) -> serde_json::Value {
+    let text = read(dir, name);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}: {text}"))
+}
+
+#[test]
+fn a_full_disk_refuses_the_import_keeps_everything_whole_and_recovers() {
+    let (outer, home, csv, db) = setup();
+    let steps = format!(
+        r#""$TB" -q data import "{db}" >"{o}/fixture.out" 2>"{o}/fixture.err"; echo $? >"{o}/fixture.rc"
+"$TB" -q data import "{csv}" >"{o}/full.out" 2>"{o}/full.err"; echo $? >"{o}/full.rc"
+"$TB" data info --json >"{o}/info_full.json" 2>"{o}/info_full.err"
+ls -a "$TRADEBOX_HOME/snapshot" >"{o}/snapshot_full.ls"
+mount -o remount,size=256m "$TRADEBOX_HOME"
+"$TB" -q data import "{csv}" >"{o}/again.out" 2>"{o}/again.err"; echo $? >"{o}/again.rc"
+"$TB" data info --json >"{o}/info_again.json" 2>"{o}/info_again.err"
+"#,
+        db = db.display(),
+        csv = csv.display(),
+        o = outer.path().display(),
+    );
+    // Everything runs in one namespace, where the tmpfs exists.
+    in_namespace(&home, 4, &steps);
+    let read = |name: &str| read(outer.path(), name);
+    let info = |name: &str| info(outer.path(), name);
 
     assert_eq!(read("fixture.rc").trim(), "0", "{}", read("fixture.err"));
     let fixture_trades = common::trade_count();
@@ -104,40 +126,24 @@ mount -o remount,size=256m "{home}"
 
 #[test]
 fn an_import_that_fits_but_whose_snapshot_does_not_is_kept_and_published_later() {
-    let outer = tempfile::TempDir::new().unwrap();
-    let home = outer.path().join("home");
-    std::fs::create_dir(&home).unwrap();
-    let csv = outer.path().join("big.csv");
-    big_csv(&csv, 50_000);
-    let db = common::fixtures().join("trade_cache.db");
-    // 16 MiB: room for the store's new rows, not for the snapshot's too.
-    let script = format!(
-        r#"set -u
-mount -t tmpfs -o size=16m tmpfs "{home}" || exit 90
-export TRADEBOX_HOME="{home}"
-"{bin}" -q data import "{db}" >/dev/null 2>"{o}/fixture.err" || exit 91
-"{bin}" -q data import "{csv}" >"{o}/full.out" 2>"{o}/full.err"; echo $? >"{o}/full.rc"
-"{bin}" data info --json >"{o}/info_full.json"
-ls -a "{home}/snapshot" >"{o}/snapshot_full.ls"
-mount -o remount,size=256m "{home}"
-"{bin}" -q data snapshot >"{o}/repair.out" 2>"{o}/repair.err"; echo $? >"{o}/repair.rc"
-"{bin}" data info --json >"{o}/info_again.json"
+    let (outer, home, csv, db) = setup();
+    let steps = format!(
+        r#""$TB" -q data import "{db}" >/dev/null 2>"{o}/fixture.err" || exit 91
+"$TB" -q data import "{csv}" >"{o}/full.out" 2>"{o}/full.err"; echo $? >"{o}/full.rc"
+"$TB" data info --json >"{o}/info_full.json"
+ls -a "$TRADEBOX_HOME/snapshot" >"{o}/snapshot_full.ls"
+mount -o remount,size=256m "$TRADEBOX_HOME"
+"$TB" -q data snapshot >"{o}/repair.out" 2>"{o}/repair.err"; echo $? >"{o}/repair.rc"
+"$TB" data info --json >"{o}/info_again.json"
 "#,
-        home = home.display(),
-        bin = common::bin(),
         db = db.display(),
         csv = csv.display(),
         o = outer.path().display(),
     );
-    let status = Command::new("unshare")
-        .args(["--user", "--map-root-user", "--mount", "sh", "-c", &script])
-        .status()
-        .expect("unshare (util-linux) runs");
-    assert!(status.success(), "the namespace script failed: {status}");
-    let read = |name: &str| std::fs::read_to_string(outer.path().join(name)).unwrap_or_default();
-    let info = |name: &str| -> serde_json::Value {
-        serde_json::from_str(&read(name)).unwrap_or_else(|e| panic!("{name}: {e}: {}", read(name)))
-    };
+    // 16 MiB: room for the store's new rows, not for the snapshot's too.
+    in_namespace(&home, 16, &steps);
+    let read = |name: &str| read(outer.path(), name);
+    let info = |name: &str| info(outer.path(), name);
     let fixture_trades = common::trade_count();
 
     assert_eq!(read("full.rc").trim(), "1");
