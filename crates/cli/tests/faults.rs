@@ -3,7 +3,9 @@
 //! of the test's own, so no root is needed) refuses the import with a
 //! clear message, keeps the store and the snapshot whole, and works again
 //! once space returns; an import that fits while its snapshot does not is
-//! kept, the old snapshot served, and `data snapshot` publishes it later.
+//! kept, the old snapshot served, and `data snapshot` publishes it later;
+//! a store another process keeps locked makes `serve` refuse requests
+//! within a bound (never hang) and serve them again once it is free.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -175,4 +177,58 @@ mount -o remount,size=256m "$TRADEBOX_HOME"
     assert_eq!(read("repair.rc").trim(), "0", "{}", read("repair.err"));
     let again = info("info_again.json");
     assert_eq!(again["snapshot"]["trades"], again["trades"], "{again}");
+}
+
+#[test]
+fn a_store_locked_by_another_process_delays_or_refuses_within_a_bound_never_hangs() {
+    use std::time::{Duration, Instant};
+    let home = common::fixture_home();
+    std::fs::write(
+        home.path().join("tradebox.toml"),
+        "[rate_limit]\nexecutions = 1000\n",
+    )
+    .unwrap();
+    let server = common::serve(home.path(), &[], &[]);
+    let run = || {
+        let started = Instant::now();
+        let (status, v) = common::post_json(
+            &server,
+            "/api/v1/run",
+            &serde_json::json!({"code": "result = len(load_trades(days=None))"}),
+        );
+        (status, v, started.elapsed())
+    };
+    let (status, v, _) = run();
+    assert_eq!(
+        (status, &v["success"]),
+        (200, &serde_json::json!(true)),
+        "{v}"
+    );
+
+    // Another process takes the store's write lock and keeps it.
+    let holder = rusqlite::Connection::open(home.path().join("tradebox.db")).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    for _ in 0..3 {
+        let (status, v, took) = run();
+        assert!(took < Duration::from_secs(10), "waited {took:?}: {v}");
+        assert_eq!(status, 503, "refused while the store is locked: {v}");
+        let text = v.to_string();
+        assert!(text.contains("locked"), "says why: {text}");
+    }
+    holder.execute_batch("ROLLBACK").unwrap();
+    drop(holder);
+
+    // Served again at once, and the store is whole.
+    let (status, v, _) = run();
+    assert_eq!(
+        (status, &v["success"]),
+        (200, &serde_json::json!(true)),
+        "{v}"
+    );
+    assert_eq!(v["result"], common::trade_count().to_string(), "{v}");
+    let ok: String = rusqlite::Connection::open(home.path().join("tradebox.db"))
+        .unwrap()
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok");
 }
