@@ -262,12 +262,13 @@ fn run_demo(args: &DemoArgs, home: &Home, quiet: bool) -> anyhow::Result<()> {
     publish(&store, home)
 }
 
-/// For `tradebox serve` on a fresh machine: generates the default demo
-/// history when the store holds no trades, and publishes a snapshot when
-/// none exists.
-pub fn ensure_data(home: &Home, quiet: bool) -> anyhow::Result<()> {
+/// For `tradebox serve` without followed sources: generates the default
+/// demo history when the store holds no trades (if `demo`), publishes a
+/// snapshot when none exists, and publishes again when the current one is
+/// behind the store (a publication cut short) or damaged on disk.
+pub fn ensure_data(home: &Home, demo: bool, quiet: bool) -> anyhow::Result<()> {
     let store = Store::open(&home.store_path())?;
-    if store.trade_count()? == 0 {
+    if demo && store.trade_count()? == 0 {
         let defaults = DemoArgs {
             rows: DEMO_ROWS,
             days: DEMO_DAYS,
@@ -286,8 +287,25 @@ pub fn ensure_data(home: &Home, quiet: bool) -> anyhow::Result<()> {
         drop(store);
         return run_demo(&defaults, home, quiet);
     }
-    if snapshot::current(&home.snapshot_root())?.is_none() {
-        publish(&store, home)?;
+    let root = home.snapshot_root();
+    match snapshot::current(&root)? {
+        None if store.trade_count()? > 0 || demo => publish(&store, home)?,
+        None => {}
+        Some((dir, m)) => {
+            // A publication cut short (the store holds more than the
+            // version), or a version damaged on disk: published again.
+            let (trades, snapshots) = store.counts()?;
+            if trades != m.trades || snapshots != m.snapshots || !snapshot::intact(&dir, &m) {
+                let p = snapshot::publish(&store, &root, snapshot::Mode::Compacted)
+                    .with_context(|| format!("publishing the snapshot to {}", root.display()))?;
+                if !quiet {
+                    eprintln!(
+                        "the snapshot was behind the store: v{} published ({})",
+                        p.manifest.version, p.written
+                    );
+                }
+            }
+        }
     }
     Ok(())
 }

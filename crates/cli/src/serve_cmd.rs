@@ -157,9 +157,7 @@ pub fn run(args: &ServeArgs, home: &Home, quiet: bool) -> anyhow::Result<u8> {
     // Followed sources are the data: synced once before the pool starts,
     // then in the background. Demo data is only for a home without them.
     let follower = if config.data.sources.is_empty() {
-        if !args.no_demo {
-            data_cmd::ensure_data(home, quiet)?;
-        }
+        data_cmd::ensure_data(home, !args.no_demo, quiet)?;
         None
     } else {
         Some(first_sync(home, &config.data.sources, quiet)?)

@@ -5,7 +5,10 @@
 //! once space returns; an import that fits while its snapshot does not is
 //! kept, the old snapshot served, and `data snapshot` publishes it later;
 //! a store another process keeps locked makes `serve` refuse requests
-//! within a bound (never hang) and serve them again once it is free.
+//! within a bound (never hang) and serve them again once it is free;
+//! `serve` killed -9 in the middle of an upload, a save, a delete and a job
+//! leaves no sandbox process, a whole store and an all-or-nothing upload,
+//! and starts again with its snapshot caught up.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -231,4 +234,132 @@ fn a_store_locked_by_another_process_delays_or_refuses_within_a_bound_never_hang
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
     assert_eq!(ok, "ok");
+}
+
+/// Every descendant of `pid` (its children, theirs, ...).
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut all = Vec::new();
+    let mut next = vec![pid];
+    while let Some(p) = next.pop() {
+        for kid in common::procs::children_of(p) {
+            all.push(kid);
+            next.push(kid);
+        }
+    }
+    all
+}
+
+#[test]
+fn serve_killed_in_the_middle_of_everything_leaves_it_whole_and_starts_again() {
+    use std::time::{Duration, Instant};
+    let home = common::fixture_home();
+    std::fs::write(
+        home.path().join("tradebox.toml"),
+        "[rate_limit]\nexecutions = 1000\n",
+    )
+    .unwrap();
+    let store = home.path().join("tradebox.db");
+    let count = |sql: &str| -> i64 {
+        rusqlite::Connection::open(&store)
+            .unwrap()
+            .query_row(sql, [], |r| r.get(0))
+            .unwrap()
+    };
+    let rows = 20_000;
+    // Kill -9 at moments spread over an upload's import and publication,
+    // a save, a delete and a job that sleeps.
+    for (round, delay_ms) in [150u64, 500, 1200].into_iter().enumerate() {
+        let mut server = common::serve(home.path(), &[], &[]);
+        let before = count("SELECT count(*) FROM trades");
+        let csv = home.path().join(format!("upload{round}.csv"));
+        let mut text = String::from("timestamp,exchange,symbol,side,amount,price,trade_id\n");
+        for i in 0..rows {
+            text.push_str(&format!(
+                "2025-03-{:02}T{:02}:{:02}:00,kraken,BTC,buy,1,100,r{round}-{i}\n",
+                1 + i % 28,
+                i % 24,
+                i % 60
+            ));
+        }
+        std::fs::write(&csv, &text).unwrap();
+        let (base, auth) = (server.base.clone(), format!("Bearer {}", server.token));
+        let busy: Vec<_> = [
+            ("POST", format!("/api/v1/data/import?name=upload{round}.csv"), text.into_bytes()),
+            (
+                "POST",
+                "/api/v1/run".into(),
+                br#"{"code": "import time\ntime.sleep(20)\nresult = 1"}"#.to_vec(),
+            ),
+            (
+                "POST",
+                "/api/v1/commands".into(),
+                format!(
+                    r#"{{"user": "U1", "channel": "C1", "text": "/savefunc f{round} | round {round} | result = {round}"}}"#
+                )
+                .into_bytes(),
+            ),
+            (
+                "POST",
+                "/api/v1/commands".into(),
+                r#"{"user": "U1", "channel": "C1", "text": "/delfunc f0"}"#.as_bytes().to_vec(),
+            ),
+        ]
+        .into_iter()
+        .map(|(method, path, body)| {
+            let (base, auth) = (base.clone(), auth.clone());
+            std::thread::spawn(move || {
+                // The server dies under it: any answer, or none, will do.
+                let _ = std::panic::catch_unwind(|| {
+                    common::http(
+                        &base,
+                        method,
+                        &path,
+                        &[("Authorization", &auth), ("Content-Type", "application/json")],
+                        &body,
+                    )
+                });
+            })
+        })
+        .collect();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let pid = server.child.id();
+        let sandbox = descendants(pid);
+        assert!(!sandbox.is_empty(), "the pool's processes run under serve");
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
+        for t in busy {
+            let _ = t.join();
+        }
+        // No sandbox process outlives its supervisor.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sandbox
+            .iter()
+            .any(|p| Path::new(&format!("/proc/{p}")).exists())
+        {
+            assert!(Instant::now() < deadline, "left running: {sandbox:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+
+        // The store is whole, and the upload all or nothing.
+        let ok: String = rusqlite::Connection::open(&store)
+            .unwrap()
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ok, "ok");
+        let after = count("SELECT count(*) FROM trades");
+        assert!(
+            after == before || after == before + rows as i64,
+            "round {round}: {before} then {after}"
+        );
+
+        // It starts again, catches its snapshot up, and the next command works.
+        let server = common::serve(home.path(), &[], &[]);
+        let (status, v) = common::post_json(
+            &server,
+            "/api/v1/run",
+            &serde_json::json!({"code": "result = len(load_trades(days=None))"}),
+        );
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["result"], after.to_string(), "round {round}: {v}");
+    }
 }
