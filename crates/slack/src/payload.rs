@@ -272,4 +272,68 @@ mod tests {
             Err(PayloadError::Decode(_))
         ));
     }
+
+    mod props {
+        //! The parsers take whatever a network peer sends: never a panic,
+        //! and any command text (with its user and channel) arrives whole.
+
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn any_bytes_are_an_answer_not_a_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let _ = Incoming::from_command_form(&body);
+                let _ = Incoming::from_interaction_form(&body);
+                let _ = Incoming::from_interaction_json(&String::from_utf8_lossy(&body));
+            }
+
+            #[test]
+            fn any_json_shape_is_an_answer_not_a_panic(
+                kind in "[a-z_]{0,16}",
+                user in proptest::option::of("[A-Z0-9]{0,12}"),
+                channel in proptest::option::of("[A-Z0-9]{0,12}"),
+                action in proptest::option::of(".{0,40}"),
+                value in proptest::option::of(".{0,40}"),
+                url in proptest::option::of(".{0,40}"),
+            ) {
+                let json = serde_json::json!({
+                    "type": kind,
+                    "user": user.map(|id| serde_json::json!({"id": id})),
+                    "channel": channel.map(|id| serde_json::json!({"id": id})),
+                    "actions": action.map(|a| vec![serde_json::json!({"action_id": a, "value": value})]),
+                    "response_url": url,
+                });
+                let _ = Incoming::from_interaction_json(&json.to_string());
+            }
+
+            #[test]
+            fn a_command_form_keeps_any_text_user_and_channel(
+                text in ".{0,300}",
+                user in "[A-Z0-9]{1,12}",
+                channel in "[A-Z0-9]{1,12}",
+                trigger in "[a-z0-9.]{1,20}",
+            ) {
+                let body = serde_urlencoded::to_string([
+                    ("command", "/analyze"),
+                    ("text", text.as_str()),
+                    ("user_id", user.as_str()),
+                    ("channel_id", channel.as_str()),
+                    ("trigger_id", trigger.as_str()),
+                ])
+                .unwrap();
+                let c = Incoming::from_command_form(body.as_bytes()).unwrap();
+                prop_assert_eq!((&c.user, &c.channel, &c.key), (&user, &channel, &trigger));
+                match c.input {
+                    Input::Slash { command, text: got } => {
+                        prop_assert_eq!(command, "/analyze");
+                        prop_assert_eq!(got, text);
+                    }
+                    other => prop_assert!(false, "{:?}", other),
+                }
+            }
+        }
+    }
 }
