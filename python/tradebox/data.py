@@ -188,10 +188,15 @@ class _Segment:
         return start, max(start, stop)
 
 
-# The mapped segment files by (st_dev, st_ino, st_size, st_mtime_ns): a hard
-# link in another version is the same entry. An entry's mapping holds its
-# inode, so no other file can take that identity while it is cached. Files
-# are never rewritten in place (the exporter writes new files).
+def _identity(st: os.stat_result) -> tuple:
+    """A file's identity for the caches below: a hard link in another
+    version is the same file. Files are never rewritten in place (the
+    exporter writes new files)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+# The mapped segment files by identity. An entry's mapping holds its inode,
+# so no other file can take that identity while it is cached.
 _SEGMENTS: dict[tuple, _Segment] = {}
 
 
@@ -203,7 +208,7 @@ def _open_segment(file: Path) -> _Segment:
         raise SnapshotError(f"missing snapshot file: {file}") from None
     except OSError as e:
         raise SnapshotError(f"cannot read {file}: {e}") from None
-    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    key = _identity(st)
     segment = _SEGMENTS.get(key)
     if segment is None:
         segment = _SEGMENTS[key] = _Segment(key, file)
@@ -268,8 +273,7 @@ _BALANCES: dict[tuple, tuple[list, list]] = {}
 def _read_snapshots(path: Path) -> tuple[list, list]:
     """The balance snapshots of `path` sorted by date, and their dates."""
     try:
-        st = os.stat(path)
-        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        key = _identity(os.stat(path))
     except OSError:
         key = None
     if key is not None and key in _BALANCES:

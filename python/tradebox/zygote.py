@@ -538,6 +538,18 @@ def main():
           "snapshot": None if snapshot is None else snapshot.manifest.get("version")})
     job, result = Buffer(MAX_JOB), Buffer(MAX_RESULT)
     buffers = (job.region, result.region)
+
+    def next_child(problem, reply):
+        """The next child, forked on the current snapshot once the scratch
+        is reset, with `reply` sent; None, with "unhealthy" sent, when
+        `problem` says the scratch (or the last child) could not be reset."""
+        if problem:
+            send({"type": "unhealthy", "reason": problem})
+            return None
+        forked = Child(filters, snapshot, scratch, buffers)
+        send(reply)
+        return forked
+
     child = Child(filters, snapshot, scratch, buffers)
     while True:
         control = read_frame(0)
@@ -564,12 +576,9 @@ def main():
                 gc.freeze()
                 reply = {"type": "loaded", "version": snapshot.manifest.get("version"),
                          "rss_kb": _rss_kb()}
-            problem = wipe_scratch()
-            if problem:
-                send({"type": "unhealthy", "reason": problem})
+            child = next_child(wipe_scratch(), reply)
+            if child is None:
                 return
-            child = Child(filters, snapshot, scratch, buffers)
-            send(reply)
             continue
         length = _read_length(0)
         if length is None or length > MAX_JOB or not job.read_exact(0, length):
@@ -598,9 +607,7 @@ def main():
             child.send_output(int(msg.get("output_bytes", MAX_OUTPUT)))
         result.drop()
         child.close()
-        problem = wipe_scratch() or (status == "confine" and header["message"])
-        if problem:
-            send({"type": "unhealthy", "reason": problem})
+        child = next_child(wipe_scratch() or (status == "confine" and header["message"]),
+                           {"type": "idle"})
+        if child is None:
             return
-        child = Child(filters, snapshot, scratch, buffers)
-        send({"type": "idle"})

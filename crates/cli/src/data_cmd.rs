@@ -288,24 +288,21 @@ pub fn ensure_data(home: &Home, demo: bool, quiet: bool) -> anyhow::Result<()> {
         return run_demo(&defaults, home, quiet);
     }
     let root = home.snapshot_root();
-    match snapshot::current(&root)? {
-        None if store.trade_count()? > 0 || demo => publish(&store, home)?,
-        None => {}
-        Some((dir, m)) => {
-            // A publication cut short (the store holds more than the
-            // version), or a version damaged on disk: published again.
-            let (trades, snapshots) = store.counts()?;
-            if trades != m.trades || snapshots != m.snapshots || !snapshot::intact(&dir, &m) {
-                let p = snapshot::publish(&store, &root, snapshot::Mode::Compacted)
-                    .with_context(|| format!("publishing the snapshot to {}", root.display()))?;
-                if !quiet {
-                    eprintln!(
-                        "the snapshot was behind the store: v{} published ({})",
-                        p.manifest.version, p.written
-                    );
-                }
-            }
-        }
+    if !snapshot::stale(&store, &root)? {
+        return Ok(());
+    }
+    if snapshot::current(&root)?.is_none() {
+        return publish(&store, home);
+    }
+    // A publication cut short (the store holds more than the version), or
+    // a version damaged on disk: published again.
+    let p = snapshot::publish(&store, &root, snapshot::Mode::Compacted)
+        .with_context(|| format!("publishing the snapshot to {}", root.display()))?;
+    if !quiet {
+        eprintln!(
+            "the snapshot was behind the store: v{} published ({})",
+            p.manifest.version, p.written
+        );
     }
     Ok(())
 }

@@ -14,7 +14,7 @@
 
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -159,6 +159,35 @@ struct Shared {
     slots: Vec<Mutex<SlotStatus>>,
 }
 
+impl Shared {
+    /// Changes slot `i`'s state.
+    fn update(&self, i: usize, f: impl FnOnce(&mut SlotStatus)) {
+        if let Ok(mut s) = self.slots[i].lock() {
+            f(&mut s);
+        }
+    }
+
+    /// Never asks for version `bad` again: the pool wants `instead` if it
+    /// wanted `bad`.
+    fn refuse(&self, bad: &Path, instead: Option<PathBuf>) {
+        if let Ok(mut refused) = self.refused.lock() {
+            refused.push(bad.to_path_buf());
+        }
+        if let Ok(mut config) = self.config.lock() {
+            if config.snapshot.as_deref() == Some(bad) {
+                config.snapshot = instead;
+            }
+        }
+    }
+}
+
+/// Shows a zygote just started in its slot's state.
+fn show(s: &mut SlotStatus, z: &Zygote) {
+    s.pid = Some(z.pid);
+    s.rss_kb = z.rss_kb;
+    s.version = z.manifest.as_ref().map(|m| m.version);
+}
+
 /// A running pool.
 pub struct Pool {
     tx: Option<Sender<Work>>,
@@ -206,11 +235,7 @@ impl Pool {
                         Ok(zygote) => {
                             // The slot's state is visible before `start`
                             // returns.
-                            if let Ok(mut s) = shared.slots[i].lock() {
-                                s.pid = Some(zygote.pid);
-                                s.rss_kb = zygote.rss_kb;
-                                s.version = zygote.manifest.as_ref().map(|m| m.version);
-                            }
+                            shared.update(i, |s| show(s, &zygote));
                             let _ = ready.send(Ok(()));
                             drop(ready);
                             slot_loop(i, zygote, &rx, &shared);
@@ -294,21 +319,12 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn slot_loop(i: usize, first: Zygote, rx: &Receiver<Work>, shared: &Shared) {
     let mut zygote = Some(first);
-    let update = |f: &dyn Fn(&mut SlotStatus)| {
-        if let Ok(mut s) = shared.slots[i].lock() {
-            f(&mut s);
-        }
-    };
     // Starts a zygote in place of the one that is gone; None if that fails.
     let replace = || -> Option<Zygote> {
         match spawn_zygote(shared) {
             Ok(z) => {
-                let (pid, rss) = (z.pid, z.rss_kb);
-                let version = z.manifest.as_ref().map(|m| m.version);
-                update(&|s| {
-                    s.pid = Some(pid);
-                    s.rss_kb = rss;
-                    s.version = version;
+                shared.update(i, |s| {
+                    show(s, &z);
                     s.restarts += 1;
                 });
                 Some(z)
@@ -316,7 +332,7 @@ fn slot_loop(i: usize, first: Zygote, rx: &Receiver<Work>, shared: &Shared) {
             Err(e) => {
                 let msg = e.to_string();
                 tracing::warn!(slot = i, "starting a zygote: {msg}");
-                update(&|s| s.last_error = Some(msg.clone()));
+                shared.update(i, |s| s.last_error = Some(msg));
                 None
             }
         }
@@ -331,7 +347,7 @@ fn slot_loop(i: usize, first: Zygote, rx: &Receiver<Work>, shared: &Shared) {
         if let Some(z) = zygote.as_mut() {
             if let Err(reason) = roll(i, z, shared) {
                 tracing::warn!(slot = i, "replacing the zygote: {reason}");
-                update(&|s| s.last_error = Some(reason.clone()));
+                shared.update(i, |s| s.last_error = Some(reason.clone()));
                 zygote = None;
             }
         }
@@ -375,7 +391,7 @@ fn slot_loop(i: usize, first: Zygote, rx: &Receiver<Work>, shared: &Shared) {
                 }
                 Err(RunError::NotDelivered(e) | RunError::Broken(e)) => {
                     let msg = format!("the sandbox worker failed during the job: {e}");
-                    update(&|s| s.last_error = Some(msg.clone()));
+                    shared.update(i, |s| s.last_error = Some(msg.clone()));
                     zygote = None; // killed on drop, replaced below
                     break ExecResult::failure(
                         "Crashed",
@@ -385,7 +401,7 @@ fn slot_loop(i: usize, first: Zygote, rx: &Receiver<Work>, shared: &Shared) {
                 }
             }
         };
-        update(&|s| s.jobs += 1);
+        shared.update(i, |s| s.jobs += 1);
         let _ = work.reply.send(result);
         // The next job only starts on a zygote that has reset after this
         // one: one that cannot (a scratch it could not empty, no answer) is
@@ -393,7 +409,7 @@ fn slot_loop(i: usize, first: Zygote, rx: &Receiver<Work>, shared: &Shared) {
         if let Some(z) = zygote.as_mut() {
             if let Err(reason) = z.await_idle(Instant::now() + IDLE_TIMEOUT) {
                 tracing::warn!(slot = i, "replacing the zygote: {reason}");
-                update(&|s| s.last_error = Some(reason.clone()));
+                shared.update(i, |s| s.last_error = Some(reason.clone()));
                 zygote = None;
             }
         }
@@ -418,19 +434,14 @@ fn spawn_zygote(shared: &Shared) -> Result<Zygote, PoolError> {
         Err(PoolError::Layer { layer, message }) if layer == "snapshot" => {
             let bad = config.snapshot.clone();
             tracing::warn!("the snapshot version cannot be loaded, falling back: {message}");
-            if let (Some(bad), Ok(mut refused)) = (&bad, shared.refused.lock()) {
-                refused.push(bad.clone());
-            }
             let fallback = shared
                 .good
                 .lock()
                 .ok()
                 .and_then(|g| g.clone())
                 .filter(|g| Some(g) != bad.as_ref());
-            if let Ok(mut wanted) = shared.config.lock() {
-                if wanted.snapshot == bad {
-                    wanted.snapshot = fallback.clone();
-                }
+            if let Some(bad) = &bad {
+                shared.refuse(bad, fallback.clone());
             }
             config.snapshot = fallback;
             Zygote::spawn(&config)
@@ -463,7 +474,7 @@ fn follow_snapshot(shared: &Shared) {
 /// no other slot is moving: the other zygotes keep serving meanwhile, and
 /// this one takes its next job on the new version, loaded (an
 /// idle slot moves within a tick of the publication, so a job rarely waits
-/// for it). A version the zygote refused is not tried again; `Err` means
+/// for it). A version a zygote refused is not tried again; `Err` means
 /// the zygote must be replaced.
 fn roll(i: usize, z: &mut Zygote, shared: &Shared) -> Result<(), String> {
     let wanted = match shared.config.lock() {
@@ -471,49 +482,51 @@ fn roll(i: usize, z: &mut Zygote, shared: &Shared) -> Result<(), String> {
         Err(_) => return Ok(()),
     };
     let Some(dir) = wanted else { return Ok(()) };
-    if z.serving.as_ref() == Some(&dir) || z.refused.as_ref() == Some(&dir) {
+    if z.serving.as_ref() == Some(&dir) {
         return Ok(());
     }
     let Ok(_turn) = shared.rolling.try_lock() else {
         return Ok(()); // another slot is moving: this one serves on
     };
+    // Another slot may have refused it while this one waited.
+    if shared.refused.lock().is_ok_and(|r| r.contains(&dir)) {
+        return Ok(());
+    }
     let started = Instant::now();
-    z.load(&dir)?;
-    let update = |f: &dyn Fn(&mut SlotStatus)| {
-        if let Ok(mut s) = shared.slots[i].lock() {
-            f(&mut s);
-        }
-    };
-    if z.serving.as_ref() == Some(&dir) {
-        if let Ok(mut good) = shared.good.lock() {
-            *good = Some(dir.clone());
-        }
-        tracing::info!(
-            slot = i,
-            snapshot = %dir.display(),
-            ms = started.elapsed().as_millis() as u64,
-            "zygote moved to the new snapshot"
-        );
-        let (rss, version) = (z.rss_kb, z.manifest.as_ref().map(|m| m.version));
-        update(&|s| {
-            s.rss_kb = rss;
-            s.version = version;
-            s.loads += 1;
-        });
-    } else if let Some(why) = z.refused_why.clone() {
-        // The pool stays on the version this zygote still serves.
-        if let Ok(mut refused) = shared.refused.lock() {
-            refused.push(dir.clone());
-        }
-        if let Ok(mut config) = shared.config.lock() {
-            if config.snapshot.as_ref() == Some(&dir) {
-                config.snapshot = z.serving.clone();
+    match z.load(&dir)? {
+        Loaded::Moved => {
+            if let Ok(mut good) = shared.good.lock() {
+                *good = Some(dir.clone());
             }
+            tracing::info!(
+                slot = i,
+                snapshot = %dir.display(),
+                ms = started.elapsed().as_millis() as u64,
+                "zygote moved to the new snapshot"
+            );
+            let (rss, version) = (z.rss_kb, z.manifest.as_ref().map(|m| m.version));
+            shared.update(i, |s| {
+                s.rss_kb = rss;
+                s.version = version;
+                s.loads += 1;
+            });
         }
-        let msg = format!("snapshot {} refused: {why}", dir.display());
-        update(&|s| s.last_error = Some(msg.clone()));
+        Loaded::Refused(why) => {
+            tracing::warn!(snapshot = %dir.display(), "the snapshot version cannot be loaded: {why}");
+            // The pool stays on the version this zygote still serves.
+            shared.refuse(&dir, z.serving.clone());
+            let msg = format!("snapshot {} refused: {why}", dir.display());
+            shared.update(i, |s| s.last_error = Some(msg));
+        }
     }
     Ok(())
+}
+
+/// What [`Zygote::load`] did.
+enum Loaded {
+    Moved,
+    /// The version cannot be read (why): the zygote kept the one it had.
+    Refused(String),
 }
 
 /// One zygote process and its pipes.
@@ -531,24 +544,19 @@ struct Zygote {
     pin: Option<std::fs::File>,
     /// That version's manifest (read before the zygote loads it).
     manifest: Option<tradebox_data::snapshot::Manifest>,
-    /// A version it could not load (not tried again), and why.
-    refused: Option<PathBuf>,
-    refused_why: Option<String>,
 }
 
 static NEXT_ROOT: AtomicU64 = AtomicU64::new(0);
 
 /// A version folder kept on disk, with its manifest.
-fn pinned(
-    dir: &std::path::Path,
-) -> Result<(std::fs::File, tradebox_data::snapshot::Manifest), String> {
+fn pinned(dir: &Path) -> Result<(std::fs::File, tradebox_data::snapshot::Manifest), String> {
     let pin = tradebox_data::snapshot::pin(dir).map_err(|e| e.to_string())?;
     let manifest = tradebox_data::snapshot::manifest(dir).map_err(|e| e.to_string())?;
     Ok((pin, manifest))
 }
 
 /// The folder name of a version under `root`, if that is where it is.
-fn version_in(root: Option<&PathBuf>, dir: &std::path::Path) -> Option<String> {
+fn version_in(root: Option<&PathBuf>, dir: &Path) -> Option<String> {
     let name = dir.file_name()?.to_str()?;
     (dir.parent() == root.map(PathBuf::as_path) && crate::launcher::is_version_name(name))
         .then(|| name.to_string())
@@ -620,8 +628,6 @@ impl Zygote {
             mounted,
             pin,
             manifest,
-            refused: None,
-            refused_why: None,
         };
         let deadline = Instant::now() + config.start_timeout;
         let frame = match zygote.read_frame(deadline, HEADER_MAX) {
@@ -781,52 +787,41 @@ impl Zygote {
     }
 
     /// Loads another snapshot version in place (see [`roll`]): the zygote
-    /// drops its waiting child, maps the version, forks a child
-    /// on it and says so. A version it cannot read is refused and the
-    /// zygote keeps the one it has; `Err` means it must be replaced.
-    fn load(&mut self, dir: &std::path::Path) -> Result<(), String> {
+    /// drops its waiting child, maps the version, forks a child on it and
+    /// says so. A version it cannot read is refused and the zygote keeps
+    /// the one it has; `Err` means it must be replaced.
+    fn load(&mut self, dir: &Path) -> Result<Loaded, String> {
         let Some(name) = version_in(self.mounted.as_ref(), dir) else {
             return Err(format!(
                 "{} is outside the zygote's snapshot root",
                 dir.display()
             ));
         };
-        let refuse = |z: &mut Zygote, why: String| {
-            tracing::warn!(snapshot = %dir.display(), "the snapshot version cannot be loaded: {why}");
-            z.refused = Some(dir.to_path_buf());
-            z.refused_why = Some(why);
-        };
         let (pin, manifest) = match pinned(dir) {
             Ok(p) => p,
-            Err(e) => {
-                refuse(self, e);
-                return Ok(());
-            }
+            Err(e) => return Ok(Loaded::Refused(e)),
         };
         crate::protocol::write_frame(&mut self.stdin, &json!({"type": "load", "version": name}))
             .map_err(|e| format!("sending the new version: {e}"))?;
         let (frame, _) = self.read_frame(Instant::now() + LOAD_TIMEOUT, HEADER_MAX)?;
         let msg: serde_json::Value =
             serde_json::from_slice(&frame).map_err(|e| format!("bad frame: {e}"))?;
+        let reason = || {
+            msg["reason"]
+                .as_str()
+                .unwrap_or("no reason given")
+                .to_string()
+        };
         match msg["type"].as_str() {
             Some("loaded") => {
                 self.rss_kb = msg["rss_kb"].as_u64().or(self.rss_kb);
                 self.serving = Some(dir.to_path_buf());
                 self.pin = Some(pin);
                 self.manifest = Some(manifest);
-                Ok(())
+                Ok(Loaded::Moved)
             }
-            Some("load_failed") => {
-                refuse(
-                    self,
-                    msg["reason"].as_str().unwrap_or("no reason given").into(),
-                );
-                Ok(())
-            }
-            Some("unhealthy") => Err(format!(
-                "the zygote could not reset: {}",
-                msg["reason"].as_str().unwrap_or("no reason given")
-            )),
+            Some("load_failed") => Ok(Loaded::Refused(reason())),
+            Some("unhealthy") => Err(format!("the zygote could not reset: {}", reason())),
             _ => Err(format!("unexpected frame {msg}")),
         }
     }

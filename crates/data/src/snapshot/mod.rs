@@ -145,8 +145,6 @@ pub enum Written {
     Merged { rows: u64 },
 }
 
-const FULL: Written = Written::Full { rows: 0 };
-
 impl std::fmt::Display for Written {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -248,7 +246,9 @@ pub fn pin(dir: &Path) -> Result<File> {
 pub fn export(store: &Store, root: &Path) -> Result<Manifest> {
     let started = Instant::now();
     let lock = version::lock_root(root)?;
-    let published = version::publish_from(store, root, &lock, &[], 0, FULL, started)?;
+    let prev = current(root)?.map(|(dir, _)| dir);
+    let plan = version::Plan::WHOLE;
+    let published = version::publish_from(store, root, &lock, prev.as_deref(), plan, started)?;
     Ok(published.manifest)
 }
 
@@ -258,40 +258,55 @@ pub fn export(store: &Store, root: &Path) -> Result<Manifest> {
 pub fn publish(store: &Store, root: &Path, mode: Mode) -> Result<Published> {
     let started = Instant::now();
     let lock = version::lock_root(root)?;
-    let Some((dir, m)) = current(root)? else {
-        return version::publish_from(store, root, &lock, &[], 0, FULL, started);
+    let current = current(root)?;
+    let plan = match &current {
+        Some((dir, m)) => plan(store, dir, m, mode)?,
+        None => version::Plan::WHOLE,
     };
-    if !intact(&dir, &m) {
+    let prev = current.as_ref().map(|(dir, _)| dir.as_path());
+    version::publish_from(store, root, &lock, prev, plan, started)
+}
+
+/// What to publish over the current version `m` (in `dir`).
+fn plan<'m>(store: &Store, dir: &Path, m: &'m Manifest, mode: Mode) -> Result<version::Plan<'m>> {
+    use version::{Kind, Plan};
+    if !intact(dir, m) {
         tracing::warn!(
             version = m.version,
             "a segment of the current version is missing or damaged; exporting the store whole"
         );
-        return version::publish_from(store, root, &lock, &[], 0, FULL, started);
+        return Ok(Plan::WHOLE);
     }
     // The trades the current version lacks are those above its max_id,
     // provided it was made from this store and nothing was removed since
     // (removing trades gives the store a new identity).
     let identity = store.identity()?;
     if m.format != FORMAT || identity.is_none() || m.store_id != identity {
-        return version::publish_from(store, root, &lock, &[], 0, FULL, started);
+        return Ok(Plan::WHOLE);
     }
-    let new_rows = count_range(store, m.max_id, i64::MAX)?;
-    if mode == Mode::Compacted && new_rows > 0 {
+    let new_rows = match mode {
+        Mode::Compacted => count_range(store, m.max_id, i64::MAX)?,
+        Mode::Delta => 0, // compacted elsewhere: not counted
+    };
+    if new_rows > 0 {
         let base = m.segments.first().map_or(0, |s| s.rows);
         match due(base, m.trades - base + new_rows, m.segments.len()) {
-            Some(Compaction::Rebase) => {
-                return version::publish_from(store, root, &lock, &[], 0, FULL, started)
-            }
+            Some(Compaction::Rebase) => return Ok(Plan::WHOLE),
             Some(Compaction::MergeDeltas) => {
-                let base = &m.segments[..1];
-                let (after, written) = (base[0].max_id, Written::Merged { rows: 0 });
-                return version::publish_from(store, root, &lock, base, after, written, started);
+                return Ok(Plan {
+                    keep: &m.segments[..1],
+                    after: m.segments[0].max_id,
+                    kind: Kind::Merged,
+                })
             }
             None => {}
         }
     }
-    let written = Written::Delta { rows: 0 };
-    version::publish_from(store, root, &lock, &m.segments, m.max_id, written, started)
+    Ok(Plan {
+        keep: &m.segments,
+        after: m.max_id,
+        kind: Kind::Delta,
+    })
 }
 
 /// Folds the current version's deltas as [`Manifest::compaction`] asks,
@@ -351,7 +366,7 @@ impl Prepared {
     /// current version no longer holds the folded segments.
     pub fn install(self, root: &Path) -> Result<Option<Published>> {
         let lock = version::lock_root(root)?;
-        let Some((_, now)) = current(root)? else {
+        let Some((dir, now)) = current(root)? else {
             return Ok(None);
         };
         let names = |s: &[Segment]| s.iter().map(|s| s.file.clone()).collect::<Vec<_>>();
@@ -366,9 +381,9 @@ impl Prepared {
         let published = version::install_compacted(
             root,
             &lock,
+            &dir,
             &now,
-            self.keep,
-            covered,
+            self.keep..covered,
             self.pending,
             self.started,
         )?;
@@ -388,6 +403,23 @@ pub fn intact(dir: &Path, m: &Manifest) -> bool {
     m.segments.iter().all(|s| {
         std::fs::metadata(dir.join(&s.file)).is_ok_and(|f| f.is_file() && f.len() == s.bytes)
     })
+}
+
+/// Whether a file of the current version is missing or damaged.
+pub fn damaged(root: &Path) -> Result<bool> {
+    Ok(current(root)?.is_some_and(|(dir, m)| !intact(&dir, &m)))
+}
+
+/// Whether the current version must be published again: there is none
+/// while the store holds trades, it holds fewer trades or balance
+/// snapshots than the store (a publication cut short), or a file of it is
+/// damaged.
+pub fn stale(store: &Store, root: &Path) -> Result<bool> {
+    let Some((dir, m)) = current(root)? else {
+        return Ok(store.trade_count()? > 0);
+    };
+    let (trades, snapshots) = store.counts()?;
+    Ok(trades != m.trades || snapshots != m.snapshots || !intact(&dir, &m))
 }
 
 /// How many trades have a store id in `(after, upto]`.

@@ -12,7 +12,7 @@ use std::time::Instant;
 use arrow_array::RecordBatch;
 use serde::Serialize;
 
-use super::{current, rows, version_dir, Manifest, Published, Segment, Written, FORMAT, KEEP};
+use super::{rows, version_dir, Manifest, Published, Segment, Written, FORMAT, KEEP};
 use crate::error::{Error, Result};
 use crate::store::{store_error, Store};
 use crate::timestamp;
@@ -28,16 +28,50 @@ pub(super) fn lock_root(root: &Path) -> Result<RootLock> {
     Ok(RootLock(file))
 }
 
-/// Publishes the store's trades above `after` as one new segment after the
-/// current version's segments `keep` (linked), with every balance snapshot.
-/// `written` says what that is (its row count is the one read).
+/// What kind of version a [`Plan`] makes (its rows are known once read).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Kind {
+    Full,
+    Delta,
+    Merged,
+}
+
+impl Kind {
+    fn with(self, rows: u64) -> Written {
+        match self {
+            Kind::Full => Written::Full { rows },
+            Kind::Delta => Written::Delta { rows },
+            Kind::Merged => Written::Merged { rows },
+        }
+    }
+}
+
+/// A publication: the current version's segments to keep (linked), the
+/// store id above which trades are read into one new segment, and what
+/// that makes.
+pub(super) struct Plan<'m> {
+    pub keep: &'m [Segment],
+    pub after: i64,
+    pub kind: Kind,
+}
+
+impl Plan<'_> {
+    /// Every trade, into one new base.
+    pub const WHOLE: Plan<'static> = Plan {
+        keep: &[],
+        after: 0,
+        kind: Kind::Full,
+    };
+}
+
+/// Publishes `plan` with every balance snapshot, on top of the current
+/// version in `prev`.
 pub(super) fn publish_from(
     store: &Store,
     root: &Path,
     _lock: &RootLock,
-    keep: &[Segment],
-    after: i64,
-    written: Written,
+    prev: Option<&Path>,
+    plan: Plan<'_>,
     started: Instant,
 ) -> Result<Published> {
     // One read transaction, so trades and snapshots agree with each other.
@@ -45,14 +79,14 @@ pub(super) fn publish_from(
         .conn()
         .unchecked_transaction()
         .map_err(|e| store_error(store.path(), e))?;
-    let rows = rows::read(store, after, None)?;
+    let rows = rows::read(store, plan.after, None)?;
     let snapshots = store.balance_snapshots()?;
     let identity = store.identity()?;
     drop(tx);
 
-    let staging = Staging::new(root)?;
-    let mut segments = Vec::with_capacity(keep.len() + 1);
-    for s in keep {
+    let staging = Staging::new(root, prev)?;
+    let mut segments = Vec::with_capacity(plan.keep.len() + 1);
+    for s in plan.keep {
         staging.link(&s.file)?;
         segments.push(s.clone());
     }
@@ -71,11 +105,7 @@ pub(super) fn publish_from(
     }
     let snapshots_json = to_json(&snapshots, &staging.tmp)?;
     let manifest = staging.finish(segments, &snapshots_json, snapshots.len() as u64, identity)?;
-    let written = match written {
-        Written::Full { .. } => Written::Full { rows: n },
-        Written::Delta { .. } => Written::Delta { rows: n },
-        Written::Merged { .. } => Written::Merged { rows: n },
-    };
+    let written = plan.kind.with(n);
     tracing::info!(
         version = manifest.version,
         trades = manifest.trades,
@@ -133,20 +163,20 @@ pub(super) fn write_pending(store: &Store, root: &Path, after: i64, upto: i64) -
     Ok(pending)
 }
 
-/// Installs a compaction: the current version `now` with its segments
-/// `keep..covered` replaced by the pending one.
+/// Installs a compaction: the current version `now` (in `prev`) with its
+/// segments `folded` replaced by the pending one.
 pub(super) fn install_compacted(
     root: &Path,
     _lock: &RootLock,
+    prev: &Path,
     now: &Manifest,
-    keep: usize,
-    covered: usize,
+    folded: std::ops::Range<usize>,
     pending: Pending,
     started: Instant,
 ) -> Result<Published> {
-    let staging = Staging::new(root)?;
+    let staging = Staging::new(root, Some(prev))?;
     let mut segments = Vec::with_capacity(now.segments.len());
-    for s in &now.segments[..keep] {
+    for s in &now.segments[..folded.start] {
         staging.link(&s.file)?;
         segments.push(s.clone());
     }
@@ -163,7 +193,7 @@ pub(super) fn install_compacted(
             bytes: pending.bytes,
         });
     }
-    for s in &now.segments[covered..] {
+    for s in &now.segments[folded.end..] {
         staging.link(&s.file)?;
         segments.push(s.clone());
     }
@@ -171,12 +201,13 @@ pub(super) fn install_compacted(
     let manifest = staging.finish(segments, &snapshots, now.snapshots, now.store_id.clone())?;
     let rows = pending.rows;
     drop(pending);
+    let kind = if folded.start == 0 {
+        Kind::Full
+    } else {
+        Kind::Merged
+    };
     Ok(Published {
-        written: if keep == 0 {
-            Written::Full { rows }
-        } else {
-            Written::Merged { rows }
-        },
+        written: kind.with(rows),
         manifest,
         took: started.elapsed(),
     })
@@ -193,7 +224,7 @@ struct Staging {
 }
 
 impl Staging {
-    fn new(root: &Path) -> Result<Staging> {
+    fn new(root: &Path, prev: Option<&Path>) -> Result<Staging> {
         let version = versions(root)?.last().map_or(1, |v| v + 1);
         let tmp = root.join(format!(".tmp-v{version:06}"));
         if tmp.exists() {
@@ -204,7 +235,7 @@ impl Staging {
             root: root.to_path_buf(),
             version,
             tmp,
-            prev: current(root)?.map(|(dir, _)| dir),
+            prev: prev.map(Path::to_path_buf),
             done: false,
         })
     }

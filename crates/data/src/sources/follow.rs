@@ -133,20 +133,16 @@ impl Follower {
         let changed = outcomes
             .iter()
             .any(|o| o.result.as_ref().is_ok_and(|r| r.added > 0));
-        let behind = !self.caught_up && behind(&store, &self.home)?;
-        self.caught_up = true;
         let root = self.home.snapshot_root();
-        // A segment damaged on disk: the next publication is whole.
-        let damaged = match snapshot::current(&root)? {
-            Some((dir, m)) => !snapshot::intact(&dir, &m),
-            None => false,
+        // On the first pass, anything the current version lacks (a
+        // publication cut short); on every pass, a file of it damaged on disk.
+        let stale = if self.caught_up {
+            snapshot::damaged(&root)?
+        } else {
+            snapshot::stale(&store, &root)?
         };
-        if damaged {
-            tracing::warn!(
-                "the current snapshot version is damaged on disk; publishing it again whole"
-            );
-        }
-        let published = if changed || behind || damaged {
+        self.caught_up = true;
+        let published = if changed || stale {
             Some(snapshot::publish(&store, &root, self.mode)?)
         } else {
             None
@@ -188,15 +184,6 @@ impl Follower {
         }
         ended
     }
-}
-
-/// Whether the store holds trades or snapshots the current version lacks.
-fn behind(store: &Store, home: &Home) -> Result<bool> {
-    let Some((_, manifest)) = snapshot::current(&home.snapshot_root())? else {
-        return Ok(store.trade_count()? > 0);
-    };
-    let (trades, snapshots) = store.counts()?;
-    Ok(trades != manifest.trades || snapshots != manifest.snapshots)
 }
 
 /// Writes the outcome into the source's state (its counters are kept by
