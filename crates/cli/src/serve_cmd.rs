@@ -154,6 +154,8 @@ pub fn run(args: &ServeArgs, home: &Home, quiet: bool) -> anyhow::Result<u8> {
     }
 
     let token = token(home)?;
+    // Uploads a killed server was importing are gone with it.
+    home.sweep_uploads();
     // Followed sources are the data: synced once before the pool starts,
     // then in the background. Demo data is only for a home without them.
     let follower = if config.data.sources.is_empty() {

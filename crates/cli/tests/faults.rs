@@ -269,7 +269,9 @@ fn serve_killed_in_the_middle_of_everything_leaves_it_whole_and_starts_again() {
     // Kill -9 at moments spread over an upload's import and publication,
     // a save, a delete and a job that sleeps.
     for (round, delay_ms) in [150u64, 500, 1200].into_iter().enumerate() {
-        let mut server = common::serve(home.path(), &[], &[]);
+        let tmp = tempfile::TempDir::new().unwrap();
+        let tmpdir = tmp.path().to_str().unwrap();
+        let mut server = common::serve(home.path(), &[("TMPDIR", tmpdir)], &[]);
         let before = count("SELECT count(*) FROM trades");
         let csv = home.path().join(format!("upload{round}.csv"));
         let mut text = String::from("timestamp,exchange,symbol,side,amount,price,trade_id\n");
@@ -352,8 +354,16 @@ fn serve_killed_in_the_middle_of_everything_leaves_it_whole_and_starts_again() {
             "round {round}: {before} then {after}"
         );
 
-        // It starts again, catches its snapshot up, and the next command works.
-        let server = common::serve(home.path(), &[], &[]);
+        // It starts again, catches its snapshot up, and the next command
+        // works. Nothing the killed server was writing is left over.
+        let server = common::serve(home.path(), &[("TMPDIR", tmpdir)], &[]);
+        let left = |dir: &Path| -> Vec<_> {
+            std::fs::read_dir(dir)
+                .map(|d| d.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(left(tmp.path()), Vec::<PathBuf>::new(), "in TMPDIR");
+        assert_eq!(left(&home.path().join("uploads")), Vec::<PathBuf>::new());
         let (status, v) = common::post_json(
             &server,
             "/api/v1/run",

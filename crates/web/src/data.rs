@@ -107,9 +107,8 @@ fn import_file(
     bytes: &[u8],
     options: &CsvOptions,
 ) -> Result<(Value, String), ApiError> {
-    let dir = tempfile::Builder::new()
-        .prefix("tradebox-upload-")
-        .tempdir()
+    let dir = home
+        .upload_folder()
         .map_err(|e| ApiError::Internal(format!("cannot make a temporary folder: {e}")))?;
     let path = dir.path().join(name);
     std::fs::write(&path, bytes)

@@ -920,7 +920,12 @@ async fn data_info_and_import() {
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     let error = a.json()["error"].as_str().unwrap().to_string();
     assert!(error.starts_with("bad.csv, line 2"), "{error}");
-    assert!(!error.contains("tradebox-upload"), "{error}");
+    assert!(!error.contains("upload-"), "{error}");
+    // Every upload's private folder is gone once it is imported.
+    let uploads = std::fs::read_dir(app.home.path().join("uploads"))
+        .unwrap()
+        .count();
+    assert_eq!(uploads, 0, "upload folders left behind");
     let a = send(&app, import("x.csv", "")).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     let a = send(&app, import("", csv)).await;
