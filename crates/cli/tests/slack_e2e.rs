@@ -533,3 +533,122 @@ fn doctor_checks_the_tokens_and_the_scopes() {
         "{v}"
     );
 }
+
+#[test]
+fn the_web_api_down_for_two_minutes_delays_replies_tells_users_and_sends_nothing_twice() {
+    use std::time::Instant;
+    let home = common::fixture_home();
+    let fake = FakeSlack::start().unwrap();
+    let url = fake.api_url();
+    let server = common::serve(home.path(), &env(&url, true, "100"), &[]);
+    fake.block_on(fake.wait_for_sockets(1, WAIT)).unwrap();
+
+    // Every Web API method answers 503 for two minutes; the socket stays
+    // up, so commands keep arriving: a job (placeholder, then its reply),
+    // a save (one message) and a job that fails (an error reply).
+    let outage = Duration::from_secs(120);
+    fake.outage(outage);
+    let down = Instant::now();
+    let commands = [
+        (
+            "COUT1",
+            SlashCommand::new("/analyze", "result = 1 + 1"),
+            "Analysis complete: 2",
+        ),
+        (
+            "COUT2",
+            SlashCommand::new("/savefunc", "outage_f | saved in the outage | result = 2"),
+            "outage_f",
+        ),
+        (
+            "COUT3",
+            SlashCommand::new("/analyze", "result = 1 / 0"),
+            "ZeroDivisionError",
+        ),
+    ];
+    let triggers: Vec<String> = commands
+        .iter()
+        .map(|(channel, cmd, _)| send(&fake, cmd.clone().channel(channel)).trigger_id)
+        .collect();
+
+    // Each user is told, through the response_url, within seconds.
+    let told = triggers.clone();
+    fake.block_on(
+        fake.wait_for("a notice per command", Duration::from_secs(40), move |v| {
+            told.iter()
+                .all(|t| v.responses().iter().any(|r| &r.trigger_id == t))
+                .then_some(())
+        }),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:#?}", fake.responses()));
+    assert!(down.elapsed() < outage, "told while Slack is still down");
+    for r in fake.responses() {
+        assert!(!r.in_channel(), "the notice is for the user only");
+        assert!(r.all_text().contains("not answering"), "{}", r.all_text());
+    }
+
+    // Once Slack is back, every reply arrives, once.
+    for (channel, _, expected) in &commands {
+        let (channel, expected) = (channel.to_string(), expected.to_string());
+        fake.block_on(fake.wait_for(
+            &format!("the reply in {channel}"),
+            outage + WAIT,
+            move |v| {
+                v.messages()
+                    .iter()
+                    .any(|m| {
+                        m.channel == channel
+                            && !m.deleted
+                            && m.all_text().contains(&expected)
+                            && !m.text.contains(":hourglass")
+                    })
+                    .then_some(())
+            },
+        ))
+        .unwrap_or_else(|e| panic!("{e}: {:#?}", fake.messages()));
+    }
+    assert!(down.elapsed() >= outage, "nothing got through the outage");
+    // Retries go on a little after the last reply; let them settle.
+    std::thread::sleep(Duration::from_secs(20));
+    let calls = fake.calls();
+    for (channel, _, _) in &commands {
+        let shown: Vec<_> = fake
+            .messages()
+            .into_iter()
+            .filter(|m| m.channel == *channel && !m.deleted)
+            .collect();
+        assert_eq!(shown.len(), 1, "{channel}: {shown:#?}");
+        let posted = calls
+            .iter()
+            .filter(|c| {
+                c.method == "chat.postMessage"
+                    && c.failed.is_none()
+                    && c.params["channel"] == *channel
+            })
+            .count();
+        assert_eq!(posted, 1, "{channel}: posted once");
+        // Bounded: backoff grows to 15 s, so about a dozen tries in two
+        // minutes for each call waiting.
+        let failed = calls
+            .iter()
+            .filter(|c| c.failed.is_some() && c.params["channel"] == *channel)
+            .count();
+        assert!(
+            (3..=40).contains(&failed),
+            "{channel}: {failed} failed calls"
+        );
+    }
+    assert!(fake.ephemerals().is_empty(), "{:#?}", fake.ephemerals());
+    for t in &triggers {
+        let notices = fake
+            .responses()
+            .iter()
+            .filter(|r| &r.trigger_id == t)
+            .count();
+        assert_eq!(notices, 1, "one notice per command");
+    }
+    // Each command ran once.
+    assert_eq!(audit(home.path(), Action::Analyze).len(), 2);
+    assert_eq!(audit(home.path(), Action::Savefunc).len(), 1);
+    drop(server);
+}

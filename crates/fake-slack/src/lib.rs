@@ -49,7 +49,7 @@ mod web_api;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::sync::Notify;
@@ -181,6 +181,12 @@ impl FakeSlack {
             .entry(method.to_string())
             .or_default()
             .extend(failures.iter().cloned());
+    }
+
+    /// Every Web API method answers 503 for `length` from now (uploads and
+    /// `response_url`s, on other hosts at Slack, still work).
+    pub fn outage(&self, length: Duration) {
+        self.shared.lock().outage_until = Some(Instant::now() + length);
     }
 
     /// The bot cannot post in `channel`: calls naming it answer `code`

@@ -47,6 +47,8 @@ pub enum Failure {
     RateLimited { retry_after: u64 },
     /// HTTP 500.
     ServerError,
+    /// HTTP 503.
+    Unavailable,
     /// HTTP 200 with `{"ok": false, "error": code}`.
     Error(String),
 }
@@ -212,6 +214,8 @@ pub(crate) struct Data {
     pub(crate) opens: u32,
     pub(crate) connects: u32,
     pub(crate) drop_after_delivery: u32,
+    /// Every Web API method answers 503 until then.
+    pub(crate) outage_until: Option<Instant>,
 }
 
 impl Data {

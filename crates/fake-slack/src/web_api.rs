@@ -75,9 +75,22 @@ fn slack_error(code: &str) -> Response {
 }
 
 /// Records a call; returns the queued failure's answer, if any.
-fn record(shared: &Shared, method: &str, params: Value, token: Option<String>) -> Option<Response> {
+/// An outage touches the Web API methods only (`web_api`), not uploads or
+/// `response_url`s, which Slack serves from other hosts.
+fn record(
+    shared: &Shared,
+    method: &str,
+    web_api: bool,
+    params: Value,
+    token: Option<String>,
+) -> Option<Response> {
     let mut data = shared.lock();
-    let failure = data.failures.get_mut(method).and_then(VecDeque::pop_front);
+    let down = web_api && data.outage_until.is_some_and(|t| Instant::now() < t);
+    let failure = if down {
+        Some(Failure::Unavailable)
+    } else {
+        data.failures.get_mut(method).and_then(VecDeque::pop_front)
+    };
     let (answer, failed) = match failure {
         None => (None, None),
         Some(Failure::RateLimited { retry_after }) => (
@@ -94,6 +107,10 @@ fn record(shared: &Shared, method: &str, params: Value, token: Option<String>) -
         Some(Failure::ServerError) => (
             Some((StatusCode::INTERNAL_SERVER_ERROR, "internal server error").into_response()),
             Some("500".to_string()),
+        ),
+        Some(Failure::Unavailable) => (
+            Some((StatusCode::SERVICE_UNAVAILABLE, "service unavailable").into_response()),
+            Some("503".to_string()),
         ),
         Some(Failure::Error(code)) => (Some(slack_error(&code)), Some(code)),
     };
@@ -125,7 +142,7 @@ async fn web_api(
 ) -> Response {
     let params = params_of(&headers, query.as_deref(), &body);
     let token = bearer(&headers, &params);
-    let answer = record(&shared, &method, params.clone(), token.clone());
+    let answer = record(&shared, &method, true, params.clone(), token.clone());
     let response = match answer {
         Some(a) => a,
         None => answer_method(&shared, &method, &http_method, &params, token.as_deref()),
@@ -334,7 +351,7 @@ async fn upload(
         "bytes": body.len(),
         "content_type": headers.get("content-type").and_then(|v| v.to_str().ok()),
     });
-    if let Some(answer) = record(&shared, "upload", params, None) {
+    if let Some(answer) = record(&shared, "upload", false, params, None) {
         shared.touch();
         return answer;
     }
@@ -371,7 +388,7 @@ async fn response_url(
     body: Bytes,
 ) -> Response {
     let params = params_of(&headers, None, &body);
-    if let Some(answer) = record(&shared, "response_url", params.clone(), None) {
+    if let Some(answer) = record(&shared, "response_url", false, params.clone(), None) {
         shared.touch();
         return answer;
     }

@@ -26,7 +26,7 @@ use tradebox_core::pipeline::{Pipeline, Request};
 use tradebox_core::reply::Reply;
 
 use crate::dedupe::Seen;
-use crate::deliver::{Deliverer, Placeholder};
+use crate::deliver::{Delay, Deliverer, Placeholder};
 use crate::payload::Incoming;
 
 /// What became of a delivery.
@@ -91,12 +91,18 @@ impl Acceptor {
             input: incoming.input.clone(),
         };
         let (tx, rx) = oneshot::channel::<Reply>();
+        let delay = Delay::default();
         let placeholder = {
             let deliver = self.deliver.clone();
             let to = incoming.clone();
+            let delay = delay.clone();
             tokio::spawn(async move {
                 match rx.await {
-                    Ok(reply) => deliver.placeholder(&to, &reply).await,
+                    Ok(reply) => {
+                        deliver
+                            .patiently(&to, &delay, deliver.placeholder(&to, &reply))
+                            .await
+                    }
                     Err(_) => Placeholder::None,
                 }
             })
@@ -107,8 +113,11 @@ impl Acceptor {
                 let _ = tx.send(p);
             })
             .await;
-        let placeholder = placeholder.await.unwrap_or(Placeholder::None);
-        self.deliver.finish(&incoming, &reply, placeholder).await;
+        let posting = async {
+            let placeholder = placeholder.await.unwrap_or(Placeholder::None);
+            self.deliver.finish(&incoming, &reply, placeholder).await;
+        };
+        self.deliver.patiently(&incoming, &delay, posting).await;
     }
 
     /// Deliveries taken and still running or posting their reply.

@@ -7,8 +7,16 @@
 //! - 5xx, network errors, timeouts, and Slack's own transient errors
 //!   (`internal_error`, `fatal_error`, `service_unavailable`,
 //!   `request_timeout`): exponential backoff with jitter, at most
-//!   [`RetryPolicy::attempts`] attempts in all;
-//! - anything else (`not_in_channel`, `invalid_auth`, a 4xx) fails at once.
+//!   [`RetryPolicy::attempts`] attempts and [`RetryPolicy::patience`] in
+//!   all;
+//! - anything else (`not_in_channel`, `invalid_auth`, a 4xx) fails at once;
+//! - a call that posts something new (`chat.postMessage`, ...) and got no
+//!   answer in time is not sent again: Slack may have taken it, and a
+//!   second one would show twice.
+//!
+//! Replies to users are posted patiently ([`RetryPolicy::replies`]: up to
+//! five minutes), so that an outage of Slack's Web API delays a result
+//! instead of losing it; checks at start-up give up within seconds.
 //!
 //! slack-morphism's own rate controller retries 429s only, so it is not
 //! enabled: the loop here covers 429, 5xx and network errors alike.
@@ -83,6 +91,9 @@ pub struct RetryPolicy {
     pub max_retry_after: Duration,
     /// One attempt's time limit (connect, send, answer).
     pub call_timeout: Duration,
+    /// How long one call may take in all, its waits included: no retry
+    /// is begun that would end later.
+    pub patience: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -93,11 +104,23 @@ impl Default for RetryPolicy {
             max_backoff: Duration::from_secs(8),
             max_retry_after: Duration::from_secs(120),
             call_timeout: Duration::from_secs(20),
+            patience: Duration::from_secs(60),
         }
     }
 }
 
 impl RetryPolicy {
+    /// For posting replies: backoff up to 15 s between attempts, for up to
+    /// five minutes in all.
+    pub fn replies() -> RetryPolicy {
+        RetryPolicy {
+            attempts: 100,
+            max_backoff: Duration::from_secs(15),
+            patience: Duration::from_secs(300),
+            ..RetryPolicy::default()
+        }
+    }
+
     fn backoff(&self, failures: u32) -> Duration {
         let exp = self
             .base
@@ -109,6 +132,15 @@ impl RetryPolicy {
             .map_or(0, |d| d.subsec_nanos());
         capped + capped.mul_f64(f64::from(nanos % 200) / 1000.0)
     }
+}
+
+/// Whether a call of `method` posts something new each time it is taken
+/// (a second one would show twice), unlike updates, deletes and checks.
+fn posts_anew(method: &str) -> bool {
+    matches!(
+        method,
+        "chat.postMessage" | "chat.postEphemeral" | "response_url" | "files.completeUploadExternal"
+    )
 }
 
 /// One attempt's failure, classified.
@@ -278,16 +310,37 @@ impl Api {
         &self.retry
     }
 
+    /// The same client with another retry policy.
+    pub fn with_retry(&self, retry: RetryPolicy) -> Api {
+        Api {
+            retry,
+            ..self.clone()
+        }
+    }
+
     /// Runs one call under the retry policy.
     async fn call<T, F, Fut>(&self, method: &str, attempt: F) -> Result<T, ApiError>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, Failure>>,
     {
+        let started = tokio::time::Instant::now();
         let mut failures = 0u32;
         loop {
             let outcome = match tokio::time::timeout(self.retry.call_timeout, attempt()).await {
                 Ok(outcome) => outcome,
+                // Sent, maybe taken, and not answered: trying again could
+                // post the message twice.
+                Err(_) if posts_anew(method) => {
+                    return Err(ApiError::GaveUp {
+                        method: method.to_string(),
+                        attempts: failures + 1,
+                        last: format!(
+                            "no answer within {:?}; not sent again, it may have been posted",
+                            self.retry.call_timeout
+                        ),
+                    })
+                }
                 Err(_) => Err(Failure::Transient(format!(
                     "no answer within {:?}",
                     self.retry.call_timeout
@@ -309,7 +362,8 @@ impl Api {
                 Failure::RetryAfter(wait) => (wait, format!("rate limited for {wait:?}")),
                 Failure::Transient(why) => (self.retry.backoff(failures), why),
             };
-            if failures >= self.retry.attempts {
+            let out_of_time = started.elapsed() + wait > self.retry.patience;
+            if failures >= self.retry.attempts || out_of_time {
                 return Err(ApiError::GaveUp {
                     method: method.to_string(),
                     attempts: failures,

@@ -54,7 +54,7 @@ impl SlackApp {
         let accept = Acceptor::new(
             pipeline,
             Deliverer {
-                api: api.clone(),
+                api: api.with_retry(settings.reply_retry.clone()),
                 bot_user_id: identity.user_id.clone(),
                 bot_name: if identity.user.is_empty() {
                     "tradebox".into()

@@ -16,11 +16,22 @@
 //!    responses, the result as an `in_channel` response (two of the five
 //!    posts a `response_url` allows). Files cannot be shared there; the
 //!    message says how to fix that (invite the bot).
-//! 5. A call that still fails after its retries ([`crate::api`]) is logged
-//!    and reported to the user through the `response_url`.
+//! 5. A call that still fails after its retries ([`crate::api`]: up to
+//!    five minutes for replies) is logged and reported to the user through
+//!    the `response_url`.
+//! 6. A delivery still retrying after [`NOTICE_AFTER`] (Slack's Web API
+//!    down or failing) is announced once, through the `response_url`, which
+//!    Slack serves from other hosts: the reply follows when Slack is back
+//!    ([`Deliverer::patiently`]). A post that may have been taken (sent,
+//!    then no answer in time) is never sent again ([`crate::api`]).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{json, Value};
-use tradebox_core::reply::Reply;
+use tradebox_core::reply::{Reply, Visibility};
 
 use crate::api::{Api, ApiError, Posted};
 use crate::blocks::{render, Rendered, MAX_BLOCKS};
@@ -36,6 +47,14 @@ pub enum Placeholder {
     /// An ephemeral `response_url` message (the bot cannot post here).
     ViaResponseUrl,
 }
+
+/// How long a delivery may take before the user is told it is delayed.
+pub const NOTICE_AFTER: Duration = Duration::from_secs(10);
+
+/// Whether the user of one request was told that its reply is delayed
+/// (shared by the placeholder's and the reply's deliveries).
+#[derive(Debug, Clone, Default)]
+pub struct Delay(Arc<AtomicBool>);
 
 /// Posts replies for one workspace.
 #[derive(Clone)]
@@ -189,6 +208,42 @@ impl Deliverer {
                 }
             }
             None => tracing::error!(user = %to.user, "ephemeral reply not delivered: {e}"),
+        }
+    }
+
+    /// Runs `posting`; when it takes longer than [`NOTICE_AFTER`], tells
+    /// the user once per request (`delay`), through the `response_url`,
+    /// that the reply will follow.
+    pub async fn patiently<T>(
+        &self,
+        to: &Incoming,
+        delay: &Delay,
+        posting: impl Future<Output = T>,
+    ) -> T {
+        let mut posting = std::pin::pin!(posting);
+        tokio::select! {
+            out = &mut posting => return out,
+            () = tokio::time::sleep(NOTICE_AFTER) => {}
+        }
+        if delay.0.swap(true, Ordering::SeqCst) {
+            return posting.await;
+        }
+        let (out, ()) = tokio::join!(posting, self.notice_delay(to));
+        out
+    }
+
+    async fn notice_delay(&self, to: &Incoming) {
+        let Some(url) = &to.response_url else {
+            return;
+        };
+        tracing::warn!(channel = %to.channel, "Slack's Web API is not answering; the reply waits");
+        let reply = Reply::text(
+            Visibility::Ephemeral,
+            ":hourglass_flowing_sand: Slack is not answering tradebox right now: the reply will be \
+             posted here as soon as it is back.",
+        );
+        if let Err(e) = self.api.respond(url, &render(&reply), false).await {
+            tracing::warn!(user = %to.user, "could not say that the reply is delayed: {e}");
         }
     }
 

@@ -31,8 +31,10 @@ pub struct SlackSettings {
     pub signing_secret: Option<String>,
     /// The Web API base URL, e.g. `https://slack.com/api/`.
     pub api_url: String,
-    /// Retries of Web API calls.
+    /// Retries of Web API calls: checks and the Socket Mode connection.
     pub retry: RetryPolicy,
+    /// Retries of the calls that post replies ([`RetryPolicy::replies`]).
+    pub reply_retry: RetryPolicy,
     /// Socket Mode: parallel connections (Slack spreads envelopes over
     /// them; one keeps working while another reconnects).
     pub socket_connections: u32,
@@ -122,6 +124,7 @@ impl SlackSettings {
             signing_secret: secret,
             api_url,
             retry: RetryPolicy::default(),
+            reply_retry: RetryPolicy::replies(),
             socket_connections: 2,
         }))
     }

@@ -71,6 +71,12 @@ fn settings(fake: &FakeSlack, socket: bool) -> SlackSettings {
             base: Duration::from_millis(50),
             ..RetryPolicy::default()
         },
+        // Five attempts, as for the checks, so that giving up is quick to see.
+        reply_retry: RetryPolicy {
+            base: Duration::from_millis(50),
+            attempts: 5,
+            ..RetryPolicy::replies()
+        },
         socket_connections: 1,
     }
 }
