@@ -208,3 +208,45 @@ def test_warm_up_stops_between_steps_once_the_job_is_there():
 def test_warm_up_without_data_runs_on_a_small_frame():
     from tradebox import runner
     zygote._warm_up(None, runner)  # pandas, no snapshot: must not raise
+
+
+def _nice_and_policy(tid):
+    stat = open(f"/proc/{tid}/stat").read()
+    fields = stat[stat.rfind(")") + 2:].split()
+    return int(fields[16]), int(fields[38])
+
+
+def test_demote_reaches_every_thread_of_a_session_leader():
+    """A child in its own session, with a thread started before the
+    demotion: both end at nice 19, its main thread at SCHED_IDLE."""
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a session leader with a spinning thread
+        try:
+            import threading
+            os.setsid()
+            threading.Thread(target=lambda: threading.Event().wait(30), daemon=True).start()
+            os.write(ready_w, threading.enumerate()[-1].native_id.to_bytes(4, "little"))
+            threading.Event().wait(30)
+        finally:
+            os._exit(0)
+    try:
+        tid = int.from_bytes(os.read(ready_r, 4), "little")
+        assert _nice_and_policy(pid)[0] == _nice_and_policy(tid)[0] == os.getpriority(os.PRIO_PROCESS, 0)
+        zygote.demote(pid)
+        assert _nice_and_policy(pid) == (19, os.SCHED_IDLE)
+        assert _nice_and_policy(tid)[0] == 19
+        assert os.getpriority(os.PRIO_PROCESS, 0) != 19, "the caller is not demoted"
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        os.close(ready_r)
+        os.close(ready_w)
+
+
+def test_demote_of_a_process_gone_is_harmless():
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    zygote.demote(pid)  # no error

@@ -48,6 +48,17 @@ there) to pay its copy-on-write faults and first-call costs before the job
 rather than during it; the zygote's own objects are frozen (`gc.freeze`),
 so a child's garbage collector never writes to their pages.
 
+A job that runs longer than DEMOTE_AFTER_S is demoted, again every
+DEMOTE_AFTER_S for threads started meanwhile: all its threads to nice 19,
+its main thread (and every thread it starts from then on) to SCHED_IDLE. It
+then gets little more than the CPU no other job wants, so a long job (a loop
+running to its time limit) cannot slow the short queries of other workers.
+The child leads its own session and process group (`confine.child`), which
+is how the zygote reaches every thread without /proc. The job cannot undo
+any of it: raising a priority needs CAP_SYS_NICE in the host's user
+namespace, and the child's seccomp filter denies setpriority,
+sched_setscheduler and setpgid.
+
 Between jobs: the child is killed as soon as its answer is whole (nothing it
 does afterwards counts), reaped, and the scratch folder is emptied and
 checked (empty, writable, no space or inode in use) before the next child is
@@ -75,6 +86,7 @@ MAX_OUTPUT = 64 << 20   # room for the output mirror (limits.output_bytes is at 
 MIRROR_HEADER = struct.Struct("<QQ")  # bytes kept, bytes printed in all
 WARM_AFTER_S = 0.001  # a child whose job is not there by then warms up first
 WARM_ROWS = 50_000  # at most this many trades in a warm-up step
+DEMOTE_AFTER_S = 1.0  # a job running longer yields the CPU to every other job
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -184,6 +196,16 @@ def _threads():
 def _rss_kb():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def demote(pid):
+    """Demote the job's child `pid`, leader of its own process group: every
+    thread to nice 19 (PRIO_PGRP reaches each thread of the group), and its
+    main thread, whose new threads inherit it, to SCHED_IDLE."""
+    with contextlib.suppress(OSError):  # gone meanwhile
+        os.setpriority(os.PRIO_PGRP, pid, 19)
+    with contextlib.suppress(OSError):
+        os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
 
 
 def empty_dir(top):
@@ -296,14 +318,24 @@ class Child:
         self.pid, self.job_w, self.res_r = pid, job_w, res_r
         self.pidfd = os.pidfd_open(pid)
         self.deadline = 0.0
+        self.demote_at = 0.0
 
     def _wait(self, fd):
-        """Wait until `fd` is readable or the child exits; False at the deadline."""
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        ready, _, _ = select.select([self.pidfd, fd], [], [], remaining)
-        return bool(ready)
+        """Wait until `fd` is readable or the child exits; False at the
+        deadline. Demotes the job when it has run long (see the module's
+        documentation)."""
+        while True:
+            now = time.monotonic()
+            remaining = self.deadline - now
+            if remaining <= 0:
+                return False
+            if now >= self.demote_at:
+                demote(self.pid)
+                self.demote_at = now + DEMOTE_AFTER_S
+            timeout = min(remaining, self.demote_at - now)
+            ready, _, _ = select.select([self.pidfd, fd], [], [], timeout)
+            if ready:
+                return True
 
     def run(self, timeout_s, job, job_len, result, limit):
         """Give the child its job (in `job`) and collect its answer into
@@ -312,6 +344,7 @@ class Child:
         "timeout", "too_large", "confine" (the message in result[:length])
         or None (the child ended without a whole answer: see `finish`)."""
         self.deadline = time.monotonic() + timeout_s
+        self.demote_at = time.monotonic() + DEMOTE_AFTER_S
         try:
             write_frame(job.view[:job_len], self.job_w)
         except OSError:

@@ -433,6 +433,53 @@ fn threads_are_bounded_per_sandbox_even_for_a_root_caller() {
     assert_ne!(expected, 0);
 }
 
+#[test]
+fn a_long_job_yields_the_cpu_to_every_other_job_and_cannot_take_it_back() {
+    let pool = pool(1);
+    // Threads started before the demotion and after it, and the main
+    // thread, each read their own nice value and policy once the job has
+    // run 1.6 s; then the job tries to undo it.
+    let code = "import os, threading, time\n\
+        t0 = time.monotonic()\n\
+        seen = {}\n\
+        def spin(name, until):\n    \
+            while time.monotonic() - t0 < until:\n        pass\n    \
+            stat = open(f'/proc/self/task/{threading.get_native_id()}/stat').read()\n    \
+            fields = stat[stat.rfind(')') + 2:].split()\n    \
+            seen[name] = (int(fields[16]), int(fields[38]))\n\
+        early = threading.Thread(target=spin, args=('early', 1.6))\n\
+        early.start()\n\
+        spin('main', 1.6)\n\
+        late = threading.Thread(target=spin, args=('late', 1.7))\n\
+        late.start(); late.join(); early.join()\n\
+        undo = []\n\
+        for attempt in (lambda: os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0)),\n                \
+                        lambda: os.setpriority(os.PRIO_PROCESS, 0, 0),\n                \
+                        lambda: os.setpgid(0, 1)):\n    \
+            try:\n        \
+                attempt()\n        \
+                undo.append('done')\n    \
+            except OSError as e:\n        \
+                undo.append(type(e).__name__)\n\
+        result = (seen['main'], seen['early'], seen['late'], undo)";
+    let r = run(&pool, code);
+    assert!(r.success, "{r:#?}");
+    // (nice, policy): 5 is SCHED_IDLE, 0 SCHED_OTHER.
+    assert_eq!(
+        r.result.as_deref(),
+        Some(
+            "((19, 5), (19, 0), (19, 5), ['PermissionError', 'PermissionError', 'PermissionError'])"
+        ),
+        "{r:#?}"
+    );
+    // A short job, and the next one after a demoted job, run as before.
+    let r = run(
+        &pool,
+        "import os\nresult = (os.getpgid(0) == os.getpid(), os.sched_getscheduler(0))",
+    );
+    assert_eq!(r.result.as_deref(), Some("(True, 0)"), "{r:#?}");
+}
+
 // ------------------------------------------------ 5. limits reported right
 
 #[test]

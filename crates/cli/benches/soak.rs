@@ -1,0 +1,976 @@
+//! Soak under hostile load (a `harness = false` bench target, driven by
+//! benches/soak.sh, which builds the release binary and a demo store).
+//!
+//! The real `tradebox serve` runs on the store at `--home` with its default
+//! pool, limits and fairness rule, the validator off (the sandbox alone
+//! stands between the jobs and the host) and the rate limit raised (the
+//! load is the point here), connected over Socket Mode to the in-repo fake
+//! Slack. Then, in one run:
+//!
+//!   capacity  closed loop: 8 users send the 7-day query over HTTP as fast
+//!             as answers come back; capacity = answers per second.
+//!   clean     normal traffic only, open loop at 70% of that capacity:
+//!             several users' `/analyze` of the 7-day query and `/runfunc`
+//!             of a saved function with parameters, over HTTP and over
+//!             Slack, `POST /api/v1/run`, `/listfuncs`, and a save followed
+//!             by a delete. Latency counts from when a request was due, so
+//!             a stalled server cannot hide behind a stalled client.
+//!   hostile   the same traffic at the same rate while one other user keeps
+//!             three requests in flight, cycling through infinite loops,
+//!             memory, fork and thread bombs, output floods, huge results,
+//!             segfaults, self-kills, scratch floods and sleeping jobs.
+//!
+//! Prints, per phase: normal requests, success rate (target 100%), p50 and
+//! p99 of the executing requests, and hostile outcomes; then p50 hostile vs
+//! clean (target within 2x), zygotes replaced, the supervisor's resident
+//! memory and open descriptors at the start and the end (target: no growth
+//! beyond 5%), audit rows against requests (none lost) and, after `serve`
+//! is stopped, processes left on the host (target 0).
+//!
+//! Options (or env): --home DIR (BENCH_HOME, required), --runtime DIR
+//! (BENCH_RUNTIME, default target/tmp/bench-runtime), --minutes M
+//! (SOAK_MINUTES, 10), --quick (60 s in all), --rate N (requests per second;
+//! default: 70% of the measured capacity), --json.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::{percentile, Client};
+use tradebox_fake_slack::{self as fake, FakeSlack, SlashCommand};
+
+const QUERY: &str = "df = load_trades(days=7)\nresult = df.groupby('exchange')['amount'].sum()";
+const FUNC: &str = "soak_volume";
+const FUNC_CODE: &str = "days = int(params.get('days', 7))\n\
+                         df = load_trades(days=days)\n\
+                         result = df.groupby('symbol')['amount'].sum()";
+const NORMAL_USERS: usize = 12;
+const HOSTILE_USER: &str = "UHOSTILE";
+const HOSTILE_STREAMS: usize = 3;
+const CLIENTS: usize = 24;
+const SLACK_SENDERS: usize = 2;
+const CAPACITY_CLIENTS: usize = 8;
+const TARGET_RATIO_P50: f64 = 2.0;
+const TARGET_GROWTH: f64 = 0.05;
+const WAIT: Duration = Duration::from_secs(180);
+
+/// What each hostile request runs (validator off: the sandbox alone).
+const HOSTILE: &[(&str, &str)] = &[
+    ("infinite loop", "while True:\n    pass"),
+    (
+        "memory bomb",
+        "blocks = []\nwhile True:\n    blocks.append(bytearray(64 << 20))",
+    ),
+    ("fork bomb", "import os\nwhile True:\n    os.fork()"),
+    (
+        "thread bomb",
+        "import threading, time\nwhile True:\n    threading.Thread(target=time.sleep, args=(60,)).start()",
+    ),
+    ("output flood", "while True:\n    print('x' * 4096)"),
+    ("huge result", "result = 'x' * (64 << 20)"),
+    ("segfault", "import ctypes\nctypes.string_at(0)"),
+    ("self-kill", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"),
+    (
+        "scratch flood",
+        "i = 0\nwhile True:\n    open(f'/tmp/f{i}', 'w').write('x' * 65536)\n    i += 1",
+    ),
+    ("sleeping job", "import time\ntime.sleep(3600)"),
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Kind {
+    HttpAnalyze,
+    HttpRunfunc,
+    ApiRun,
+    ListFuncs,
+    SaveDelete,
+    SlackAnalyze,
+    SlackRunfunc,
+}
+
+/// The normal traffic's mix, in parts of 100.
+const MIX: [(Kind, u32); 7] = [
+    (Kind::HttpAnalyze, 40),
+    (Kind::HttpRunfunc, 20),
+    (Kind::ApiRun, 5),
+    (Kind::ListFuncs, 5),
+    (Kind::SaveDelete, 5),
+    (Kind::SlackAnalyze, 15),
+    (Kind::SlackRunfunc, 10),
+];
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::HttpAnalyze => "http /analyze",
+            Kind::HttpRunfunc => "http /runfunc",
+            Kind::ApiRun => "POST /api/v1/run",
+            Kind::ListFuncs => "http /listfuncs",
+            Kind::SaveDelete => "http /savefunc+/delfunc",
+            Kind::SlackAnalyze => "slack /analyze",
+            Kind::SlackRunfunc => "slack /runfunc",
+        }
+    }
+
+    fn executes(self) -> bool {
+        !matches!(self, Kind::ListFuncs | Kind::SaveDelete)
+    }
+
+    fn slack(self) -> bool {
+        matches!(self, Kind::SlackAnalyze | Kind::SlackRunfunc)
+    }
+
+    /// Audit rows one request of this kind writes.
+    fn audit_rows(self) -> u64 {
+        match self {
+            Kind::ListFuncs => 0,
+            Kind::SaveDelete => 2,
+            _ => 1,
+        }
+    }
+}
+
+struct Args {
+    home: PathBuf,
+    runtime: PathBuf,
+    total: Duration,
+    rate: Option<f64>,
+    json: bool,
+}
+
+fn args() -> Args {
+    let mut argv = std::env::args().skip(1);
+    let env = |k: &str| std::env::var(k).ok();
+    let minutes: f64 = env("SOAK_MINUTES")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10.0);
+    let mut a = Args {
+        home: env("BENCH_HOME").map(PathBuf::from).unwrap_or_default(),
+        runtime: env("BENCH_RUNTIME").map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tmp/bench-runtime"),
+            PathBuf::from,
+        ),
+        total: Duration::from_secs_f64(minutes * 60.0),
+        rate: None,
+        json: false,
+    };
+    while let Some(arg) = argv.next() {
+        let mut value = || argv.next().expect("a value after the option");
+        match arg.as_str() {
+            "--home" => a.home = PathBuf::from(value()),
+            "--runtime" => a.runtime = PathBuf::from(value()),
+            "--minutes" => {
+                a.total =
+                    Duration::from_secs_f64(value().parse::<f64>().expect("--minutes M") * 60.0)
+            }
+            "--quick" => a.total = Duration::from_secs(60),
+            "--rate" => a.rate = Some(value().parse().expect("--rate N")),
+            "--json" => a.json = true,
+            "--bench" => {}
+            other => panic!("unknown option {other}"),
+        }
+    }
+    assert!(
+        !a.home.as_os_str().is_empty(),
+        "--home DIR (or BENCH_HOME) with a store is required; run benches/soak.sh"
+    );
+    a
+}
+
+/// A small deterministic generator (xorshift64*), so that two runs send
+/// the same sequence.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A request due at `due`.
+struct Item {
+    n: u64,
+    due: Instant,
+    kind: Kind,
+    user: String,
+    days: u64,
+}
+
+/// A normal request's outcome.
+struct Done {
+    kind: Kind,
+    latency: Duration,
+    ok: bool,
+    problem: Option<String>,
+}
+
+/// A Slack command sent; its answer is read from the fake afterwards.
+struct SlackSent {
+    kind: Kind,
+    due: Instant,
+    channel: String,
+    problem: Option<String>,
+}
+
+struct Ctx {
+    server: support::Server,
+    fake: Arc<FakeSlack>,
+}
+
+impl Ctx {
+    fn client(&self) -> Client {
+        Client::connect(self.server.addr, &self.server.token).expect("connect to serve")
+    }
+}
+
+fn command_body(user: &str, channel: &str, text: &str) -> String {
+    json!({"user": user, "channel": channel, "text": text}).to_string()
+}
+
+/// Sends one command line; `Ok(reply)` when answered 200 without an error.
+fn command(client: &mut Client, user: &str, text: &str) -> Result<Value, String> {
+    let (status, body) = client
+        .post("/api/v1/commands", &command_body(user, "CSOAK", text))
+        .map_err(|e| format!("no answer: {e}"))?;
+    let v: Value = serde_json::from_str(&body).map_err(|_| format!("{status}: {body}"))?;
+    if status != 200 || v["error"] != false {
+        let text = v["fallback"]
+            .as_str()
+            .or(v["error"].as_str())
+            .unwrap_or(&body);
+        return Err(format!("{status}: {}", first_line(text)));
+    }
+    Ok(v)
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(120)
+        .collect()
+}
+
+/// Runs one normal HTTP request; `Err` says why it failed.
+fn http_request(client: &mut Client, item: &Item) -> Result<(), String> {
+    match item.kind {
+        Kind::HttpAnalyze => command(client, &item.user, &format!("/analyze {QUERY}")).map(|_| ()),
+        Kind::HttpRunfunc => {
+            let v = command(
+                client,
+                &item.user,
+                &format!("/runfunc {FUNC} days={}", item.days),
+            )?;
+            let fallback = v["fallback"].as_str().unwrap_or_default();
+            if fallback.starts_with(&format!("{FUNC}:")) {
+                Ok(())
+            } else {
+                Err(first_line(fallback))
+            }
+        }
+        Kind::ApiRun => {
+            let (status, body) = client
+                .post("/api/v1/run", &json!({ "code": QUERY }).to_string())
+                .map_err(|e| format!("no answer: {e}"))?;
+            let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            if status == 200 && v["success"] == true {
+                Ok(())
+            } else {
+                Err(format!("{status}: {}", first_line(&body)))
+            }
+        }
+        Kind::ListFuncs => {
+            let v = command(client, &item.user, "/listfuncs")?;
+            let all = v.to_string();
+            if all.contains(FUNC) {
+                Ok(())
+            } else {
+                Err("the saved function is not listed".into())
+            }
+        }
+        Kind::SaveDelete => {
+            let name = format!("tmp_{}_{}", item.user.to_lowercase(), item.n);
+            command(
+                client,
+                &item.user,
+                &format!("/savefunc {name} | soak | result = {}", item.n),
+            )?;
+            command(client, &item.user, &format!("/delfunc {name}")).map(|_| ())
+        }
+        Kind::SlackAnalyze | Kind::SlackRunfunc => unreachable!("sent over Slack"),
+    }
+}
+
+struct Phase {
+    name: &'static str,
+    elapsed: Duration,
+    done: Vec<Done>,
+    hostile: BTreeMap<&'static str, BTreeMap<String, usize>>,
+    audited: u64,
+}
+
+impl Phase {
+    fn latencies(&self, filter: impl Fn(Kind) -> bool) -> Vec<f64> {
+        let mut v: Vec<f64> = self
+            .done
+            .iter()
+            .filter(|d| d.ok && d.kind.executes() && filter(d.kind))
+            .map(|d| d.latency.as_secs_f64() * 1e3)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
+    }
+
+    fn ok(&self) -> usize {
+        self.done.iter().filter(|d| d.ok).count()
+    }
+
+    fn problems(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for d in &self.done {
+            if let Some(p) = &d.problem {
+                *out.entry(format!("{}: {p}", d.kind.name())).or_default() += 1;
+            }
+        }
+        out
+    }
+}
+
+/// Classifies a hostile job's answer in a few words.
+fn hostile_outcome(answer: std::io::Result<(u16, String)>) -> String {
+    match answer {
+        Err(e) => format!("no answer ({e})"),
+        Ok((status, body)) => {
+            let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            let text = v["fallback"]
+                .as_str()
+                .or(v["error"].as_str())
+                .unwrap_or(&body);
+            let text = text.strip_prefix("Analysis failed: ").unwrap_or(text);
+            let head: String = text
+                .split([':', '(', '\n'])
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .take(48)
+                .collect();
+            format!("{status} {}", head.trim())
+        }
+    }
+}
+
+/// One phase: normal traffic at `rate` per second for `length`, with the
+/// hostile user alongside when `hostile`.
+fn run_phase(
+    ctx: &Ctx,
+    name: &'static str,
+    rate: f64,
+    length: Duration,
+    hostile: bool,
+    first: u64,
+    rng: &mut Rng,
+) -> Phase {
+    let started = Instant::now();
+    let end = started + length;
+    let done = Mutex::new(Vec::new());
+    let sent = Mutex::new(Vec::new());
+    let outcomes: Mutex<BTreeMap<&'static str, BTreeMap<String, usize>>> = Mutex::default();
+    let hostile_sent = std::sync::atomic::AtomicU64::new(0);
+    let (http_tx, http_rx) = mpsc::channel::<Item>();
+    let (slack_tx, slack_rx) = mpsc::channel::<Item>();
+    let (http_rx, slack_rx) = (Mutex::new(http_rx), Mutex::new(slack_rx));
+    let mut audited = 0u64;
+    std::thread::scope(|s| {
+        for _ in 0..CLIENTS {
+            s.spawn(|| {
+                let mut client = ctx.client();
+                loop {
+                    let Ok(item) = http_rx.lock().unwrap().recv() else {
+                        return;
+                    };
+                    let result = http_request(&mut client, &item);
+                    if result.is_err() {
+                        // A fresh connection after any failure.
+                        client = ctx.client();
+                    }
+                    done.lock().unwrap().push(Done {
+                        kind: item.kind,
+                        latency: item.due.elapsed(),
+                        ok: result.is_ok(),
+                        problem: result.err(),
+                    });
+                }
+            });
+        }
+        for _ in 0..SLACK_SENDERS {
+            s.spawn(|| loop {
+                let Ok(item) = slack_rx.lock().unwrap().recv() else {
+                    return;
+                };
+                let channel = format!("CSOAK{}", item.n);
+                let text = match item.kind {
+                    Kind::SlackAnalyze => QUERY.to_string(),
+                    _ => format!("{FUNC} days={}", item.days),
+                };
+                let command = match item.kind {
+                    Kind::SlackAnalyze => "/analyze",
+                    _ => "/runfunc",
+                };
+                let cmd = SlashCommand::new(command, &text)
+                    .user(&item.user)
+                    .channel(&channel);
+                let acked = ctx.fake.block_on(ctx.fake.send_command(&cmd, WAIT));
+                sent.lock().unwrap().push(SlackSent {
+                    kind: item.kind,
+                    due: item.due,
+                    channel,
+                    problem: acked.err().map(|e| format!("not acknowledged: {e}")),
+                });
+            });
+        }
+        if hostile {
+            for stream in 0..HOSTILE_STREAMS {
+                let (outcomes, hostile_sent) = (&outcomes, &hostile_sent);
+                s.spawn(move || {
+                    let mut client = ctx.client();
+                    let mut i = stream;
+                    while Instant::now() < end {
+                        let (what, code) = HOSTILE[i % HOSTILE.len()];
+                        i += HOSTILE_STREAMS;
+                        let body =
+                            command_body(HOSTILE_USER, "CHOSTILE", &format!("/analyze {code}"));
+                        let answer = client.post("/api/v1/commands", &body);
+                        hostile_sent.fetch_add(1, Ordering::Relaxed);
+                        if answer.is_err() {
+                            client = ctx.client();
+                        }
+                        *outcomes
+                            .lock()
+                            .unwrap()
+                            .entry(what)
+                            .or_default()
+                            .entry(hostile_outcome(answer))
+                            .or_default() += 1;
+                    }
+                });
+            }
+        }
+        // The dispatcher: one request every 1/rate seconds, each due then.
+        let interval = Duration::from_secs_f64(1.0 / rate);
+        let total: u32 = MIX.iter().map(|(_, w)| w).sum();
+        for (n, i) in (first..).zip(0u32..) {
+            let due = started + interval * i;
+            if due >= end {
+                break;
+            }
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let mut pick = rng.below(u64::from(total)) as u32;
+            let kind = MIX
+                .iter()
+                .find(|(_, w)| {
+                    if pick < *w {
+                        true
+                    } else {
+                        pick -= w;
+                        false
+                    }
+                })
+                .map_or(Kind::HttpAnalyze, |(k, _)| *k);
+            let item = Item {
+                n,
+                due,
+                kind,
+                user: format!("U{:02}", rng.below(NORMAL_USERS as u64)),
+                days: 1 + rng.below(7),
+            };
+            audited += kind.audit_rows();
+            if kind.slack() {
+                slack_tx.send(item).unwrap();
+            } else {
+                http_tx.send(item).unwrap();
+            }
+        }
+        drop(http_tx);
+        drop(slack_tx);
+    });
+    let mut done = done.into_inner().unwrap();
+    done.extend(slack_answers(ctx, sent.into_inner().unwrap()));
+    audited += hostile_sent.into_inner();
+    Phase {
+        name,
+        elapsed: started.elapsed(),
+        done,
+        hostile: outcomes.into_inner().unwrap(),
+        audited,
+    }
+}
+
+/// Waits for every Slack command's answer in its own channel, and times it
+/// from when the command was due to the last Web API call in that channel.
+fn slack_answers(ctx: &Ctx, sent: Vec<SlackSent>) -> Vec<Done> {
+    let fake = &ctx.fake;
+    let want: HashSet<String> = sent.iter().map(|s| s.channel.clone()).collect();
+    let deadline = Instant::now() + WAIT;
+    let finals = loop {
+        let finals: HashMap<String, String> = fake
+            .messages()
+            .into_iter()
+            .filter(|m| want.contains(&m.channel) && !m.text.starts_with(":hourglass"))
+            .map(|m| (m.channel, m.text))
+            .chain(
+                fake.ephemerals()
+                    .into_iter()
+                    .filter(|e| want.contains(&e.channel))
+                    .map(|e| (e.channel, e.text)),
+            )
+            .collect();
+        if finals.len() >= want.len() || Instant::now() > deadline {
+            break finals;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let mut last_call: HashMap<String, Instant> = HashMap::new();
+    for call in fake.calls() {
+        if let Some(channel) = call.params["channel"].as_str() {
+            if want.contains(channel) && call.failed.is_none() {
+                let at = last_call.entry(channel.to_string()).or_insert(call.at);
+                *at = (*at).max(call.at);
+            }
+        }
+    }
+    sent.into_iter()
+        .map(|s| {
+            let text = finals.get(&s.channel);
+            let expected = match s.kind {
+                Kind::SlackAnalyze => "Analysis complete:".to_string(),
+                _ => format!("{FUNC}:"),
+            };
+            let problem = s.problem.or_else(|| match text {
+                None => Some("no answer in the channel".into()),
+                Some(t) if !t.starts_with(&expected) => Some(first_line(t)),
+                Some(_) => None,
+            });
+            let latency = last_call
+                .get(&s.channel)
+                .map_or(WAIT, |at| at.saturating_duration_since(s.due));
+            Done {
+                kind: s.kind,
+                latency,
+                ok: problem.is_none(),
+                problem,
+            }
+        })
+        .collect()
+}
+
+/// Closed loop: answers per second of the 7-day query with
+/// `CAPACITY_CLIENTS` users sending back to back.
+fn capacity(ctx: &Ctx, length: Duration) -> f64 {
+    let end = Instant::now() + length;
+    let started = Instant::now();
+    let answered = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for c in 0..CAPACITY_CLIENTS {
+            let answered = &answered;
+            s.spawn(move || {
+                let mut client = ctx.client();
+                let user = format!("UCAP{c}");
+                while Instant::now() < end {
+                    command(&mut client, &user, &format!("/analyze {QUERY}"))
+                        .unwrap_or_else(|e| panic!("capacity run failed: {e}"));
+                    answered.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    answered.into_inner() as f64 / started.elapsed().as_secs_f64()
+}
+
+fn audit_rows(home: &Path) -> u64 {
+    let db = rusqlite::Connection::open(home.join("tradebox.db")).expect("the store");
+    db.busy_timeout(Duration::from_secs(10))
+        .expect("busy timeout");
+    db.query_row("SELECT count(*) FROM audit_log", [], |r| r.get::<_, i64>(0))
+        .expect("audit rows") as u64
+}
+
+/// Samples the processes under `serve` every 100 ms: every pid seen, and
+/// the zygotes (children of `serve` running `tradebox __zygote`) seen.
+struct Watch {
+    seen: Arc<Mutex<(HashSet<u32>, HashSet<u32>)>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watch {
+    fn start(pid: u32) -> Watch {
+        let seen: Arc<Mutex<(HashSet<u32>, HashSet<u32>)>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (seen, stop) = (Arc::clone(&seen), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let all = support::descendants(pid);
+                    let zygotes: Vec<u32> = all
+                        .iter()
+                        .copied()
+                        .filter(|p| support::parent_of(*p) == Some(pid) && is_zygote(*p))
+                        .collect();
+                    let mut seen = seen.lock().unwrap();
+                    seen.0.extend(all);
+                    seen.1.extend(zygotes);
+                    drop(seen);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        Watch {
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// (every pid seen, zygotes seen).
+    fn finish(mut self) -> (HashSet<u32>, HashSet<u32>) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+}
+
+/// Whether `pid` is a zygote (`tradebox __zygote ...`).
+fn is_zygote(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains("__zygote"))
+        .unwrap_or(false)
+}
+
+fn main() {
+    let a = args();
+    let total = a.total.as_secs_f64();
+    // A tenth measures capacity (10 to 30 s), a third of the rest runs
+    // clean, the remainder hostile.
+    let cap_len = Duration::from_secs_f64((total / 10.0).clamp(10.0, 30.0));
+    let rest = (total - cap_len.as_secs_f64()).max(20.0);
+    let clean_len = Duration::from_secs_f64(rest / 3.0);
+    let hostile_len = Duration::from_secs_f64(rest - rest / 3.0);
+
+    let fake = Arc::new(FakeSlack::start().expect("fake Slack"));
+    let url = fake.api_url();
+    let server = support::serve(
+        &a.home,
+        &a.runtime,
+        None,
+        &[
+            ("SLACK_BOT_TOKEN", fake::BOT_TOKEN),
+            ("SLACK_APP_TOKEN", fake::APP_TOKEN),
+            ("SLACK_API_URL", &url),
+            ("TRADEBOX_VALIDATOR_ENABLED", "no"),
+            ("TRADEBOX_RATE_LIMIT_EXECUTIONS", "100000"),
+        ],
+    );
+    fake.block_on(fake.wait_for_sockets(1, WAIT))
+        .expect("the Slack socket");
+    let pid = server.child.id();
+    let ctx = Ctx { server, fake };
+    let workers = {
+        // The pool starts one zygote per worker (one per core by default).
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let z: Vec<u32> = support::descendants(pid)
+                .into_iter()
+                .filter(|p| support::parent_of(*p) == Some(pid) && is_zygote(*p))
+                .collect();
+            if !z.is_empty() || Instant::now() > deadline {
+                break z.len();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let mut client = ctx.client();
+    command(
+        &mut client,
+        "U00",
+        &format!("/savefunc {FUNC} | volume by symbol over `days` | {FUNC_CODE}"),
+    )
+    .unwrap_or_else(|e| panic!("saving {FUNC}: {e}"));
+    // Warm up every zygote.
+    for _ in 0..20 {
+        command(&mut client, "UWARM", &format!("/analyze {QUERY}")).expect("warm-up");
+    }
+
+    eprintln!(
+        "== capacity: {:.0} s closed loop, {CAPACITY_CLIENTS} users",
+        cap_len.as_secs_f64()
+    );
+    let cap = capacity(&ctx, cap_len);
+    let rate = a.rate.unwrap_or(0.7 * cap);
+    let watch = Watch::start(pid);
+    let audit_before = audit_rows(&a.home);
+    let start_mem = support::rss_and_fds(pid);
+    let mut rng = Rng(0x5eed_50a4);
+    eprintln!(
+        "== clean: {:.0} s at {rate:.1} requests/s (capacity {cap:.1}/s)",
+        clean_len.as_secs_f64()
+    );
+    let clean = run_phase(&ctx, "clean", rate, clean_len, false, 0, &mut rng);
+    let mid_mem = support::rss_and_fds(pid);
+    eprintln!(
+        "== hostile: {:.0} s at {rate:.1} requests/s, {HOSTILE_STREAMS} hostile requests in flight",
+        hostile_len.as_secs_f64()
+    );
+    let hostile = run_phase(
+        &ctx,
+        "hostile",
+        rate,
+        hostile_len,
+        true,
+        1_000_000,
+        &mut rng,
+    );
+    // Every job has answered; the last zygote replacements settle.
+    std::thread::sleep(Duration::from_secs(2));
+    let end_mem = support::rss_and_fds(pid);
+    let audit_after = audit_rows(&a.home);
+    let audit_want = clean.audited + hostile.audited;
+
+    // Stop `serve` as an operator would, then look for anything left.
+    let Ctx { mut server, fake } = ctx;
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let stop_deadline = Instant::now() + Duration::from_secs(60);
+    while server.child.try_wait().ok().flatten().is_none() && Instant::now() < stop_deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (seen, zygotes) = watch.finish();
+    std::thread::sleep(Duration::from_millis(500));
+    let left: Vec<u32> = seen
+        .iter()
+        .copied()
+        .filter(|p| support::alive(*p))
+        .collect();
+    drop(server);
+    drop(fake);
+
+    report(
+        &a,
+        Report {
+            workers,
+            capacity: cap,
+            rate,
+            phases: [clean, hostile],
+            zygotes: zygotes.len(),
+            mem: [start_mem, mid_mem, end_mem],
+            audit: (audit_after - audit_before, audit_want),
+            processes_seen: seen.len(),
+            left,
+        },
+    );
+}
+
+struct Report {
+    workers: usize,
+    capacity: f64,
+    rate: f64,
+    phases: [Phase; 2],
+    zygotes: usize,
+    mem: [(u64, usize); 3],
+    audit: (u64, u64),
+    processes_seen: usize,
+    left: Vec<u32>,
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
+
+fn growth(a: f64, b: f64) -> f64 {
+    if a == 0.0 {
+        0.0
+    } else {
+        (b - a) / a
+    }
+}
+
+fn report(a: &Args, r: Report) {
+    let [clean, hostile] = &r.phases;
+    let p = |ph: &Phase, q: f64, slack: bool| percentile(&ph.latencies(|k| k.slack() == slack), q);
+    let all = |ph: &Phase, q: f64| percentile(&ph.latencies(|_| true), q);
+    let ratio = all(hostile, 50.0) / all(clean, 50.0);
+    let success = |ph: &Phase| 100.0 * ph.ok() as f64 / ph.done.len().max(1) as f64;
+    let [(rss0, fd0), (rss1, fd1), (rss2, fd2)] = r.mem;
+    let rss_growth = growth(rss0 as f64, rss2 as f64);
+    let fd_growth = growth(fd0 as f64, fd2 as f64);
+    let replaced = r.zygotes.saturating_sub(r.workers);
+    if a.json {
+        let phase = |ph: &Phase| {
+            json!({
+                "seconds": ph.elapsed.as_secs_f64(),
+                "requests": ph.done.len(),
+                "ok": ph.ok(),
+                "success_pct": success(ph),
+                "p50_ms": all(ph, 50.0), "p99_ms": all(ph, 99.0),
+                "http_p50_ms": p(ph, 50.0, false), "http_p99_ms": p(ph, 99.0, false),
+                "slack_p50_ms": p(ph, 50.0, true), "slack_p99_ms": p(ph, 99.0, true),
+                "problems": ph.problems(),
+                "hostile": ph.hostile,
+            })
+        };
+        let out = json!({
+            "workers": r.workers,
+            "capacity_per_s": r.capacity,
+            "rate_per_s": r.rate,
+            "clean": phase(clean),
+            "hostile": phase(hostile),
+            "p50_ratio": ratio,
+            "zygotes_replaced": replaced,
+            "supervisor": {"rss_kib": [rss0, rss1, rss2], "fds": [fd0, fd1, fd2]},
+            "audit_rows": r.audit.0, "audited_requests": r.audit.1,
+            "processes_seen": r.processes_seen,
+            "processes_left": r.left,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).expect("json"));
+        return;
+    }
+    println!(
+        "\nSoak: tradebox serve, {} workers, validator off; capacity {:.1} answers/s (7-day query, closed loop); normal traffic at {:.1} requests/s\n",
+        r.workers, r.capacity, r.rate
+    );
+    println!(
+        "{:<8} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "phase",
+        "secs",
+        "requests",
+        "success",
+        "p50 ms",
+        "p99 ms",
+        "http p50",
+        "slack p50",
+        "slack p99"
+    );
+    for ph in &r.phases {
+        println!(
+            "{:<8} {:>6.0} {:>9} {:>8.2}% {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+            ph.name,
+            ph.elapsed.as_secs_f64(),
+            ph.done.len(),
+            success(ph),
+            all(ph, 50.0),
+            all(ph, 99.0),
+            p(ph, 50.0, false),
+            p(ph, 50.0, true),
+            p(ph, 99.0, true),
+        );
+    }
+    println!("\nhostile requests (one user, {HOSTILE_STREAMS} in flight), by what they ran and what they got:");
+    for (what, outcomes) in &hostile.hostile {
+        let list: Vec<String> = outcomes.iter().map(|(o, n)| format!("{n} x {o}")).collect();
+        println!("  {what:<14} {}", list.join("; "));
+    }
+    for ph in &r.phases {
+        for (problem, n) in ph.problems() {
+            println!("  {} failure: {n} x {problem}", ph.name);
+        }
+    }
+    println!();
+    let rows: Vec<(String, String, String)> = vec![
+        (
+            "normal-job success".into(),
+            format!(
+                "{:.2}% clean, {:.2}% hostile",
+                success(clean),
+                success(hostile)
+            ),
+            format!(
+                "100%: {}",
+                met(clean.ok() == clean.done.len() && hostile.ok() == hostile.done.len())
+            ),
+        ),
+        (
+            "p50 hostile / clean".into(),
+            format!(
+                "{ratio:.2}x ({:.1} / {:.1} ms)",
+                all(hostile, 50.0),
+                all(clean, 50.0)
+            ),
+            format!("<= {TARGET_RATIO_P50}x: {}", met(ratio <= TARGET_RATIO_P50)),
+        ),
+        (
+            "p99 hostile / clean".into(),
+            format!(
+                "{:.2}x ({:.1} / {:.1} ms)",
+                all(hostile, 99.0) / all(clean, 99.0),
+                all(hostile, 99.0),
+                all(clean, 99.0)
+            ),
+            "reported".into(),
+        ),
+        (
+            "zygotes replaced".into(),
+            format!(
+                "{replaced} ({} zygotes seen for {} workers)",
+                r.zygotes, r.workers
+            ),
+            "reported".into(),
+        ),
+        (
+            "supervisor RSS".into(),
+            format!(
+                "{:.1} -> {:.1} -> {:.1} MiB ({:+.1}%)",
+                rss0 as f64 / 1024.0,
+                rss1 as f64 / 1024.0,
+                rss2 as f64 / 1024.0,
+                rss_growth * 100.0
+            ),
+            format!("<= +5%: {}", met(rss_growth <= TARGET_GROWTH)),
+        ),
+        (
+            "supervisor descriptors".into(),
+            format!("{fd0} -> {fd1} -> {fd2} ({:+.1}%)", fd_growth * 100.0),
+            format!("<= +5%: {}", met(fd_growth <= TARGET_GROWTH)),
+        ),
+        (
+            "audit rows".into(),
+            format!("{} for {} audited requests", r.audit.0, r.audit.1),
+            format!("none lost: {}", met(r.audit.0 == r.audit.1)),
+        ),
+        (
+            "processes left after stop".into(),
+            format!("{} of {} seen under serve", r.left.len(), r.processes_seen),
+            format!("0: {}", met(r.left.is_empty())),
+        ),
+    ];
+    for (what, value, target) in rows {
+        println!("{what:<28} {value:<48} {target}");
+    }
+    println!(
+        "\nlatency: executing requests (/analyze, /runfunc, POST /api/v1/run) that succeeded, from when each was due\n\
+         (open loop) to its answer: over HTTP the response, over Slack the last Web API call in its channel."
+    );
+}
