@@ -196,9 +196,10 @@ pub struct Pool {
     queue: usize,
 }
 
-/// The default number of zygotes: one per core.
+/// The default number of zygotes: one per core, plus one (see
+/// `pool.workers`).
 pub fn default_size() -> usize {
-    std::thread::available_parallelism().map_or(2, usize::from)
+    std::thread::available_parallelism().map_or(2, usize::from) + 1
 }
 
 impl Pool {
@@ -317,6 +318,50 @@ impl Drop for Pool {
 /// scratch, fork the next child) before it is replaced.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often a slot checks that the Python runtime its zygote started from
+/// is still the one on disk.
+const RUNTIME_CHECK: Duration = Duration::from_secs(1);
+
+/// The identity of a Python runtime on disk: device and inode of its
+/// folders (links followed). A runtime removed, or provisioned anew, under
+/// a running zygote has another (or none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RuntimeId(Vec<(u64, u64)>);
+
+impl RuntimeId {
+    fn of(python: &PythonPaths) -> Option<RuntimeId> {
+        use std::os::unix::fs::MetadataExt;
+        [&python.venv, &python.lib, &python.base_prefix]
+            .iter()
+            .map(|p| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino())))
+            .collect::<Option<Vec<_>>>()
+            .map(RuntimeId)
+    }
+}
+
+/// Why a zygote can no longer serve, if its runtime is not the one on disk.
+fn runtime_moved(z: &Zygote, shared: &Shared) -> Option<String> {
+    let python = shared.config.lock().ok()?.python.clone();
+    match RuntimeId::of(&python) {
+        now if now == z.runtime => None,
+        None => Some(missing_runtime(&python)),
+        Some(_) => Some(format!(
+            "the Python runtime at {} was provisioned again",
+            python.venv.display()
+        )),
+    }
+}
+
+fn missing_runtime(python: &PythonPaths) -> String {
+    format!(
+        "the Python runtime is missing ({}, {}, {}): provision it again (`tradebox doctor` \
+         checks it)",
+        python.venv.display(),
+        python.lib.display(),
+        python.base_prefix.display()
+    )
+}
+
 fn slot_loop(i: usize, first: Zygote, rx: &Receiver<Work>, shared: &Shared) {
     let mut zygote = Some(first);
     // Starts a zygote in place of the one that is gone; None if that fails.
@@ -337,12 +382,36 @@ fn slot_loop(i: usize, first: Zygote, rx: &Receiver<Work>, shared: &Shared) {
             }
         }
     };
+    let mut runtime_checked = Instant::now();
+    let mut awaiting_runtime = false;
     loop {
         let work = match rx.recv_timeout(FOLLOW_TICK) {
             Ok(work) => Some(work),
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
         };
+        // A zygote whose runtime was removed or provisioned anew under it
+        // is retired (new imports would fail in its jobs) and replaced as
+        // soon as a runtime is there; until then jobs are told why.
+        if runtime_checked.elapsed() >= RUNTIME_CHECK {
+            runtime_checked = Instant::now();
+            if let Some(why) = zygote.as_ref().and_then(|z| runtime_moved(z, shared)) {
+                tracing::warn!(slot = i, "replacing the zygote: {why}");
+                shared.update(i, |s| s.last_error = Some(why));
+                zygote = None;
+                awaiting_runtime = true;
+            }
+            let present = || {
+                shared
+                    .config
+                    .lock()
+                    .is_ok_and(|c| RuntimeId::of(&c.python).is_some())
+            };
+            if zygote.is_none() && awaiting_runtime && present() {
+                zygote = replace();
+                awaiting_runtime = zygote.is_none();
+            }
+        }
         follow_snapshot(shared);
         if let Some(z) = zygote.as_mut() {
             if let Err(reason) = roll(i, z, shared) {
@@ -544,6 +613,8 @@ struct Zygote {
     pin: Option<std::fs::File>,
     /// That version's manifest (read before the zygote loads it).
     manifest: Option<tradebox_data::snapshot::Manifest>,
+    /// The runtime it was started from.
+    runtime: Option<RuntimeId>,
 }
 
 static NEXT_ROOT: AtomicU64 = AtomicU64::new(0);
@@ -591,6 +662,8 @@ impl Zygote {
             }
             None => (None, None, None),
         };
+        let runtime = RuntimeId::of(&config.python)
+            .ok_or_else(|| PoolError::Start(missing_runtime(&config.python)))?;
         let spec = LaunchSpec {
             venv: config.python.venv.clone(),
             base_prefix: config.python.base_prefix.clone(),
@@ -628,6 +701,7 @@ impl Zygote {
             mounted,
             pin,
             manifest,
+            runtime: Some(runtime),
         };
         let deadline = Instant::now() + config.start_timeout;
         let frame = match zygote.read_frame(deadline, HEADER_MAX) {
@@ -650,7 +724,6 @@ impl Zygote {
         }
     }
 
-    /// Sends a job and returns its result; `Err` means the zygote is unusable.
     /// Sends a job and returns its result; `Err` means the zygote is unusable.
     fn run(&mut self, job: &Job) -> Result<ExecResult, RunError> {
         let timeout_ms = job.timeout.as_millis() as u64;
