@@ -1,7 +1,7 @@
 //! HTTP API benchmark (a `harness = false` bench target, driven by
 //! benches/http.sh, which builds the release binary and a demo store).
 //!
-//! One warm pool (one zygote per core) on the store at `--home` serves three
+//! One warm pool (the default size) on the store at `--home` serves three
 //! paths, measured in one run, interleaved in rounds so that drift on a
 //! shared machine hits all three alike:
 //!   executor   `Pool::submit` and await the result: the executor alone;

@@ -32,7 +32,7 @@ pub struct ServeArgs {
     /// Address to listen on [default: console.listen, 127.0.0.1:8765]; port 0 picks a free port.
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
-    /// Sandboxed Python workers [default: pool.workers, one per core].
+    /// Sandboxed Python workers [default: pool.workers, one per core plus one].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     workers: Option<u16>,
     /// Do not generate demo data when the store is empty.

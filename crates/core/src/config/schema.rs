@@ -93,7 +93,7 @@ impl LimitsSection {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolSection {
-    /// Number of workers; 0 = one per core.
+    /// Number of workers; 0 = one per core, plus one.
     pub workers: usize,
     /// Jobs that may wait for a worker, over all users.
     pub queue: usize,
@@ -115,10 +115,12 @@ impl Default for PoolSection {
 }
 
 impl PoolSection {
-    /// `workers`, with 0 resolved to the number of cores.
+    /// `workers`, with 0 resolved to one per core plus one: a job that runs
+    /// long (demoted by its zygote, it yields the CPU) then never takes a
+    /// core's worth of workers from short ones.
     pub fn effective_workers(&self) -> usize {
         if self.workers == 0 {
-            std::thread::available_parallelism().map_or(2, usize::from)
+            std::thread::available_parallelism().map_or(2, usize::from) + 1
         } else {
             self.workers
         }

@@ -65,13 +65,14 @@ impl Settings {
     }
 
     /// These settings for a pool of `workers`: one user may run
-    /// `per_user_running` jobs at once, but never every worker when there
-    /// are two or more, so that one user's jobs (loops that run to their
-    /// time limit, say) never hold the whole pool while another user's job
-    /// waits. With one worker there is nothing to share.
+    /// `per_user_running` jobs at once, but never more than half the
+    /// workers (at least one) when there are two or more, so that one
+    /// user's jobs (loops that run to their time limit, say) always leave
+    /// the other half to everyone else. With one worker there is nothing to
+    /// share.
     pub fn fair_for(mut self, workers: usize) -> Settings {
         if workers >= 2 {
-            self.per_user_running = self.per_user_running.min(workers - 1);
+            self.per_user_running = self.per_user_running.min((workers / 2).max(1));
         }
         self.per_user_running = self.per_user_running.max(1);
         self

@@ -1226,15 +1226,18 @@ fn one_user_never_holds_every_worker() {
     };
     assert_eq!(with(2, 1), 2, "one worker: nothing to share");
     assert_eq!(with(2, 2), 1);
-    assert_eq!(with(2, 3), 2);
-    assert_eq!(with(8, 4), 3);
+    assert_eq!(with(2, 3), 1);
+    assert_eq!(with(8, 4), 2);
+    assert_eq!(with(8, 9), 4);
+    assert_eq!(with(3, 16), 3);
     for workers in 2..40 {
         for running in 1..50 {
             let n = with(running, workers);
             assert!(
-                n >= 1 && n < workers && n <= running,
+                n >= 1 && n <= (workers / 2).max(1) && n <= running,
                 "{running} on {workers}"
             );
+            assert!(workers - n >= workers / 2, "half the pool left to others");
         }
     }
 }
