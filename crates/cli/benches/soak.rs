@@ -216,6 +216,7 @@ struct Item {
 /// A normal request's outcome.
 struct Done {
     kind: Kind,
+    due: Instant,
     latency: Duration,
     ok: bool,
     problem: Option<String>,
@@ -324,6 +325,8 @@ struct Phase {
     elapsed: Duration,
     done: Vec<Done>,
     hostile: BTreeMap<&'static str, BTreeMap<String, usize>>,
+    /// Each hostile request: what it ran, when it was sent and answered.
+    spans: Vec<(&'static str, Instant, Instant)>,
     audited: u64,
 }
 
@@ -352,6 +355,42 @@ impl Phase {
         }
         out
     }
+}
+
+/// Normal executing requests by the hostile job running when they were
+/// due: (what ran, requests, slow ones, their p50 ms). The hostile user
+/// runs one job at a time, in the order sent, so a job runs from the later
+/// of its sending and the previous answer until its own answer.
+fn attribution(ph: &Phase, slow: Duration) -> Vec<(&'static str, usize, usize, f64)> {
+    let mut spans = ph.spans.clone();
+    spans.sort_by_key(|s| s.2);
+    let mut running = Vec::new();
+    let mut previous: Option<Instant> = None;
+    for (what, sent, answered) in spans {
+        let from = previous.map_or(sent, |p| p.max(sent));
+        running.push((what, from, answered));
+        previous = Some(answered);
+    }
+    let mut by: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
+    for d in ph.done.iter().filter(|d| d.ok && d.kind.executes()) {
+        let what = running
+            .iter()
+            .find(|(_, from, to)| *from <= d.due && d.due < *to)
+            .map_or("(none)", |r| r.0);
+        by.entry(what)
+            .or_default()
+            .push(d.latency.as_secs_f64() * 1e3);
+    }
+    by.into_iter()
+        .map(|(what, mut v)| {
+            v.sort_by(f64::total_cmp);
+            let n_slow = v
+                .iter()
+                .filter(|ms| **ms > slow.as_secs_f64() * 1e3)
+                .count();
+            (what, v.len(), n_slow, percentile(&v, 50.0))
+        })
+        .collect()
 }
 
 /// Classifies a hostile job's answer in a few words.
@@ -393,6 +432,7 @@ fn run_phase(
     let done = Mutex::new(Vec::new());
     let sent = Mutex::new(Vec::new());
     let outcomes: Mutex<BTreeMap<&'static str, BTreeMap<String, usize>>> = Mutex::default();
+    let spans = Mutex::new(Vec::new());
     let hostile_sent = std::sync::atomic::AtomicU64::new(0);
     let (http_tx, http_rx) = mpsc::channel::<Item>();
     let (slack_tx, slack_rx) = mpsc::channel::<Item>();
@@ -413,6 +453,7 @@ fn run_phase(
                     }
                     done.lock().unwrap().push(Done {
                         kind: item.kind,
+                        due: item.due,
                         latency: item.due.elapsed(),
                         ok: result.is_ok(),
                         problem: result.err(),
@@ -448,7 +489,7 @@ fn run_phase(
         }
         if hostile {
             for stream in 0..HOSTILE_STREAMS {
-                let (outcomes, hostile_sent) = (&outcomes, &hostile_sent);
+                let (outcomes, hostile_sent, spans) = (&outcomes, &hostile_sent, &spans);
                 s.spawn(move || {
                     let mut client = ctx.client();
                     let mut i = stream;
@@ -457,7 +498,9 @@ fn run_phase(
                         i += HOSTILE_STREAMS;
                         let body =
                             command_body(HOSTILE_USER, "CHOSTILE", &format!("/analyze {code}"));
+                        let sent_at = Instant::now();
                         let answer = client.post("/api/v1/commands", &body);
+                        spans.lock().unwrap().push((what, sent_at, Instant::now()));
                         hostile_sent.fetch_add(1, Ordering::Relaxed);
                         if answer.is_err() {
                             client = ctx.client();
@@ -521,6 +564,7 @@ fn run_phase(
         elapsed: started.elapsed(),
         done,
         hostile: outcomes.into_inner().unwrap(),
+        spans: spans.into_inner().unwrap(),
         audited,
     }
 }
@@ -575,6 +619,7 @@ fn slack_answers(ctx: &Ctx, sent: Vec<SlackSent>) -> Vec<Done> {
                 .map_or(WAIT, |at| at.saturating_duration_since(s.due));
             Done {
                 kind: s.kind,
+                due: s.due,
                 latency,
                 ok: problem.is_none(),
                 problem,
@@ -614,17 +659,21 @@ fn audit_rows(home: &Path) -> u64 {
         .expect("audit rows") as u64
 }
 
-/// Samples the processes under `serve` every 100 ms: every pid seen, and
-/// the zygotes (children of `serve` running `tradebox __zygote`) seen.
+/// Samples the processes under `serve` every 100 ms: every process seen
+/// (pid and start time, as pids are reused), and the zygotes (children of
+/// `serve` running `tradebox __zygote`) seen.
+/// Processes seen (pid, start time), and zygotes seen.
+type Seen = (HashSet<(u32, u64)>, HashSet<u32>);
+
 struct Watch {
-    seen: Arc<Mutex<(HashSet<u32>, HashSet<u32>)>>,
+    seen: Arc<Mutex<Seen>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Watch {
     fn start(pid: u32) -> Watch {
-        let seen: Arc<Mutex<(HashSet<u32>, HashSet<u32>)>> = Arc::default();
+        let seen: Arc<Mutex<Seen>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (seen, stop) = (Arc::clone(&seen), Arc::clone(&stop));
@@ -637,7 +686,10 @@ impl Watch {
                         .filter(|p| support::parent_of(*p) == Some(pid) && is_zygote(*p))
                         .collect();
                     let mut seen = seen.lock().unwrap();
-                    seen.0.extend(all);
+                    seen.0.extend(
+                        all.into_iter()
+                            .filter_map(|p| support::start_time(p).map(|t| (p, t))),
+                    );
                     seen.1.extend(zygotes);
                     drop(seen);
                     std::thread::sleep(Duration::from_millis(100));
@@ -651,8 +703,8 @@ impl Watch {
         }
     }
 
-    /// (every pid seen, zygotes seen).
-    fn finish(mut self) -> (HashSet<u32>, HashSet<u32>) {
+    /// (every process seen, zygotes seen).
+    fn finish(mut self) -> Seen {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -775,12 +827,18 @@ fn main() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let (seen, zygotes) = watch.finish();
-    std::thread::sleep(Duration::from_millis(500));
-    let left: Vec<u32> = seen
-        .iter()
-        .copied()
-        .filter(|p| support::alive(*p))
-        .collect();
+    // The kernel may still be tearing down the last ones: a few seconds.
+    let still = || -> Vec<String> {
+        seen.iter()
+            .filter(|(p, t)| support::alive(*p) && support::start_time(*p) == Some(*t))
+            .map(|(p, _)| support::describe(*p))
+            .collect()
+    };
+    let gone_by = Instant::now() + Duration::from_secs(10);
+    while !still().is_empty() && Instant::now() < gone_by {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let left = still();
     drop(server);
     drop(fake);
 
@@ -811,7 +869,7 @@ struct Report {
     mem: [(u64, usize); 4],
     audit: (u64, u64),
     processes_seen: usize,
-    left: Vec<u32>,
+    left: Vec<String>,
 }
 
 fn met(ok: bool) -> &'static str {
@@ -852,6 +910,10 @@ fn report(a: &Args, r: Report) {
                 "slack_p50_ms": p(ph, 50.0, true), "slack_p99_ms": p(ph, 99.0, true),
                 "problems": ph.problems(),
                 "hostile": ph.hostile,
+                "by_hostile_job": attribution(ph, Duration::from_millis(500))
+                    .into_iter()
+                    .map(|(what, n, slow, p50)| json!({"running": what, "requests": n, "slow": slow, "p50_ms": p50}))
+                    .collect::<Vec<_>>(),
             })
         };
         let out = json!({
@@ -912,6 +974,14 @@ fn report(a: &Args, r: Report) {
         for (problem, n) in ph.problems() {
             println!("  {} failure: {n} x {problem}", ph.name);
         }
+    }
+    println!("\nnormal requests by the hostile job running when they were due:");
+    println!(
+        "  {:<14} {:>9} {:>9} {:>9}",
+        "running", "requests", "> 500 ms", "p50 ms"
+    );
+    for (what, n, slow, p50) in attribution(hostile, Duration::from_millis(500)) {
+        println!("  {what:<14} {n:>9} {slow:>9} {p50:>9.1}");
     }
     println!();
     let rows: Vec<(String, String, String)> = vec![
@@ -991,6 +1061,9 @@ fn report(a: &Args, r: Report) {
     ];
     for (what, value, target) in rows {
         println!("{what:<28} {value:<48} {target}");
+    }
+    for p in &r.left {
+        println!("  left: {p}");
     }
     println!(
         "\nlatency: executing requests (/analyze, /runfunc, POST /api/v1/run) that succeeded, from when each was due\n\

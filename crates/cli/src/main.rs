@@ -7,6 +7,7 @@ mod config_cmd;
 mod data_cmd;
 mod doctor_cmd;
 mod func_cmd;
+mod malloc;
 mod progress;
 mod run_cmd;
 mod sandbox_setup;

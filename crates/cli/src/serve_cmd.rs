@@ -122,6 +122,9 @@ fn shown_addr(addr: SocketAddr) -> SocketAddr {
 
 pub fn run(args: &ServeArgs, home: &Home, quiet: bool) -> anyhow::Result<u8> {
     let started = Instant::now();
+    if !crate::malloc::bound() {
+        tracing::warn!("the C library refused the allocator settings; memory may grow over time");
+    }
     let config = app::config(home)?;
     let listen = match args.listen {
         Some(addr) => addr,

@@ -184,6 +184,32 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
+/// When `pid` started (clock ticks since boot): with the pid, it names one
+/// process even after its pid is reused.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// `pid`, its state and its command line, for a report.
+pub fn describe(pid: u32) -> String {
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let i = s.rfind(')')?;
+            s[i + 1..].split_whitespace().next().map(str::to_string)
+        })
+        .unwrap_or_default();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .unwrap_or_default();
+    format!(
+        "{pid} ({state}) {}",
+        cmdline.chars().take(120).collect::<String>()
+    )
+}
+
 /// Resident memory (KiB) and open descriptors of `pid`.
 pub fn rss_and_fds(pid: u32) -> (u64, usize) {
     let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
