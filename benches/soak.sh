@@ -7,8 +7,9 @@
 # at 70% of it over HTTP and Slack, clean and then beside a hostile user.
 # Prints success rate, p50/p99 against the clean run, zygotes replaced, the
 # supervisor's memory and descriptors, audit rows and leftover processes.
-# Usage: benches/soak.sh [--quick] [--minutes M] [--rate N] [--json]
-#   --quick: 60 s in all (default: 10 minutes)
+# Usage: benches/soak.sh [--quick] [--minutes M] [--rate N] [--hostile NAME,...] [--json]
+#   --quick: 60 s in all (default: 10 minutes); --hostile "output flood": only those
+#   hostile jobs (by the names the report prints), to see what one of them costs
 #   env: ROWS (1000000), SOAK_MINUTES (10), BENCH_RUNTIME (default:
 #        target/tmp/bench-runtime, provisioned on first use, then reused)
 set -euo pipefail

@@ -33,7 +33,8 @@
 //! Options (or env): --home DIR (BENCH_HOME, required), --runtime DIR
 //! (BENCH_RUNTIME, default target/tmp/bench-runtime), --minutes M
 //! (SOAK_MINUTES, 10), --quick (60 s in all), --rate N (requests per second;
-//! default: 70% of the measured capacity), --json.
+//! default: 70% of the measured capacity), --hostile NAME,... (only these
+//! hostile jobs, by the names the report uses, e.g. "output flood"), --json.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -145,6 +146,8 @@ struct Args {
     runtime: PathBuf,
     total: Duration,
     rate: Option<f64>,
+    /// The hostile jobs to cycle through (all by default).
+    hostile: Vec<(&'static str, &'static str)>,
     json: bool,
 }
 
@@ -162,6 +165,7 @@ fn args() -> Args {
         ),
         total: Duration::from_secs_f64(minutes * 60.0),
         rate: None,
+        hostile: HOSTILE.to_vec(),
         json: false,
     };
     while let Some(arg) = argv.next() {
@@ -175,6 +179,18 @@ fn args() -> Args {
             }
             "--quick" => a.total = Duration::from_secs(60),
             "--rate" => a.rate = Some(value().parse().expect("--rate N")),
+            "--hostile" => {
+                let names = value();
+                a.hostile = HOSTILE
+                    .iter()
+                    .filter(|(what, _)| names.split(',').any(|n| n.trim() == *what))
+                    .copied()
+                    .collect();
+                assert!(
+                    !a.hostile.is_empty(),
+                    "--hostile: none of {names:?} is a hostile job"
+                );
+            }
             "--json" => a.json = true,
             "--bench" => {}
             other => panic!("unknown option {other}"),
@@ -423,7 +439,7 @@ fn run_phase(
     name: &'static str,
     rate: f64,
     length: Duration,
-    hostile: bool,
+    hostile: &[(&'static str, &'static str)],
     first: u64,
     rng: &mut Rng,
 ) -> Phase {
@@ -487,14 +503,14 @@ fn run_phase(
                 });
             });
         }
-        if hostile {
+        if !hostile.is_empty() {
             for stream in 0..HOSTILE_STREAMS {
                 let (outcomes, hostile_sent, spans) = (&outcomes, &hostile_sent, &spans);
                 s.spawn(move || {
                     let mut client = ctx.client();
                     let mut i = stream;
                     while Instant::now() < end {
-                        let (what, code) = HOSTILE[i % HOSTILE.len()];
+                        let (what, code) = hostile[i % hostile.len()];
                         i += HOSTILE_STREAMS;
                         let body =
                             command_body(HOSTILE_USER, "CHOSTILE", &format!("/analyze {code}"));
@@ -788,7 +804,7 @@ fn main() {
         "== clean: {:.0} s at {rate:.1} requests/s (capacity {cap:.1}/s)",
         clean_len.as_secs_f64()
     );
-    let clean = run_phase(&ctx, "clean", rate, clean_len, false, 0, &mut rng);
+    let clean = run_phase(&ctx, "clean", rate, clean_len, &[], 0, &mut rng);
     let mid_mem = support::rss_and_fds(pid);
     eprintln!(
         "== hostile: {:.0} s at {rate:.1} requests/s, {HOSTILE_STREAMS} hostile requests in flight",
@@ -805,7 +821,7 @@ fn main() {
         "hostile",
         rate,
         hostile_len,
-        true,
+        &a.hostile,
         1_000_000,
         &mut rng,
     );
