@@ -25,13 +25,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+mod support;
+
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use support::Client;
 use tradebox_core::audit::{AuditLog, Source};
 use tradebox_core::config::Config;
 use tradebox_core::functions::FunctionStore;
@@ -90,58 +92,6 @@ fn opts() -> Opts {
         "--home DIR (or BENCH_HOME) is required"
     );
     o
-}
-
-/// One keep-alive HTTP/1.1 connection.
-struct Client {
-    reader: BufReader<TcpStream>,
-    host: String,
-}
-
-impl Client {
-    fn connect(addr: SocketAddr) -> Client {
-        let s = TcpStream::connect(addr).unwrap();
-        s.set_nodelay(true).unwrap();
-        Client {
-            reader: BufReader::new(s),
-            host: addr.to_string(),
-        }
-    }
-
-    /// POSTs JSON and returns (status, body).
-    fn post(&mut self, path: &str, body: &str) -> (u16, String) {
-        let req = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {TOKEN}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.host,
-            body.len()
-        );
-        self.reader.get_mut().write_all(req.as_bytes()).unwrap();
-        let mut line = String::new();
-        self.reader.read_line(&mut line).unwrap();
-        let status: u16 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-        let mut len = 0usize;
-        loop {
-            line.clear();
-            self.reader.read_line(&mut line).unwrap();
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = l.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    len = v.trim().parse().unwrap();
-                }
-                assert!(
-                    !(k.eq_ignore_ascii_case("transfer-encoding")),
-                    "the bench client reads Content-Length bodies only"
-                );
-            }
-        }
-        let mut body = vec![0u8; len];
-        self.reader.read_exact(&mut body).unwrap();
-        (status, String::from_utf8(body).unwrap())
-    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -226,9 +176,9 @@ impl Bench {
                 assert!(r.success);
             }
             Path3::Http => {
-                let c = client.get_or_insert_with(|| Client::connect(self.addr));
+                let c = client.get_or_insert_with(|| Client::connect(self.addr, TOKEN).unwrap());
                 let body = json!({ "code": code }).to_string();
-                let (status, text) = c.post("/api/v1/run", &body);
+                let (status, text) = c.post("/api/v1/run", &body).unwrap();
                 assert_eq!(status, 200, "{text}");
                 let v: Value = serde_json::from_str(&text).unwrap();
                 assert_eq!(v["success"], true, "{text}");

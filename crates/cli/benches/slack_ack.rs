@@ -22,12 +22,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use support::percentile;
 use tradebox_fake_slack::{self as fake, FakeSlack, Sign, SlashCommand};
 
 const TARGET_P99_MS: f64 = 100.0;
@@ -82,72 +83,20 @@ fn args() -> Args {
     a
 }
 
-/// A running `tradebox serve` (killed on drop).
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(a: &Args, env: &[(&str, &str)]) -> Server {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tradebox"));
-    cmd.env("TRADEBOX_HOME", &a.home)
-        .env("TRADEBOX_RUNTIME", &a.runtime)
-        .env("TRADEBOX_RATE_LIMIT_EXECUTIONS", "100000")
-        .env("TRADEBOX_POOL_QUEUE", "4096")
-        .env("TRADEBOX_LIMITS_TIMEOUT_SECONDS", "120")
-        .env_remove("SLACK_BOT_TOKEN")
-        .env_remove("SLACK_APP_TOKEN")
-        .env_remove("SLACK_SIGNING_SECRET")
-        .env("RUST_LOG", "error")
-        .args([
-            "--quiet",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "2",
-            "--no-demo",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("tradebox serve starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let base = loop {
-        match lines.next() {
-            Some(Ok(line)) => {
-                if let Some(url) = line.strip_prefix("Console ready: ") {
-                    break url.split("/?token=").next().unwrap_or_default().to_string();
-                }
-            }
-            _ => panic!("tradebox serve exited before it was ready"),
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, base }
+/// `tradebox serve` on the bench store with two workers, limits raised for
+/// the bursts, and the fake Slack's environment.
+fn serve(a: &Args, env: &[(&str, &str)]) -> support::Server {
+    let mut all = vec![
+        ("TRADEBOX_RATE_LIMIT_EXECUTIONS", "100000"),
+        ("TRADEBOX_POOL_QUEUE", "4096"),
+        ("TRADEBOX_LIMITS_TIMEOUT_SECONDS", "120"),
+    ];
+    all.extend_from_slice(env);
+    support::serve(&a.home, &a.runtime, Some(2), &all)
 }
 
 fn long_job(n: u64, salt: usize) -> String {
     format!("x = {salt}\nfor i in range({n}):\n    x += i\nresult = x")
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 struct Row {
@@ -194,7 +143,7 @@ fn run_transport(a: &Args, socket: bool) -> Row {
         env.push(("SLACK_SIGNING_SECRET", fake::SIGNING_SECRET));
     }
     let server = serve(a, &env);
-    let base = server.base.clone();
+    let base = format!("http://{}", server.addr);
     if socket {
         fake.block_on(fake.wait_for_sockets(1, WAIT))
             .expect("socket");
