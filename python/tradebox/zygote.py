@@ -25,7 +25,8 @@ frames of a 4-byte big-endian length and a body.
     supervisor -> zygote   {"type": "ping"}  ->  {"type": "pong", "rss_kb", "threads"}
     supervisor -> zygote   {"type": "load", "version": "v000008"}, between jobs
     zygote -> supervisor   {"type": "loaded", "version", "rss_kb"} once the
-                           version is mapped and a child forked on it; {"type": "load_failed", "reason"} if it cannot
+                           version is mapped and a child forked on it;
+                           {"type": "load_failed", "reason"} if it cannot
                            be read (the zygote keeps the version it had); or
                            {"type": "unhealthy", "reason"} and exits
 

@@ -32,6 +32,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -116,13 +118,8 @@ fn parse_args() -> Args {
             .unwrap_or(default)
     };
     let mut args = Args {
-        home: std::env::var_os("BENCH_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_default(),
-        runtime: std::env::var_os("BENCH_RUNTIME").map_or_else(
-            || Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-runtime"),
-            PathBuf::from,
-        ),
+        home: support::bench_home(),
+        runtime: support::bench_runtime(),
         warm: env_num("BENCH_WARM", 200),
         cold: env_num("BENCH_COLD", 20),
         jobs: env_num("BENCH_JOBS", 1000),

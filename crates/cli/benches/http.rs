@@ -63,11 +63,8 @@ fn opts() -> Opts {
     let mut args = std::env::args().skip(1);
     let env = |k: &str| std::env::var(k).ok();
     let mut o = Opts {
-        home: env("BENCH_HOME").map(PathBuf::from).unwrap_or_default(),
-        runtime: env("BENCH_RUNTIME").map_or_else(
-            || PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-runtime"),
-            PathBuf::from,
-        ),
+        home: support::bench_home(),
+        runtime: support::bench_runtime(),
         n: env("BENCH_N").map_or(300, |v| v.parse().unwrap()),
         jobs: env("BENCH_JOBS").map_or(800, |v| v.parse().unwrap()),
         clients: env("BENCH_CLIENTS").map_or(16, |v| v.parse().unwrap()),

@@ -24,7 +24,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -47,11 +47,8 @@ fn args() -> Args {
     let mut argv = std::env::args().skip(1);
     let env = |k: &str| std::env::var(k).ok();
     let mut a = Args {
-        home: env("BENCH_HOME").map(PathBuf::from).unwrap_or_default(),
-        runtime: env("BENCH_RUNTIME").map_or_else(
-            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tmp/bench-runtime"),
-            PathBuf::from,
-        ),
+        home: support::bench_home(),
+        runtime: support::bench_runtime(),
         commands: env("BENCH_COMMANDS")
             .and_then(|v| v.parse().ok())
             .unwrap_or(50),

@@ -158,11 +158,8 @@ fn args() -> Args {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10.0);
     let mut a = Args {
-        home: env("BENCH_HOME").map(PathBuf::from).unwrap_or_default(),
-        runtime: env("BENCH_RUNTIME").map_or_else(
-            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tmp/bench-runtime"),
-            PathBuf::from,
-        ),
+        home: support::bench_home(),
+        runtime: support::bench_runtime(),
         total: Duration::from_secs_f64(minutes * 60.0),
         rate: None,
         hostile: HOSTILE.to_vec(),
@@ -696,11 +693,7 @@ impl Watch {
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let all = support::descendants(pid);
-                    let zygotes: Vec<u32> = all
-                        .iter()
-                        .copied()
-                        .filter(|p| support::parent_of(*p) == Some(pid) && is_zygote(*p))
-                        .collect();
+                    let zygotes = zygotes_among(pid, &all);
                     let mut seen = seen.lock().unwrap();
                     seen.0.extend(
                         all.into_iter()
@@ -727,6 +720,16 @@ impl Watch {
         }
         std::mem::take(&mut *self.seen.lock().unwrap())
     }
+}
+
+/// The zygotes of `serve` (`pid`) among `processes`: its children running
+/// `tradebox __zygote`.
+fn zygotes_among(pid: u32, processes: &[u32]) -> Vec<u32> {
+    processes
+        .iter()
+        .copied()
+        .filter(|p| support::parent_of(*p) == Some(pid) && is_zygote(*p))
+        .collect()
 }
 
 /// Whether `pid` is a zygote (`tradebox __zygote ...`).
@@ -768,10 +771,7 @@ fn main() {
         // The pool starts one zygote per worker (one per core plus one by default).
         let deadline = Instant::now() + WAIT;
         loop {
-            let z: Vec<u32> = support::descendants(pid)
-                .into_iter()
-                .filter(|p| support::parent_of(*p) == Some(pid) && is_zygote(*p))
-                .collect();
+            let z = zygotes_among(pid, &support::descendants(pid));
             if !z.is_empty() || Instant::now() > deadline {
                 break z.len();
             }

@@ -73,6 +73,14 @@ fn info(dir: &Path, name: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}: {text}"))
 }
 
+/// A listing of the snapshot root holds no staging folder.
+fn no_half_written_version(listing: &str) {
+    assert!(
+        !listing.lines().any(|l| l.starts_with(".tmp-")),
+        "a half-written version was left: {listing}"
+    );
+}
+
 #[test]
 fn a_full_disk_refuses_the_import_keeps_everything_whole_and_recovers() {
     let (outer, home, csv, db) = setup();
@@ -116,11 +124,7 @@ mount -o remount,size=256m "$TRADEBOX_HOME"
     let full = info("info_full.json");
     assert_eq!(full["trades"], fixture_trades, "{full}");
     assert_eq!(full["snapshot"]["trades"], fixture_trades, "{full}");
-    let listing = read("snapshot_full.ls");
-    assert!(
-        !listing.lines().any(|l| l.starts_with(".tmp-")),
-        "a half-written version was left: {listing}"
-    );
+    no_half_written_version(&read("snapshot_full.ls"));
 
     // Space is back: the same import goes through.
     assert_eq!(read("again.rc").trim(), "0", "{}", read("again.err"));
@@ -170,11 +174,7 @@ mount -o remount,size=256m "$TRADEBOX_HOME"
     let full = info("info_full.json");
     assert_eq!(full["trades"], fixture_trades + 50_000, "{full}");
     assert_eq!(full["snapshot"]["trades"], fixture_trades, "{full}");
-    let listing = read("snapshot_full.ls");
-    assert!(
-        !listing.lines().any(|l| l.starts_with(".tmp-")),
-        "a half-written version was left: {listing}"
-    );
+    no_half_written_version(&read("snapshot_full.ls"));
 
     // Space is back: `data snapshot` publishes what the store holds.
     assert_eq!(read("repair.rc").trim(), "0", "{}", read("repair.err"));

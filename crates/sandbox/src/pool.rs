@@ -339,12 +339,12 @@ impl RuntimeId {
     }
 }
 
-/// Why a zygote can no longer serve, if its runtime is not the one on disk.
-fn runtime_moved(z: &Zygote, shared: &Shared) -> Option<String> {
-    let python = shared.config.lock().ok()?.python.clone();
-    match RuntimeId::of(&python) {
-        now if now == z.runtime => None,
-        None => Some(missing_runtime(&python)),
+/// Why a zygote can no longer serve, if the runtime on disk (`now`) is not
+/// the one it started from.
+fn runtime_moved(z: &Zygote, now: Option<&RuntimeId>, python: &PythonPaths) -> Option<String> {
+    match now {
+        Some(now) if *now == z.runtime => None,
+        None => Some(missing_runtime(python)),
         Some(_) => Some(format!(
             "the Python runtime at {} was provisioned again",
             python.venv.display()
@@ -395,21 +395,21 @@ fn slot_loop(i: usize, first: Zygote, rx: &Receiver<Work>, shared: &Shared) {
         // soon as a runtime is there; until then jobs are told why.
         if runtime_checked.elapsed() >= RUNTIME_CHECK {
             runtime_checked = Instant::now();
-            if let Some(why) = zygote.as_ref().and_then(|z| runtime_moved(z, shared)) {
-                tracing::warn!(slot = i, "replacing the zygote: {why}");
-                shared.update(i, |s| s.last_error = Some(why));
-                zygote = None;
-                awaiting_runtime = true;
-            }
-            let present = || {
-                shared
-                    .config
-                    .lock()
-                    .is_ok_and(|c| RuntimeId::of(&c.python).is_some())
-            };
-            if zygote.is_none() && awaiting_runtime && present() {
-                zygote = replace();
-                awaiting_runtime = zygote.is_none();
+            if let Ok(python) = shared.config.lock().map(|c| c.python.clone()) {
+                let now = RuntimeId::of(&python);
+                let moved = zygote
+                    .as_ref()
+                    .and_then(|z| runtime_moved(z, now.as_ref(), &python));
+                if let Some(why) = moved {
+                    tracing::warn!(slot = i, "replacing the zygote: {why}");
+                    shared.update(i, |s| s.last_error = Some(why));
+                    zygote = None;
+                    awaiting_runtime = true;
+                }
+                if zygote.is_none() && awaiting_runtime && now.is_some() {
+                    zygote = replace();
+                    awaiting_runtime = zygote.is_none();
+                }
             }
         }
         follow_snapshot(shared);
@@ -614,7 +614,7 @@ struct Zygote {
     /// That version's manifest (read before the zygote loads it).
     manifest: Option<tradebox_data::snapshot::Manifest>,
     /// The runtime it was started from.
-    runtime: Option<RuntimeId>,
+    runtime: RuntimeId,
 }
 
 static NEXT_ROOT: AtomicU64 = AtomicU64::new(0);
@@ -701,7 +701,7 @@ impl Zygote {
             mounted,
             pin,
             manifest,
-            runtime: Some(runtime),
+            runtime,
         };
         let deadline = Instant::now() + config.start_timeout;
         let frame = match zygote.read_frame(deadline, HEADER_MAX) {

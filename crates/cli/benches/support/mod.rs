@@ -6,9 +6,26 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+/// The store the bench runs on: `BENCH_HOME` (empty when unset; the
+/// drivers in benches/ set it, or `--home` does).
+pub fn bench_home() -> PathBuf {
+    std::env::var_os("BENCH_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// The Python runtime the benches share: `BENCH_RUNTIME`, by default
+/// target/tmp/bench-runtime (provisioned on first use, then reused).
+pub fn bench_runtime() -> PathBuf {
+    std::env::var_os("BENCH_RUNTIME").map_or_else(
+        || Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-runtime"),
+        PathBuf::from,
+    )
+}
 
 /// One keep-alive HTTP/1.1 connection that sends a bearer token.
 pub struct Client {
