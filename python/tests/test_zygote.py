@@ -4,6 +4,9 @@ wipe, and the checks on the seccomp programs. The whole zygote, confined,
 is tested end to end from Rust (crates/cli/tests/sandbox_*.rs)."""
 
 import os
+import select
+import signal
+import time
 
 import pytest
 
@@ -176,33 +179,33 @@ class _Runner:
     """Records the snippets a warm-up runs, as the runner would run them."""
 
     def __init__(self):
-        self.codes = []
+        self.codes, self.encoded = [], 0
 
     def run(self, code, helpers):
         self.codes.append(code)
         return {"success": True}
 
     def encode(self, result):
+        self.encoded += 1
         return b"{}"
 
 
-def test_warm_up_runs_every_step_without_a_job():
+def test_warm_up_runs_and_encodes_a_query_without_a_job():
     runner = _Runner()
     zygote._warm_up(None, runner)
-    assert len(runner.codes) == 3
-    assert all("groupby" in c or "len(" in c for c in runner.codes)
+    assert len(runner.codes) == 1 and "groupby" in runner.codes[0]
+    assert runner.encoded == 1
 
 
-def test_warm_up_stops_between_steps_once_the_job_is_there():
-    runner = _Runner()
-    asked = []
+def test_warm_up_stops_once_the_job_is_there():
+    for came_after, runs, encodes in ((0, 0, 0), (1, 1, 0), (2, 1, 1)):
+        runner, asked = _Runner(), []
 
-    def stop():
-        asked.append(len(runner.codes))
-        return len(runner.codes) == 1  # the job came during the first step
-    zygote._warm_up(None, runner, stop=stop)
-    assert len(runner.codes) == 1
-    assert asked == [0, 1]
+        def stop():
+            asked.append(1)
+            return len(asked) > came_after
+        zygote._warm_up(None, runner, stop=stop)
+        assert (len(runner.codes), runner.encoded) == (runs, encodes)
 
 
 def test_warm_up_without_data_runs_on_a_small_frame():
@@ -250,3 +253,195 @@ def test_demote_of_a_process_gone_is_harmless():
         os._exit(0)
     os.waitpid(pid, 0)
     zygote.demote(pid)  # no error
+
+
+def _in_child(body):
+    """Run body(report_w) in a forked child with the zygote's SIGUSR1
+    handler (installed before the fork, as the zygote does); returns the
+    child's pid and the read end of its report pipe."""
+    report_r, report_w = os.pipe()
+    old = signal.signal(signal.SIGUSR1, zygote._on_job)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.close(report_r)
+                body(report_w)
+                code = 0
+            finally:
+                os._exit(code)
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    os.close(report_w)
+    return pid, report_r
+
+
+def _read_report(pid, report_r, timeout=60):
+    """Everything the child reported, once it exits (bounded: a child that
+    never returns fails the test instead of hanging it)."""
+    data = b""
+    try:
+        while select.select([report_r], [], [], timeout)[0]:
+            chunk = os.read(report_r, 1 << 16)
+            if not chunk:
+                break
+            data += chunk
+        else:
+            os.kill(pid, 9)
+            pytest.fail("the child did not finish")
+    finally:
+        os.close(report_r)
+        _, status = os.waitpid(pid, 0)
+    assert status == 0, f"the child failed: {status:#x} {data!r}"
+    return data
+
+
+class _SpinningRunner:
+    """A warm-up step that never ends on its own, in pure Python (so only
+    an exception between two bytecodes can end it)."""
+
+    def __init__(self, started_w):
+        self.started_w = started_w
+
+    def run(self, code, helpers):
+        os.write(self.started_w, b"s")
+        while True:
+            pass
+
+    def encode(self, result):
+        return b"{}"
+
+
+def test_a_job_cuts_a_warm_up_step_short():
+    """The zygote signals, then writes the job: a child in the middle of a
+    step that would never end returns, and the job is there to read."""
+    job_r, job_w = os.pipe()
+    started_r, started_w = os.pipe()
+
+    def child(report_w):
+        os.close(job_w)
+        how = zygote._await_job(job_r, None, _SpinningRunner(started_w))
+        os.write(report_w, how.encode() + b" " + zygote.read_frame(job_r))
+
+    pid, report_r = _in_child(child)
+    os.close(job_r)
+    assert os.read(started_r, 1) == b"s"  # the child is inside the step
+    os.kill(pid, signal.SIGUSR1)
+    zygote.write_frame(b'{"code": "1 + 1"}', job_w)
+    assert _read_report(pid, report_r) == b'cut {"code": "1 + 1"}'
+    for fd in (job_w, started_r, started_w):
+        os.close(fd)
+
+
+def test_a_job_already_there_skips_the_warm_up():
+    job_r, job_w = os.pipe()
+    zygote.write_frame(b"{}", job_w)
+
+    def child(report_w):
+        os.write(report_w, zygote._await_job(job_r, None, _Runner()).encode())
+
+    pid, report_r = _in_child(child)
+    assert _read_report(pid, report_r) == b"ready"
+    os.close(job_r)
+    os.close(job_w)
+
+
+def test_the_signal_outside_a_warm_up_changes_nothing():
+    """A child that finished warming up, or the zygote itself, takes the
+    signal and goes on."""
+    zygote._on_job(signal.SIGUSR1, None)  # not warming: no exception
+    job_r, job_w = os.pipe()
+
+    def child(report_w):
+        how = zygote._await_job(job_r, None, _Runner())
+        os.write(report_w, b"w")
+        os.write(report_w, how.encode() + b" " + zygote.read_frame(job_r))
+
+    pid, report_r = _in_child(child)
+    assert os.read(report_r, 1) == b"w"  # warmed up, waiting for the job
+    os.kill(pid, signal.SIGUSR1)
+    zygote.write_frame(b"job", job_w)
+    assert _read_report(pid, report_r) == b"warmed job"
+    os.close(job_r)
+    os.close(job_w)
+
+
+def test_a_warm_up_cut_anywhere_leaves_the_query_right(snapshot_root):
+    """The job that cut the warm-up short, at points spread over its whole
+    length, gets the same answer as on a child left alone: an interrupted
+    step leaves nothing half-made that a job could meet."""
+    from tradebox import data, runner
+    snap = data.open_snapshot(snapshot_root, as_of="latest")
+    query = ("result = load_trades(days=30).groupby(['exchange', 'side'])"
+             "[['amount', 'fee']].sum()")
+
+    def answer(job_r):
+        view = snap.with_as_of("latest")
+        res = runner.run(query, {"params": {}, "load_trades": view.load_trades})
+        res.pop("execution_time_ms")
+        return runner.encode(res)
+
+    def timed_warm_up(report_w):
+        started = time.monotonic()
+        zygote._warm_up(snap, runner)
+        os.write(report_w, f"{time.monotonic() - started:.6f} ".encode() + answer(None))
+
+    pid, report_r = _in_child(timed_warm_up)
+    took, want = _read_report(pid, report_r).split(b" ", 1)
+    assert b'"success": true' in want
+    cuts = 0
+    for i in range(24):
+        job_r, job_w = os.pipe()
+
+        def child(report_w):
+            os.close(job_w)
+            how = zygote._await_job(job_r, snap, runner)
+            zygote.read_frame(job_r)
+            os.write(report_w, how.encode() + b" " + answer(job_r))
+
+        pid, report_r = _in_child(child)
+        os.close(job_r)
+        time.sleep(zygote.WARM_AFTER_S + float(took) * i / 20)
+        os.kill(pid, signal.SIGUSR1)
+        zygote.write_frame(b"job", job_w)
+        how, got = _read_report(pid, report_r).split(b" ", 1)
+        os.close(job_w)
+        assert got == want, f"a warm-up cut after {i}/20 of its length"
+        cuts += how == b"cut"
+    assert cuts >= 10, f"only {cuts} of 24 warm-ups were cut short"
+
+
+def _rollup_kb(field):
+    with open("/proc/self/smaps_rollup") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def test_huge_heap_backs_the_heap_and_a_child_still_copies_small_pages():
+    """The heap is collapsed into huge pages, and a forked child's write to
+    one copies a small page, not 2 MiB (what a job's memory is counted by)."""
+    def child(report_w):
+        block = bytearray(100_000)  # below glibc's mmap threshold: in the heap
+        mib = zygote.huge_heap()
+        if mib == 0:
+            os.write(report_w, b"none")
+            return
+        huge = _rollup_kb("AnonHugePages")
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            before = _rollup_kb("Private_Dirty")
+            block[50_000] = 1
+            os.write(w, str(_rollup_kb("Private_Dirty") - before).encode())
+            os._exit(0)
+        copied = int(os.read(r, 64))
+        os.waitpid(pid, 0)
+        os.write(report_w, f"{mib} {huge} {copied}".encode())
+
+    pid, report_r = _in_child(child)
+    report = _read_report(pid, report_r)
+    if report == b"none":
+        pytest.skip("this kernel collapses no huge pages (MADV_COLLAPSE needs Linux 6.1)")
+    mib, huge_kb, copied_kb = map(int, report.split())
+    assert mib >= 2 and huge_kb >= 2048, report
+    assert 0 < copied_kb < 512, f"a write in the child copied {copied_kb} KiB"

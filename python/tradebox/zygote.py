@@ -44,8 +44,8 @@ anonymous mappings that are dropped (MADV_DONTNEED) after every job. The
 zygote is not dumpable, so a job cannot read its memory or open its pipes
 through /proc/1. The next child is forked and confined ahead of its job, so
 a job costs its own run time plus one round trip. While it waits, the child
-runs a typical query (`_warm_up`, in steps, stopping as soon as the job is
-there) to pay its copy-on-write faults and first-call costs before the job
+runs a typical query (`_warm_up`, cut short as soon as the job comes: the
+zygote sends SIGUSR1 just before it writes the job) to pay its copy-on-write faults and first-call costs before the job
 rather than during it; the zygote's own objects are frozen (`gc.freeze`),
 so a child's garbage collector never writes to their pages.
 
@@ -86,10 +86,38 @@ MAX_RESULT = 256 << 20  # virtual room; the job's "result_bytes" is the real cap
 MAX_OUTPUT = 64 << 20   # room for the output mirror (limits.output_bytes is at most 64 MiB)
 MIRROR_HEADER = struct.Struct("<QQ")  # bytes kept, bytes printed in all
 WARM_AFTER_S = 0.001  # a child whose job is not there by then warms up first
-WARM_ROWS = 50_000  # at most this many trades in a warm-up step
+WARM_ROWS = 50_000  # at most this many trades in a warm-up
 DEMOTE_AFTER_S = 1.0  # a job running longer yields the CPU to every other job
 
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+MADV_HUGEPAGE, MADV_COLLAPSE = 14, 25  # linux/mman.h (Python 3.11 lacks the second)
+HUGE_PAGE = 2 << 20
+
+
+def huge_heap():
+    """Back the heap (glibc's: what numpy, pandas, pyarrow and Python's
+    larger objects allocate, about 30 MiB once warm) with transparent huge
+    pages: forking the zygote then copies one page-table entry per 2 MiB of
+    it instead of 512, and a child's exit unmaps as much less. A child's
+    first write to such a page still copies only 4 KiB (the kernel splits
+    the shared huge page for that child). Best effort: a kernel before 6.1
+    (no MADV_COLLAPSE) or with huge pages off changes nothing. Returns the
+    MiB collapsed."""
+    with open("/proc/self/maps") as f:
+        heap = [line.split()[0] for line in f if line.split()[5:] == ["[heap]"]]
+    if not heap:
+        return 0
+    low, high = (int(x, 16) for x in heap[0].split("-"))
+    start = (low + HUGE_PAGE - 1) // HUGE_PAGE * HUGE_PAGE
+    end = high // HUGE_PAGE * HUGE_PAGE
+    if end <= start:
+        return 0
+    _libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), MADV_HUGEPAGE)
+    return sum(2 for chunk in range(start, end, HUGE_PAGE)
+               if _libc.madvise(ctypes.c_void_p(chunk), ctypes.c_size_t(HUGE_PAGE),
+                                MADV_COLLAPSE) == 0)
 
 
 def _address(m):
@@ -346,6 +374,8 @@ class Child:
         or None (the child ended without a whole answer: see `finish`)."""
         self.deadline = time.monotonic() + timeout_s
         self.demote_at = time.monotonic() + DEMOTE_AFTER_S
+        with contextlib.suppress(OSError):  # gone already: finish() says how
+            signal.pidfd_send_signal(self.pidfd, signal.SIGUSR1)  # stop warming up
         try:
             write_frame(job.view[:job_len], self.job_w)
         except OSError:
@@ -460,12 +490,13 @@ def _child_main(job_r, res_w, mirror, filters, snapshot, scratch_bytes, unmap):
     code = 0
     try:
         _write_all(res_w, memoryview(b"A"))  # armed; what follows is the job's
-        if not _readable(job_r, WARM_AFTER_S):  # idle: warm up while waiting
-            with contextlib.suppress(Exception):  # best effort, never the job's failure
-                _warm_up(snapshot, runner, stop=lambda: _readable(job_r, 0))
+        _await_job(job_r, snapshot, runner)
         body = read_frame(job_r)
         if body is None:
             os._exit(0)
+        # The zygote's SIGUSR1 came before the job's first byte, so it has
+        # been taken by now: the job finds the signal as any process does.
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
         job = json.loads(body)
         mirror.limit(job.get("output_limit", 1 << 20))
         confine.limit_job(job.get("memory_mb", 1024) << 20, job.get("cpu_seconds", 31))
@@ -492,31 +523,69 @@ def _child_main(job_r, res_w, mirror, filters, snapshot, scratch_bytes, unmap):
         os._exit(code)
 
 
+class _JobCame(BaseException):
+    """Raised once in a warming child when its job comes (see `_on_job`)."""
+
+
+_warming = False  # True in a child while its warm-up may be cut short
+
+
+def _on_job(signum, frame):
+    """SIGUSR1, sent by the zygote just before it writes a child's job: a
+    child still warming up stops at once, not at the end of a step. The
+    handler is installed in the zygote, so no child is ever without it
+    (the signal's default action would kill the child); elsewhere it does
+    nothing."""
+    global _warming
+    if _warming:
+        _warming = False
+        raise _JobCame
+
+
+def _await_job(job_r, snapshot, runner):
+    """Wait for the job on `job_r`, warming up meanwhile if it is not there
+    within WARM_AFTER_S. The warm-up is cut short when the job comes: at
+    the next bytecode once SIGUSR1 says so (`_on_job`), else between two
+    steps, so the job waits for no more than the C call under way. Returns
+    "ready" (no warm-up), "warmed" or "cut"."""
+    global _warming
+    if _readable(job_r, WARM_AFTER_S):
+        return "ready"
+    _warming = True
+    try:
+        _warm_up(snapshot, runner, stop=lambda: not _warming or _readable(job_r, 0))
+    except (Exception, _JobCame):  # best effort, never the job's failure
+        pass
+    finally:
+        cut, _warming = not _warming, False
+    return "cut" if cut else "warmed"
+
+
 def _warm_up(snapshot, runner, stop=lambda: False):
     """Pay the first-call costs of a typical job (lazy imports and caches
     inside pandas, numpy and pyarrow, the runner's rendering and encoding):
     once in the zygote, and again in each child while it waits for its job,
     where they are the copy-on-write faults of the pages such a job writes.
-    It runs in steps and stops between two as soon as `stop()` says the job
-    has come, so a job waits for one step at most. It reads only the
-    snapshot, which every job may read whole, writes no file, starts no
-    thread, and keeps nothing: what it made is collected before the job."""
+    It is one query, run and then encoded; `stop()` is asked before each
+    half, and a child's warm-up is cut short anywhere when its job comes
+    (`_await_job`). It reads only the snapshot, which every job may read
+    whole, writes no file, starts no thread, and keeps nothing: what it
+    made is collected before the job."""
     env = {"params": {}}
     if snapshot is not None:
         view = snapshot.with_as_of("latest")
-        days = 7.0  # or fewer, so that no step takes long on a busy desk's store
+        days = 7.0  # or fewer, so that the warm-up stays short on a busy desk's store
         while days > 1 / 24 and view.rows_within(days) > WARM_ROWS:
             days /= 2
         env["load_trades"] = view.load_trades
         frame = f"load_trades(days={days!r})"
     else:
         frame = "pd.DataFrame({'exchange': ['a', 'b'], 'amount': [1.0, 2.0]})"
-    total = f"{frame}.groupby('exchange')['amount'].sum()"
     try:
-        for code in (f"len({frame})", f"len({total})", total):
-            if stop():
-                return
-            runner.encode(runner.run(code, env))
+        if not stop():
+            result = runner.run(f"result = {frame}.groupby('exchange')['amount'].sum()", env)
+            if not stop():
+                runner.encode(result)
     finally:
         env.clear()
         gc.collect()
@@ -538,6 +607,7 @@ def main():
     # As pid 1 of its namespace the zygote ignores signals it has no handler
     # for when they come from inside: a job cannot kill it.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGUSR1, _on_job)  # inherited by every child
     from tradebox import confine
     confine.set_pdeathsig()
     confine.set_dumpable(False)
@@ -561,6 +631,7 @@ def main():
     scratch = shutil.disk_usage("/tmp").total
     _warm_up(snapshot, runner)
     gc.freeze()  # what the zygote holds is never traversed (or written) by a child's GC
+    huge_heap()
     problem = wipe_scratch()
     if problem:
         send({"type": "error", "layer": "scratch", "message": problem})
@@ -608,6 +679,7 @@ def main():
                 snapshot = loaded
                 data.retain(snapshot)
                 gc.freeze()
+                huge_heap()
                 reply = {"type": "loaded", "version": snapshot.manifest.get("version"),
                          "rss_kb": _rss_kb()}
             child = next_child(wipe_scratch(), reply)

@@ -680,9 +680,12 @@ result = {
 fn a_job_finds_nothing_of_its_childs_warm_up() {
     let pool = pool(1);
     let mut seen = Vec::new();
-    for idle in [0u64, 400, 0, 400] {
+    for idle in [0u64, 400, 4, 8, 12, 16, 20, 25, 0, 400] {
         // 400 ms idle: the child has finished its warm-up; none: it had
-        // no time to start it (the job is waiting when it is armed).
+        // no time to start it (the job is waiting when it is armed); in
+        // between, the job comes during the warm-up and cuts it short
+        // (about 5 ms after an answer the child is armed, and its warm-up
+        // takes 10 to 20 ms).
         std::thread::sleep(Duration::from_millis(idle));
         let r = run(&pool, LEFTOVERS);
         assert!(r.success, "{r:#?}");
