@@ -91,10 +91,17 @@ const RET_K: u16 = 0x06;
 
 /// Runs `program` on `data` and returns what it returns (`SECCOMP_RET_*`).
 pub fn run(program: &[sock_filter], data: &SeccompData) -> Result<u32, BpfError> {
+    run_counted(program, data).map(|(ret, _)| ret)
+}
+
+/// [`run`], and the number of instructions it ran.
+pub fn run_counted(program: &[sock_filter], data: &SeccompData) -> Result<(u32, usize), BpfError> {
     let mut acc: u32 = 0;
     let mut pc: usize = 0;
+    let mut steps = 0;
     // A classic-BPF program only jumps forward, so it ends within its length.
     while let Some(ins) = program.get(pc) {
+        steps += 1;
         let next = pc + 1;
         let jump = |taken: bool| next + usize::from(if taken { ins.jt } else { ins.jf });
         pc = match ins.code {
@@ -113,7 +120,7 @@ pub fn run(program: &[sock_filter], data: &SeccompData) -> Result<u32, BpfError>
             JMP_JGT_K => jump(acc > ins.k),
             JMP_JGE_K => jump(acc >= ins.k),
             JMP_JSET_K => jump(acc & ins.k != 0),
-            RET_K => return Ok(ins.k),
+            RET_K => return Ok((ins.k, steps)),
             code => return Err(BpfError::Opcode { pc, code }),
         };
     }

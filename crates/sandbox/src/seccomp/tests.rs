@@ -523,3 +523,90 @@ fn a_broken_file_is_a_policy_error() {
     let err = compile_doc(Filter::Enosys, &doc, TargetArch::x86_64).unwrap_err();
     assert!(err.to_string().contains("no_such_call"), "{err}");
 }
+
+/// Argument vectors to try each call with: none, all bits, every value a
+/// condition of `doc` compares with (in every position), and a few mixed.
+fn argument_sets(doc: &FilterDoc) -> Vec<[u64; 6]> {
+    let mut values: BTreeSet<u64> = doc
+        .filter
+        .iter()
+        .flat_map(|r| r.conditions().iter().map(|c| c.val))
+        .collect();
+    values.extend([0, 1, u64::MAX, 0xffff_ffff, 0x1_0000_0000]);
+    let mut sets: Vec<[u64; 6]> = values.iter().map(|v| [*v; 6]).collect();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..4 {
+        let mut a = [0u64; 6];
+        for slot in &mut a {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *slot = x;
+        }
+        sets.push(a);
+    }
+    sets
+}
+
+#[test]
+fn the_dispatch_decides_every_call_as_seccompilers_program_does() {
+    let numbers: Vec<u32> = (0..1200)
+        .chain((0..600).map(|n| n | 0x4000_0000))
+        .chain([0x3fff_ffff, 0x7fff_ffff, 0x8000_0000, u32::MAX])
+        .collect();
+    for arch in ARCHES {
+        for filter in Filter::ALL {
+            let fast = compile(filter, arch).unwrap();
+            let plain = compile_plain(filter, arch).unwrap();
+            assert!(fast.len() > plain.len() && fast.ends_with(&plain));
+            let args = argument_sets(&document(filter, arch).unwrap());
+            for audit in [
+                bpf::audit_arch(arch),
+                bpf::AUDIT_ARCH_X86_64,
+                bpf::AUDIT_ARCH_AARCH64,
+                0,
+            ] {
+                for &nr in &numbers {
+                    for a in &args {
+                        let mut data = SeccompData::new(arch, nr, *a);
+                        data.arch = audit;
+                        assert_eq!(
+                            bpf::run(&fast, &data),
+                            bpf::run(&plain, &data),
+                            "{filter:?} for {arch:?}: call {nr:#x} on arch {audit:#x} with {a:#x?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_call_no_rule_names_is_decided_in_a_few_steps() {
+    for arch in ARCHES {
+        let fast = compile(Filter::Child, arch).unwrap();
+        let plain = compile_plain(Filter::Child, arch).unwrap();
+        let named: BTreeSet<u32> = document(Filter::Child, arch)
+            .unwrap()
+            .filter
+            .iter()
+            .map(|r| syscall_number(&r.syscall, arch).unwrap())
+            .collect();
+        let unnamed = (0..500).filter(|nr| !named.contains(nr));
+        let (mut before, mut after, mut calls) = (0, 0, 0);
+        for nr in unnamed {
+            let data = SeccompData::new(arch, nr, [0; 6]);
+            let (ret, steps) = bpf::run_counted(&fast, &data).unwrap();
+            assert_eq!(ret, EPERM);
+            assert!(steps <= 20, "{arch:?}: call {nr} took {steps} steps");
+            before += bpf::run_counted(&plain, &data).unwrap().1;
+            after += steps;
+            calls += 1;
+        }
+        println!(
+            "{arch:?}: {calls} unnamed calls, {before} steps before the dispatch, {after} after"
+        );
+        assert!(after * 10 < before, "{after} vs {before}");
+    }
+}
