@@ -78,27 +78,27 @@ pub(crate) fn append(c: &Conn<'_>, entry: &AuditEntry, at: Micros) -> Result<i64
 }
 
 fn insert(tx: &Connection, entry: &AuditEntry, at: Micros) -> rusqlite::Result<i64> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO audit_log (at, user_id, channel, source, action, function_name,
          function_version, code, outcome, error_type, detail, duration_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        params![
-            timestamp::format(at),
-            entry.user_id,
-            entry.channel,
-            entry.source.as_str(),
-            entry.action.as_str(),
-            entry.function_name,
-            entry.function_version,
-            entry.code,
-            entry.outcome.as_str(),
-            entry.error_type,
-            entry.detail,
-            entry
-                .duration_ms
-                .map(|d| i64::try_from(d).unwrap_or(i64::MAX)),
-        ],
-    )?;
+    )?
+    .execute(params![
+        timestamp::format(at),
+        entry.user_id,
+        entry.channel,
+        entry.source.as_str(),
+        entry.action.as_str(),
+        entry.function_name,
+        entry.function_version,
+        entry.code,
+        entry.outcome.as_str(),
+        entry.error_type,
+        entry.detail,
+        entry
+            .duration_ms
+            .map(|d| i64::try_from(d).unwrap_or(i64::MAX)),
+    ])?;
     // Postgres: `RETURNING id`.
     Ok(tx.last_insert_rowid())
 }

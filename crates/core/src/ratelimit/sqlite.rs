@@ -53,10 +53,9 @@ impl RateLimitBackend for SqliteRateLimits {
 impl RateLimitRows for Conn<'_> {
     fn forget(&self, user: Option<&str>, cutoff: Micros) -> Result<usize, StoreError> {
         Ok(self.run(|conn| match user {
-            Some(user) => conn.execute(
-                "DELETE FROM rate_limit_events WHERE user_id = ?1 AND at <= ?2",
-                params![user, cutoff],
-            ),
+            Some(user) => conn
+                .prepare_cached("DELETE FROM rate_limit_events WHERE user_id = ?1 AND at <= ?2")?
+                .execute(params![user, cutoff]),
             None => conn.execute(
                 "DELETE FROM rate_limit_events WHERE at <= ?1",
                 params![cutoff],
@@ -66,11 +65,10 @@ impl RateLimitRows for Conn<'_> {
 
     fn count_after(&self, user: &str, cutoff: Micros) -> Result<u64, StoreError> {
         let n: i64 = self.run(|conn| {
-            conn.query_row(
+            conn.prepare_cached(
                 "SELECT count(*) FROM rate_limit_events WHERE user_id = ?1 AND at > ?2",
-                params![user, cutoff],
-                |r| r.get(0),
-            )
+            )?
+            .query_row(params![user, cutoff], |r| r.get(0))
         })?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
@@ -90,10 +88,8 @@ impl RateLimitRows for Conn<'_> {
 
     fn add(&self, user: &str, at: Micros) -> Result<(), StoreError> {
         self.run(|conn| {
-            conn.execute(
-                "INSERT INTO rate_limit_events (user_id, at) VALUES (?1, ?2)",
-                params![user, at],
-            )
+            conn.prepare_cached("INSERT INTO rate_limit_events (user_id, at) VALUES (?1, ?2)")?
+                .execute(params![user, at])
         })?;
         Ok(())
     }
