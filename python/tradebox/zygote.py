@@ -45,9 +45,11 @@ zygote is not dumpable, so a job cannot read its memory or open its pipes
 through /proc/1. The next child is forked and confined ahead of its job, so
 a job costs its own run time plus one round trip. While it waits, the child
 runs a typical query (`_warm_up`, cut short as soon as the job comes: the
-zygote sends SIGUSR1 just before it writes the job) to pay its copy-on-write faults and first-call costs before the job
-rather than during it; the zygote's own objects are frozen (`gc.freeze`),
-so a child's garbage collector never writes to their pages.
+zygote sends SIGUSR1 just before it writes the job) to pay its copy-on-write
+faults and first-call costs before the job rather than during it; the
+zygote's own objects are frozen (`gc.freeze`), so a child's garbage
+collector never writes to their pages, and its heap is on huge pages
+(`huge_heap`), so a fork copies fewer page-table entries.
 
 A job that runs longer than DEMOTE_AFTER_S is demoted, again every
 DEMOTE_AFTER_S for threads started meanwhile: all its threads to nice 19,
@@ -532,7 +534,7 @@ _warming = False  # True in a child while its warm-up may be cut short
 
 def _on_job(signum, frame):
     """SIGUSR1, sent by the zygote just before it writes a child's job: a
-    child still warming up stops at once, not at the end of a step. The
+    child still warming up stops at once, not at the end of its query. The
     handler is installed in the zygote, so no child is ever without it
     (the signal's default action would kill the child); elsewhere it does
     nothing."""
@@ -545,9 +547,9 @@ def _on_job(signum, frame):
 def _await_job(job_r, snapshot, runner):
     """Wait for the job on `job_r`, warming up meanwhile if it is not there
     within WARM_AFTER_S. The warm-up is cut short when the job comes: at
-    the next bytecode once SIGUSR1 says so (`_on_job`), else between two
-    steps, so the job waits for no more than the C call under way. Returns
-    "ready" (no warm-up), "warmed" or "cut"."""
+    the next bytecode once SIGUSR1 says so (`_on_job`), else at its next
+    look at the pipe, so the job waits for no more than the C call under
+    way. Returns "ready" (no warm-up), "warmed" or "cut"."""
     global _warming
     if _readable(job_r, WARM_AFTER_S):
         return "ready"
