@@ -376,7 +376,7 @@ def test_a_warm_up_cut_anywhere_leaves_the_query_right(snapshot_root):
     query = ("result = load_trades(days=30).groupby(['exchange', 'side'])"
              "[['amount', 'fee']].sum()")
 
-    def answer(job_r):
+    def answer():
         view = snap.with_as_of("latest")
         res = runner.run(query, {"params": {}, "load_trades": view.load_trades})
         res.pop("execution_time_ms")
@@ -385,7 +385,7 @@ def test_a_warm_up_cut_anywhere_leaves_the_query_right(snapshot_root):
     def timed_warm_up(report_w):
         started = time.monotonic()
         zygote._warm_up(snap, runner)
-        os.write(report_w, f"{time.monotonic() - started:.6f} ".encode() + answer(None))
+        os.write(report_w, f"{time.monotonic() - started:.6f} ".encode() + answer())
 
     pid, report_r = _in_child(timed_warm_up)
     took, want = _read_report(pid, report_r).split(b" ", 1)
@@ -398,7 +398,7 @@ def test_a_warm_up_cut_anywhere_leaves_the_query_right(snapshot_root):
             os.close(job_w)
             how = zygote._await_job(job_r, snap, runner)
             zygote.read_frame(job_r)
-            os.write(report_w, how.encode() + b" " + answer(job_r))
+            os.write(report_w, how.encode() + b" " + answer())
 
         pid, report_r = _in_child(child)
         os.close(job_r)

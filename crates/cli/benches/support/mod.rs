@@ -182,42 +182,33 @@ pub fn descendants(pid: u32) -> Vec<u32> {
     all
 }
 
-/// The parent of `pid`, from `/proc/<pid>/stat` (after the command's
-/// closing parenthesis: state, then ppid).
-pub fn parent_of(pid: u32) -> Option<u32> {
+/// Field `n` of `/proc/<pid>/stat`, counted after the command's closing
+/// parenthesis (0: the state, 1: the parent, 19: the start time).
+fn stat_field(pid: u32, n: usize) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(1)?.parse().ok()
+    after.split_whitespace().nth(n).map(str::to_string)
+}
+
+/// The parent of `pid`.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    stat_field(pid, 1)?.parse().ok()
 }
 
 /// Whether `pid` is alive (and not a zombie).
 pub fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
+    stat_field(pid, 0).is_some_and(|state| state != "Z" && state != "X")
 }
 
 /// When `pid` started (clock ticks since boot): with the pid, it names one
 /// process even after its pid is reused.
 pub fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(19)?.parse().ok()
+    stat_field(pid, 19)?.parse().ok()
 }
 
 /// `pid`, its state and its command line, for a report.
 pub fn describe(pid: u32) -> String {
-    let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let i = s.rfind(')')?;
-            s[i + 1..].split_whitespace().next().map(str::to_string)
-        })
-        .unwrap_or_default();
+    let state = stat_field(pid, 0).unwrap_or_default();
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
         .unwrap_or_default();
