@@ -219,16 +219,15 @@ def _nice_and_policy(tid):
     return int(fields[16]), int(fields[38])
 
 
-def test_demote_reaches_every_thread_of_a_process_group_leader():
-    """A child leading its own process group (as `confine.child` makes it),
-    with a thread started before the demotion: both end at nice 19, its
-    main thread at SCHED_IDLE."""
+def test_demote_reaches_every_thread_of_a_session_leader():
+    """A child in its own session, with a thread started before the
+    demotion: both end at nice 19, its main thread at SCHED_IDLE."""
     ready_r, ready_w = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: a group leader with a waiting thread
+    if pid == 0:  # the child: a session leader with a spinning thread
         try:
             import threading
-            os.setpgid(0, 0)
+            os.setsid()
             threading.Thread(target=lambda: threading.Event().wait(30), daemon=True).start()
             os.write(ready_w, threading.enumerate()[-1].native_id.to_bytes(4, "little"))
             threading.Event().wait(30)

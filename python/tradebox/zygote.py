@@ -56,14 +56,11 @@ DEMOTE_AFTER_S for threads started meanwhile: all its threads to nice 19,
 its main thread (and every thread it starts from then on) to SCHED_IDLE. It
 then gets little more than the CPU no other job wants, so a long job (a loop
 running to its time limit) cannot slow the short queries of other workers.
-The child leads its own process group (`confine.child`), which is how the
-zygote reaches every thread without /proc, and stays in the zygote's
-session: a session of its own would be a scheduling group of its own
-(autogroup), where nice and SCHED_IDLE weigh only against the job's own
-threads. The job cannot undo any of it: raising a priority needs
-CAP_SYS_NICE in the host's user namespace, the child's seccomp filter
-denies setpriority, sched_setscheduler and setpgid, and a group leader
-cannot start a session.
+The child leads its own session and process group (`confine.child`), which
+is how the zygote reaches every thread without /proc. The job cannot undo
+any of it: raising a priority needs CAP_SYS_NICE in the host's user
+namespace, and the child's seccomp filter denies setpriority,
+sched_setscheduler and setpgid.
 
 Between jobs: the child is killed as soon as its answer is whole (nothing it
 does afterwards counts), reaped, and the scratch folder is emptied and

@@ -455,8 +455,7 @@ fn a_long_job_yields_the_cpu_to_every_other_job_and_cannot_take_it_back() {
         undo = []\n\
         for attempt in (lambda: os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0)),\n                \
                         lambda: os.setpriority(os.PRIO_PROCESS, 0, 0),\n                \
-                        lambda: os.setpgid(0, 1),\n                \
-                        lambda: os.setsid()):\n    \
+                        lambda: os.setpgid(0, 1)):\n    \
             try:\n        \
                 attempt()\n        \
                 undo.append('done')\n    \
@@ -469,7 +468,7 @@ fn a_long_job_yields_the_cpu_to_every_other_job_and_cannot_take_it_back() {
     assert_eq!(
         r.result.as_deref(),
         Some(
-            "((19, 5), (19, 0), (19, 5), ['PermissionError', 'PermissionError', 'PermissionError', 'PermissionError'])"
+            "((19, 5), (19, 0), (19, 5), ['PermissionError', 'PermissionError', 'PermissionError'])"
         ),
         "{r:#?}"
     );
@@ -479,36 +478,6 @@ fn a_long_job_yields_the_cpu_to_every_other_job_and_cannot_take_it_back() {
         "import os\nresult = (os.getpgid(0) == os.getpid(), os.sched_getscheduler(0))",
     );
     assert_eq!(r.result.as_deref(), Some("(True, 0)"), "{r:#?}");
-}
-
-#[test]
-fn a_job_shares_the_supervisors_scheduling_group() {
-    // Nice 19 and SCHED_IDLE weigh only against tasks of the same
-    // scheduling group. A job in a session of its own would be a group of
-    // its own wherever the kernel groups tasks by session (autogroup), and
-    // its demotion would yield nothing to other jobs or the supervisor.
-    let pool = pool(1);
-    let code = "import os\n\
-        try:\n    group = open('/proc/self/autogroup').read()\n\
-        except OSError:\n    group = None\n\
-        result = (os.getpgid(0) == os.getpid(), os.getsid(0) == os.getpid(), group)";
-    // Before the child's warm-up, during it and after it.
-    for idle in [0, 5, 300] {
-        std::thread::sleep(Duration::from_millis(idle));
-        let r = run(&pool, code);
-        assert!(r.success, "{r:#?}");
-        let ours = std::fs::read_to_string("/proc/self/autogroup").ok();
-        let expected = format!("(True, False, {})", py_repr(ours.as_deref()));
-        assert_eq!(r.result.as_deref(), Some(expected.as_str()), "{r:#?}");
-    }
-}
-
-/// Python's repr of an optional string (enough for /proc/self/autogroup).
-fn py_repr(s: Option<&str>) -> String {
-    match s {
-        None => "None".to_string(),
-        Some(s) => format!("'{}'", s.replace('\n', "\\n")),
-    }
 }
 
 // ------------------------------------------------ 5. limits reported right
