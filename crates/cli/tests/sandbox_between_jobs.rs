@@ -455,7 +455,8 @@ fn a_long_job_yields_the_cpu_to_every_other_job_and_cannot_take_it_back() {
         undo = []\n\
         for attempt in (lambda: os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0)),\n                \
                         lambda: os.setpriority(os.PRIO_PROCESS, 0, 0),\n                \
-                        lambda: os.setpgid(0, 1)):\n    \
+                        lambda: os.setpgid(0, 1),\n                \
+                        lambda: os.setsid()):\n    \
             try:\n        \
                 attempt()\n        \
                 undo.append('done')\n    \
@@ -468,7 +469,7 @@ fn a_long_job_yields_the_cpu_to_every_other_job_and_cannot_take_it_back() {
     assert_eq!(
         r.result.as_deref(),
         Some(
-            "((19, 5), (19, 0), (19, 5), ['PermissionError', 'PermissionError', 'PermissionError'])"
+            "((19, 5), (19, 0), (19, 5), ['PermissionError', 'PermissionError', 'PermissionError', 'PermissionError'])"
         ),
         "{r:#?}"
     );
