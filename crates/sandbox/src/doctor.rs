@@ -119,6 +119,23 @@ pub fn host_checks() -> Vec<HostCheck> {
         detail: pids_mode(),
         advice: None,
     });
+    let idle = crate::idle_group::IdleGroup::create(); // removed again at once
+    checks.push(HostCheck {
+        name: "demoted jobs",
+        ok: true,
+        detail: match &idle {
+            Ok(group) => format!(
+                "a job running past 1 s is demoted (nice 19, SCHED_IDLE) and moved into an idle CPU group under {}",
+                group.dir().parent().unwrap_or(group.dir()).display()
+            ),
+            Err(why) => format!(
+                "a job running past 1 s is demoted (nice 19, SCHED_IDLE) within its own scheduling \
+                 group only ({why}); with a writable cgroup-v1 cpu hierarchy it would also yield \
+                 the CPU to other jobs"
+            ),
+        },
+        advice: None, // not a reason the sandbox cannot start
+    });
     checks
 }
 

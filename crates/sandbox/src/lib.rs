@@ -4,6 +4,7 @@
 //! code runs.
 
 pub mod doctor;
+pub mod idle_group;
 pub mod launcher;
 pub mod pool;
 pub mod protocol;

@@ -16,7 +16,7 @@ use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::sync::oneshot;
 
+use crate::idle_group::{IdleGroup, Launchers};
 use crate::launcher::LaunchSpec;
 use crate::protocol::MAX_FRAME;
 
@@ -194,6 +195,50 @@ pub struct Pool {
     shared: Arc<Shared>,
     threads: Vec<std::thread::JoinHandle<()>>,
     queue: usize,
+    idle: Result<IdleWatch, String>,
+}
+
+/// The thread that moves demoted jobs into the idle CPU group (see
+/// [`crate::idle_group`]), which it removes when it ends.
+struct IdleWatch {
+    dir: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl IdleWatch {
+    fn start(shared: &Arc<Shared>) -> Result<IdleWatch, String> {
+        let group = IdleGroup::create()?;
+        let dir = group.dir().to_path_buf();
+        let stop = Arc::new(AtomicBool::new(false));
+        let slots = Arc::clone(shared);
+        let launchers: Launchers = Arc::new(move || {
+            slots
+                .slots
+                .iter()
+                .filter_map(|s| s.lock().ok().and_then(|s| s.pid))
+                .collect()
+        });
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("idle-group".into())
+            .spawn(move || crate::idle_group::watch(&group, &launchers, &flag))
+            .map_err(|e| e.to_string())?;
+        Ok(IdleWatch {
+            dir,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for IdleWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// The default number of zygotes: one per core, plus one (see
@@ -255,6 +300,7 @@ impl Pool {
             shared,
             threads,
             queue,
+            idle: Err("not started".into()),
         };
         for _ in 0..size {
             match ready_rx.recv() {
@@ -264,6 +310,10 @@ impl Pool {
             }
         }
         pool.queue = queue;
+        pool.idle = IdleWatch::start(&pool.shared);
+        if let Err(e) = &pool.idle {
+            tracing::info!("demoted jobs stay in their own CPU group: {e}");
+        }
         Ok(pool)
     }
 
@@ -295,6 +345,15 @@ impl Pool {
         }
     }
 
+    /// The idle CPU group demoted jobs are moved into, or why there is
+    /// none (see [`crate::idle_group`]).
+    pub fn idle_group(&self) -> Result<&Path, &str> {
+        self.idle
+            .as_ref()
+            .map(|w| w.dir.as_path())
+            .map_err(String::as_str)
+    }
+
     /// Per-zygote state.
     pub fn status(&self) -> Vec<SlotStatus> {
         self.shared
@@ -311,6 +370,8 @@ impl Drop for Pool {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        // Its jobs are gone now: the group can be removed.
+        self.idle = Err("stopped".into());
     }
 }
 

@@ -1,0 +1,241 @@
+//! The idle CPU group that demoted jobs are moved into.
+//!
+//! A job running past a second is demoted by its zygote (nice 19, its main
+//! thread `SCHED_IDLE`). But each job's child leads a session of its own,
+//! and wherever the kernel groups tasks by session (autogroup: on when the
+//! supervisor is in no CPU cgroup of its own), that session is a scheduling
+//! group of its own, in which nice and policy weigh only against the job's
+//! own threads: a demoted spinner still took a whole group's share beside
+//! the supervisor and every other job. (Keeping jobs in the zygote's session
+//! instead was measured and made the soak far worse.) So the pool also moves
+//! each demoted child into a CPU cgroup marked idle (`cpu.idle` = 1), which
+//! weighs against every other group as `SCHED_IDLE` weighs against tasks:
+//! the job gets the CPU no one else wants, and all of it on an idle machine.
+//!
+//! This needs a writable cgroup-v1 `cpu` hierarchy (the supervisor's own
+//! cgroup in it, usually as root). On a cgroup-v2-only host the group is not
+//! made yet (cgroup v2 forbids a process beside a child group with the `cpu`
+//! controller, so the supervisor would first have to move itself into a
+//! leaf); there, and wherever the hierarchy cannot be written, demotion
+//! alone applies and `tradebox doctor` says so. Nothing here is a
+//! confinement layer: the job's limits and the wall-clock deadline stay
+//! what stop it.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the pool looks for children its zygotes have demoted.
+pub const WATCH_TICK: Duration = Duration::from_millis(100);
+
+/// `SCHED_IDLE`, as /proc/PID/stat reports a thread's policy.
+const SCHED_IDLE: u32 = 5;
+
+/// Tells apart the groups of several pools in one process.
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// A cgroup-v1 `cpu` group marked idle, removed when dropped.
+#[derive(Debug)]
+pub struct IdleGroup {
+    dir: PathBuf,
+}
+
+impl IdleGroup {
+    /// Creates `tradebox-<pid>-<n>-idle` below the caller's own `cpu` cgroup,
+    /// after removing empty ones left by earlier processes. Err says why
+    /// not (no cgroup-v1 `cpu` hierarchy, or it cannot be written).
+    pub fn create() -> Result<IdleGroup, String> {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| format!("/proc/self/mountinfo: {e}"))?;
+        let cgroups = std::fs::read_to_string("/proc/self/cgroup")
+            .map_err(|e| format!("/proc/self/cgroup: {e}"))?;
+        let own = own_cpu_dir(&mountinfo, &cgroups)
+            .ok_or("no cgroup-v1 cpu hierarchy (cgroup v2 is not used for this yet)")?;
+        sweep(&own);
+        let dir = own.join(format!(
+            "tradebox-{}-{}-idle",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let group = IdleGroup { dir };
+        std::fs::write(group.dir.join("cpu.idle"), "1")
+            .map_err(|e| format!("{}: {e}", group.dir.join("cpu.idle").display()))?;
+        Ok(group)
+    }
+
+    /// The group's folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Moves process `pid` (all its threads, and those it starts later).
+    pub fn adopt(&self, pid: u32) -> std::io::Result<()> {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string())
+    }
+}
+
+impl Drop for IdleGroup {
+    fn drop(&mut self) {
+        // Empty once its jobs are gone; a later pool sweeps it otherwise.
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Removes the empty idle groups of processes that are gone.
+fn sweep(own: &Path) {
+    let Ok(entries) = std::fs::read_dir(own) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("tradebox-"))
+            .and_then(|n| n.strip_suffix("-idle"))
+            .and_then(|n| n.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir(entry.path()); // fails while not empty
+        }
+    }
+}
+
+/// The caller's own folder in the cgroup-v1 hierarchy that has the `cpu`
+/// controller, from /proc/self/mountinfo and /proc/self/cgroup.
+fn own_cpu_dir(mountinfo: &str, cgroups: &str) -> Option<PathBuf> {
+    let own = cgroups.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        controllers.split(',').any(|c| c == "cpu").then_some(path)
+    })?;
+    mountinfo.lines().find_map(|line| {
+        // id parent major:minor root mount-point options [optional...] - type source super
+        let (left, right) = line.split_once(" - ")?;
+        let fields: Vec<&str> = left.split(' ').collect();
+        let mut r = right.split(' ');
+        let (fstype, _source, options) = (r.next()?, r.next()?, r.next()?);
+        if fstype != "cgroup" || !options.split(',').any(|o| o == "cpu") {
+            return None;
+        }
+        let (root, mount_point) = (*fields.get(3)?, *fields.get(4)?);
+        let within = if root == "/" {
+            own
+        } else {
+            own.strip_prefix(root)?
+        };
+        Some(Path::new(mount_point).join(within.trim_start_matches('/')))
+    })
+}
+
+/// What the watcher needs to find demoted children: the pids of the
+/// zygotes' launchers.
+pub type Launchers = Arc<dyn Fn() -> Vec<u32> + Send + Sync>;
+
+/// Moves every child the zygotes have demoted into `group`, every
+/// [`WATCH_TICK`], until `stop` is set. A child is the zygote's child, and
+/// the zygote is its launcher's: launcher, zygote and job form a chain.
+pub fn watch(group: &IdleGroup, launchers: &Launchers, stop: &AtomicBool) {
+    let mut adopted: HashSet<(u32, u64)> = HashSet::new();
+    while !stop.load(Ordering::Relaxed) {
+        let mut seen = HashSet::new();
+        for launcher in launchers() {
+            for zygote in children(launcher) {
+                for child in children(zygote) {
+                    let Some((policy, start)) = policy_and_start(child) else {
+                        continue;
+                    };
+                    seen.insert((child, start));
+                    if policy != SCHED_IDLE || adopted.contains(&(child, start)) {
+                        continue;
+                    }
+                    match group.adopt(child) {
+                        // The same process still (not a pid used again)?
+                        Ok(()) if policy_and_start(child).map(|p| p.1) == Some(start) => {
+                            adopted.insert((child, start));
+                        }
+                        Ok(()) => {}
+                        Err(e) => tracing::warn!(pid = child, "moving a demoted job: {e}"),
+                    }
+                }
+            }
+        }
+        adopted.retain(|p| seen.contains(p));
+        std::thread::sleep(WATCH_TICK);
+    }
+}
+
+/// The children of process `pid` (its main thread's, which is where a
+/// single-threaded launcher or zygote forks).
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The scheduling policy of process `pid`'s main thread and its start time.
+fn policy_and_start(pid: u32) -> Option<(u32, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    // Counted from the state (field 3 of proc(5)): starttime is 22, policy 41.
+    Some((fields.get(38)?.parse().ok()?, fields.get(19)?.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_cpu_hierarchy_and_the_callers_place_in_it() {
+        let mountinfo = "\
+30 25 0:26 / /sys/fs/cgroup rw - tmpfs tmpfs rw,mode=755
+31 30 0:27 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+32 30 0:28 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
+40 30 0:35 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw";
+        let cgroups = "2:cpuacct:/\n1:cpu:/desk/app\n0::/";
+        assert_eq!(
+            own_cpu_dir(mountinfo, cgroups),
+            Some(PathBuf::from("/sys/fs/cgroup/cpu/desk/app"))
+        );
+        // cpu and cpuacct mounted together; the mount's root is a subtree.
+        let mountinfo =
+            "31 30 0:27 /desk /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct";
+        let cgroups = "1:cpu,cpuacct:/desk/app";
+        assert_eq!(
+            own_cpu_dir(mountinfo, cgroups),
+            Some(PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/app"))
+        );
+        // cgroup v2 only, or a cpuacct-only hierarchy: none.
+        assert_eq!(
+            own_cpu_dir(
+                "40 30 0:35 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw",
+                "0::/x"
+            ),
+            None
+        );
+        assert_eq!(
+            own_cpu_dir(
+                "32 30 0:28 / /sys/fs/cgroup/cpuacct rw - cgroup cgroup rw,cpuacct",
+                "2:cpuacct:/"
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn reads_policy_and_start_time_of_a_process() {
+        let (policy, start) = policy_and_start(std::process::id()).unwrap();
+        assert_eq!(policy, 0, "the test runs at SCHED_OTHER");
+        assert!(start > 0);
+        assert_eq!(policy_and_start(u32::MAX), None);
+    }
+}
