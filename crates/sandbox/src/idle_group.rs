@@ -23,9 +23,10 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 /// How often the pool looks for children its zygotes have demoted.
 pub const WATCH_TICK: Duration = Duration::from_millis(100);
@@ -133,16 +134,13 @@ fn own_cpu_dir(mountinfo: &str, cgroups: &str) -> Option<PathBuf> {
     })
 }
 
-/// What the watcher needs to find demoted children: the pids of the
-/// zygotes' launchers.
-pub type Launchers = Arc<dyn Fn() -> Vec<u32> + Send + Sync>;
-
 /// Moves every child the zygotes have demoted into `group`, every
-/// [`WATCH_TICK`], until `stop` is set. A child is the zygote's child, and
-/// the zygote is its launcher's: launcher, zygote and job form a chain.
-pub fn watch(group: &IdleGroup, launchers: &Launchers, stop: &AtomicBool) {
+/// [`WATCH_TICK`], until `stop` is closed (at once, not at the next tick).
+/// `launchers` gives the pids of the zygotes' launchers: launcher, zygote
+/// and job form a chain.
+pub fn watch(group: &IdleGroup, launchers: impl Fn() -> Vec<u32>, stop: &Receiver<()>) {
     let mut adopted: HashSet<(u32, u64)> = HashSet::new();
-    while !stop.load(Ordering::Relaxed) {
+    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(WATCH_TICK) {
         let mut seen = HashSet::new();
         for launcher in launchers() {
             for zygote in children(launcher) {
@@ -166,7 +164,6 @@ pub fn watch(group: &IdleGroup, launchers: &Launchers, stop: &AtomicBool) {
             }
         }
         adopted.retain(|p| seen.contains(p));
-        std::thread::sleep(WATCH_TICK);
     }
 }
 

@@ -16,7 +16,7 @@ use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::idle_group::{IdleGroup, Launchers};
+use crate::idle_group::IdleGroup;
 use crate::launcher::LaunchSpec;
 use crate::protocol::MAX_FRAME;
 
@@ -202,7 +202,8 @@ pub struct Pool {
 /// [`crate::idle_group`]), which it removes when it ends.
 struct IdleWatch {
     dir: PathBuf,
-    stop: Arc<AtomicBool>,
+    /// Dropped to stop the thread.
+    stop: Option<Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -210,23 +211,22 @@ impl IdleWatch {
     fn start(shared: &Arc<Shared>) -> Result<IdleWatch, String> {
         let group = IdleGroup::create()?;
         let dir = group.dir().to_path_buf();
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = crossbeam_channel::bounded(0);
         let slots = Arc::clone(shared);
-        let launchers: Launchers = Arc::new(move || {
+        let launchers = move || {
             slots
                 .slots
                 .iter()
                 .filter_map(|s| s.lock().ok().and_then(|s| s.pid))
                 .collect()
-        });
-        let flag = Arc::clone(&stop);
+        };
         let thread = std::thread::Builder::new()
             .name("idle-group".into())
-            .spawn(move || crate::idle_group::watch(&group, &launchers, &flag))
+            .spawn(move || crate::idle_group::watch(&group, launchers, &stopped))
             .map_err(|e| e.to_string())?;
         Ok(IdleWatch {
             dir,
-            stop,
+            stop: Some(stop),
             thread: Some(thread),
         })
     }
@@ -234,7 +234,7 @@ impl IdleWatch {
 
 impl Drop for IdleWatch {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop = None;
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
