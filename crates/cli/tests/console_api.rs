@@ -485,3 +485,76 @@ fn data_and_openapi() {
         assert!(doc["paths"][path].is_object(), "{path}");
     }
 }
+
+/// A sample's value in a metrics text.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
+}
+
+#[test]
+fn probes_and_metrics_over_the_wire() {
+    let home = common::fixture_home();
+    let server = serve(home.path(), &[]);
+    let api = Api { server: &server };
+    let probe = |path: &str| {
+        http(
+            &server.base,
+            "GET",
+            path,
+            &[("Host", "tradebox.internal:9000")],
+            b"",
+        )
+    };
+    let a = probe("/healthz");
+    assert_eq!((a.status, a.text().as_str()), (200, "ok\n"));
+    // Ready once serve has said so: every worker up, the store answering,
+    // the published snapshot served.
+    let a = probe("/readyz");
+    assert_eq!(a.status, 200, "{}", a.text());
+    let v = a.json();
+    assert_eq!(v["ready"], true);
+    let workers = v["checks"]["pool"]["detail"].as_str().unwrap().to_string();
+    assert!(workers.ends_with("workers up"), "{v}");
+    assert!(
+        v["checks"]["snapshot"]["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with(" served"),
+        "{v}"
+    );
+
+    // Metrics: behind the token; one answered run and one refused by the
+    // validator are counted, and the pool's gauges are read live.
+    assert_eq!(http(&server.base, "GET", "/metrics", &[], b"").status, 401);
+    let a = api.post("/api/v1/run", &json!({"code": "result = 1 + 1"}));
+    assert_eq!(a.status, 200, "{}", a.text());
+    let a = api.post("/api/v1/run", &json!({"code": "result = ("}));
+    assert_eq!(a.json()["error"]["type"], "ValidationError", "{}", a.text());
+    let a = api.get("/metrics");
+    assert_eq!(a.status, 200);
+    let text = a.text();
+    let ok = "tradebox_commands_total{action=\"analyze\",source=\"api\",outcome=\"ok\"}";
+    assert_eq!(sample(&text, ok), 1.0);
+    assert_eq!(
+        sample(&text, "tradebox_refusals_total{kind=\"validation\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "tradebox_command_duration_seconds_count{action=\"analyze\"}"
+        ),
+        1.0
+    );
+    let workers = sample(&text, "tradebox_workers");
+    assert!(workers >= 1.0, "{text}");
+    assert_eq!(sample(&text, "tradebox_workers_up"), workers);
+    assert!(sample(&text, "tradebox_jobs") >= 1.0, "{text}");
+    let published = sample(&text, "tradebox_snapshot_published_version");
+    assert!(published >= 1.0, "{text}");
+    assert_eq!(sample(&text, "tradebox_snapshot_served_version"), published);
+    assert_eq!(sample(&text, "tradebox_snapshot_lag_seconds"), 0.0);
+    assert_eq!(sample(&text, "tradebox_zygote_restarts"), 0.0);
+}

@@ -8,6 +8,7 @@ pub mod command;
 pub mod config;
 pub mod executor;
 pub mod functions;
+pub mod metrics;
 pub mod params;
 pub mod permissions;
 pub mod pipeline;

@@ -130,6 +130,11 @@ pub enum PoolError {
 /// State of one slot, for `doctor` and the benchmark.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SlotStatus {
+    /// Whether a zygote is there to take a job (false between the death
+    /// or retirement of one and the start of its replacement).
+    pub up: bool,
+    /// Whether a job is running on it now.
+    pub busy: bool,
     pub pid: Option<u32>,
     pub rss_kb: Option<u64>,
     pub jobs: u64,
@@ -184,6 +189,7 @@ impl Shared {
 
 /// Shows a zygote just started in its slot's state.
 fn show(s: &mut SlotStatus, z: &Zygote) {
+    s.up = true;
     s.pid = Some(z.pid);
     s.rss_kb = z.rss_kb;
     s.version = z.manifest.as_ref().map(|m| m.version);
@@ -354,6 +360,11 @@ impl Pool {
             .map_err(String::as_str)
     }
 
+    /// Jobs waiting in the queue for a zygote (not those running).
+    pub fn queued(&self) -> usize {
+        self.tx.as_ref().map_or(0, Sender::len)
+    }
+
     /// Per-zygote state.
     pub fn status(&self) -> Vec<SlotStatus> {
         self.shared
@@ -481,6 +492,8 @@ fn slot_loop(i: usize, first: Zygote, rx: &Receiver<Work>, shared: &Shared) {
                 zygote = None;
             }
         }
+        let up = zygote.is_some();
+        shared.update(i, |s| s.up = up);
         let Some(work) = work else { continue };
         // A zygote that died while idle is replaced before it can fail a job.
         if zygote
@@ -491,6 +504,7 @@ fn slot_loop(i: usize, first: Zygote, rx: &Receiver<Work>, shared: &Shared) {
         }
         let started = Instant::now();
         let mut delivered_to_dead = false;
+        shared.update(i, |s| s.busy = true);
         let result = loop {
             if zygote.is_none() {
                 zygote = replace();
@@ -531,7 +545,10 @@ fn slot_loop(i: usize, first: Zygote, rx: &Receiver<Work>, shared: &Shared) {
                 }
             }
         };
-        shared.update(i, |s| s.jobs += 1);
+        shared.update(i, |s| {
+            s.jobs += 1;
+            s.busy = false;
+        });
         let _ = work.reply.send(result);
         // The next job only starts on a zygote that has reset after this
         // one: one that cannot (a scratch it could not empty, no answer) is
@@ -546,6 +563,8 @@ fn slot_loop(i: usize, first: Zygote, rx: &Receiver<Work>, shared: &Shared) {
         if zygote.is_none() {
             zygote = replace();
         }
+        let up = zygote.is_some();
+        shared.update(i, |s| s.up = up);
     }
 }
 

@@ -2,10 +2,12 @@
 //!
 //! [`router`] gives an axum router with the console's pages (`/`,
 //! `/functions`, `/audit`, `/data`), its assets (`/assets/*`), its command
-//! stream (`/console/*`) and the API (`/api/v1/*`). Every route sits behind
-//! the guard of [`guard`] (Host check, token, CSRF, body cap, security
-//! headers), applied inside this router so that routers merged beside it
-//! (Slack's `/slack/*`) keep their own rules. The router sets no fallback,
+//! stream (`/console/*`), the API (`/api/v1/*`) and the metrics
+//! (`/metrics`). Every route sits behind the guard of [`guard`] (Host
+//! check, token, CSRF, body cap, security headers), applied inside this
+//! router so that routers merged beside it (Slack's `/slack/*`) keep their
+//! own rules; only the probes `/healthz` and `/readyz` ([`health`]) answer
+//! without it. The router sets no fallback,
 //! so it merges with others freely. The API's operations are registered in
 //! one place that records them ([`api_operations`]); the OpenAPI document
 //! is checked against that record.
@@ -23,6 +25,7 @@ mod conversation;
 mod data;
 mod error;
 mod guard;
+mod health;
 mod json;
 mod openapi;
 
@@ -130,6 +133,9 @@ pub fn router(pipeline: Arc<Pipeline>, home: Home, options: ConsoleOptions) -> R
         .route("/audit", page(console::Page::Audit))
         .route("/data", page(console::Page::Data))
         .route("/assets/{name}", get(assets::asset))
+        .route("/metrics", get(health::metrics))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .route("/console/command", post(console::command))
         .route("/console/session", get(console::session))
         .route(

@@ -19,6 +19,7 @@ use tradebox_core::functions::FunctionStore;
 use tradebox_core::permissions::Permissions;
 use tradebox_core::pipeline::{Pipeline, Settings};
 use tradebox_core::ratelimit::RateLimiter;
+use tradebox_core::store::StoreError;
 use tradebox_data::{Home, Store};
 use tradebox_web::{router, ConsoleOptions};
 
@@ -150,6 +151,7 @@ async fn a_missing_or_wrong_token_is_401_everywhere() {
         "/api/v1/functions",
         "/api/v1/openapi.json",
         "/api/v1/nope",
+        "/metrics",
     ] {
         let a = send(&app, get(path).body(Body::empty()).unwrap()).await;
         assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{path}");
@@ -1047,4 +1049,150 @@ async fn the_console_keeps_its_conversation_until_cleared() {
         StatusCode::NO_CONTENT
     );
     assert_eq!(conversation(&app).await, json!([]));
+}
+
+#[tokio::test]
+async fn the_probes_answer_without_the_token_or_a_known_host() {
+    let app = app();
+    let probe = |path: &str| {
+        Request::get(path)
+            .header(header::HOST, "10.1.2.3:8765") // as an orchestrator asks
+            .body(Body::empty())
+            .unwrap()
+    };
+    let a = send(&app, probe("/healthz")).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.text(), "ok\n");
+    // This console runs no sandbox pool: not ready, and it says why; the
+    // store answers and no snapshot is published.
+    let a = send(&app, probe("/readyz")).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text());
+    let v = a.json();
+    assert_eq!(v["ready"], false);
+    assert_eq!(v["checks"]["pool"]["ok"], false);
+    assert_eq!(v["checks"]["store"]["ok"], true, "{v}");
+    assert_eq!(v["checks"]["snapshot"]["ok"], true, "{v}");
+    assert_eq!(v["checks"]["snapshot"]["detail"], "none published");
+    // Only GET and HEAD pass unguarded; nothing else near them does.
+    for req in [
+        Request::post("/readyz").header(header::HOST, HOST),
+        get("/healthz/x"),
+        get("/readyz/"),
+    ] {
+        let a = send(&app, req.body(Body::empty()).unwrap()).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    }
+    // They carry the security headers too.
+    let a = send(&app, probe("/healthz")).await;
+    assert_eq!(a.header("x-content-type-options").unwrap(), "nosniff");
+}
+
+/// An audit store whose every call fails, as a store does when its disk
+/// or server is gone.
+struct Gone;
+
+impl tradebox_core::audit::AuditBackend for Gone {
+    fn append(
+        &self,
+        _: &tradebox_core::audit::AuditEntry,
+        _: tradebox_data::timestamp::Micros,
+    ) -> Result<i64, StoreError> {
+        Err(StoreError::Backend("the disk is gone".into()))
+    }
+    fn query(
+        &self,
+        _: &tradebox_core::audit::AuditFilter,
+    ) -> Result<Vec<tradebox_core::audit::AuditRecord>, StoreError> {
+        Err(StoreError::Backend("the disk is gone".into()))
+    }
+    fn prune(&self, _: tradebox_data::timestamp::Micros) -> Result<u64, StoreError> {
+        Err(StoreError::Backend("the disk is gone".into()))
+    }
+    fn count(&self) -> Result<u64, StoreError> {
+        Err(StoreError::Backend("the disk is gone".into()))
+    }
+    fn ping(&self) -> Result<(), StoreError> {
+        Err(StoreError::Backend("the disk is gone".into()))
+    }
+}
+
+#[tokio::test]
+async fn readiness_fails_when_the_store_does_not_answer() {
+    let home = tempfile::TempDir::new().unwrap();
+    let db = home.path().join("tradebox.db");
+    Store::open(&db).unwrap();
+    let pipeline = Pipeline::new(
+        None,
+        FunctionStore::open(&db).unwrap(),
+        AuditLog::new(Arc::new(Gone)),
+        RateLimiter::from_config(&db, &RateLimitSection::default()).unwrap(),
+        Permissions::new(&PermissionsSection::default()),
+        Settings {
+            timeout: std::time::Duration::from_secs(30),
+            memory_mib: 1024,
+            output_limit: 1 << 20,
+            as_of: None,
+            validator: None,
+            per_user_running: 2,
+            per_user_waiting: 8,
+            max_code_bytes: 20_000,
+        },
+    );
+    let app = App {
+        router: router(
+            Arc::new(pipeline),
+            Home::new(home.path()),
+            ConsoleOptions::new(TOKEN, vec![HOST.into()], "alice"),
+        ),
+        home,
+    };
+    let a = send(
+        &app,
+        Request::get("/readyz")
+            .header(header::HOST, HOST)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    let v = a.json();
+    assert_eq!(v["checks"]["store"]["ok"], false, "{v}");
+    assert_eq!(
+        v["checks"]["store"]["detail"],
+        "store unavailable: store: the disk is gone"
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_commands_behind_the_token() {
+    let app = app();
+    let save = post_json(
+        "/api/v1/commands",
+        &json!({"user": "U1", "channel": "C1", "text": "/savefunc weekly | w | result = 1"}),
+    );
+    assert_eq!(send(&app, save).await.status, StatusCode::OK);
+    let a = send(&app, bearer(get("/metrics")).body(Body::empty()).unwrap()).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(
+        a.header("content-type").unwrap(),
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let text = a.text();
+    for want in [
+        "tradebox_commands_total{action=\"savefunc\",source=\"api\",outcome=\"ok\"} 1",
+        "tradebox_workers 0",
+        "tradebox_snapshot_published_version 0",
+    ] {
+        assert!(text.lines().any(|l| l == want), "{want} missing:\n{text}");
+    }
+    assert!(text.ends_with("# EOF\n"));
+    // The wrong host is refused here as on every guarded route.
+    let a = send(
+        &app,
+        bearer(Request::get("/metrics").header(header::HOST, "evil.example:8765"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
 }

@@ -230,6 +230,9 @@ pub trait AuditBackend: Send + Sync {
 
     /// How many entries there are.
     fn count(&self) -> Result<u64, StoreError>;
+
+    /// One cheap read of the store (whether it answers), for readiness.
+    fn ping(&self) -> Result<(), StoreError>;
 }
 
 /// Appends an audit row inside a transaction another store opened, so a
@@ -289,6 +292,11 @@ impl AuditLog {
     /// How many entries the log holds.
     pub fn count(&self) -> Result<u64, StoreError> {
         self.backend.count()
+    }
+
+    /// One cheap read of the store: `Ok` when it answers.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.backend.ping()
     }
 }
 

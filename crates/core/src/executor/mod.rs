@@ -37,6 +37,32 @@ pub enum SubmitError {
 pub trait Executor: Send + Sync {
     /// Queues `job`.
     fn submit(&self, job: Job) -> Result<Answer, SubmitError>;
+
+    /// What the executor is doing now, for readiness and metrics; `None`
+    /// when it cannot tell.
+    fn status(&self) -> Option<ExecutorStatus> {
+        None
+    }
+}
+
+/// A moment's view of an executor's workers and queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecutorStatus {
+    /// Workers it runs when whole.
+    pub workers: usize,
+    /// Workers able to take a job now.
+    pub up: usize,
+    /// Workers running a job now.
+    pub busy: usize,
+    /// Jobs waiting for a worker.
+    pub queued: usize,
+    /// Jobs answered since the start.
+    pub jobs: u64,
+    /// Workers replaced since the start (died, stuck, or retired).
+    pub restarts: u64,
+    /// The snapshot versions the workers that are up serve (one entry
+    /// per such worker; empty entries are workers without data).
+    pub versions: Vec<Option<u64>>,
 }
 
 impl Executor for Pool {
@@ -44,6 +70,20 @@ impl Executor for Pool {
         Pool::submit(self, job).map_err(|e| match e {
             PoolError::QueueFull(n) => SubmitError::QueueFull(n),
             e => SubmitError::Unavailable(e.to_string()),
+        })
+    }
+
+    fn status(&self) -> Option<ExecutorStatus> {
+        let slots = Pool::status(self);
+        let up: Vec<_> = slots.iter().filter(|s| s.up).collect();
+        Some(ExecutorStatus {
+            workers: slots.len(),
+            up: up.len(),
+            busy: slots.iter().filter(|s| s.busy).count(),
+            queued: self.queued(),
+            jobs: slots.iter().map(|s| s.jobs).sum(),
+            restarts: slots.iter().map(|s| s.restarts).sum(),
+            versions: up.iter().map(|s| s.version).collect(),
         })
     }
 }

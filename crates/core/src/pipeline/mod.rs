@@ -17,8 +17,9 @@ use tradebox_sandbox::{DataAsOf, ExecResult, Job, Origin};
 
 use crate::audit::{Action, AuditEntry, AuditLog, Outcome, Source};
 use crate::command::{self, Command, Grammar, UsageError};
-use crate::executor::{Executor, SubmitError};
+use crate::executor::{Executor, ExecutorStatus, SubmitError};
 use crate::functions::{Function, FunctionStore};
+use crate::metrics::Metrics;
 use crate::permissions::Permissions;
 use crate::ratelimit::{Decision, RateLimiter};
 use crate::reply::{Block, Button, File, Reply, Visibility};
@@ -97,6 +98,20 @@ pub enum RefusalKind {
     Unavailable,
 }
 
+impl RefusalKind {
+    /// The kind's name in metrics (`rate_limit`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalKind::Permission => "permission",
+            RefusalKind::Validation => "validation",
+            RefusalKind::RateLimit => "rate_limit",
+            RefusalKind::Busy => "busy",
+            RefusalKind::Overloaded => "overloaded",
+            RefusalKind::Unavailable => "unavailable",
+        }
+    }
+}
+
 /// A refusal: the kind, the sentence for the user, and when to retry (for
 /// the rate limit). Refusals are audited where they are made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +175,7 @@ pub struct Pipeline {
     settings: Settings,
     grammar: Grammar,
     slots: UserSlots,
+    metrics: Metrics,
 }
 
 impl Pipeline {
@@ -188,6 +204,7 @@ impl Pipeline {
             settings,
             grammar,
             slots,
+            metrics: Metrics::new(),
         }
     }
 
@@ -197,6 +214,27 @@ impl Pipeline {
 
     pub fn audit(&self) -> &AuditLog {
         &self.audit
+    }
+
+    /// What the pipeline counted (see [`crate::metrics`]).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The executor's state now; `None` without an executor or when it
+    /// cannot tell.
+    pub fn executor_status(&self) -> Option<ExecutorStatus> {
+        self.executor.as_ref().and_then(|e| e.status())
+    }
+
+    /// Whether code can run here at all (an executor is set).
+    pub fn runs_code(&self) -> bool {
+        self.executor.is_some()
+    }
+
+    /// One read of the store the commands use (for readiness checks).
+    pub fn check_store(&self) -> Result<(), StoreError> {
+        self.audit.ping()
     }
 
     /// Handles a request. `placeholder` is called (at most once) before a
@@ -255,6 +293,7 @@ impl Pipeline {
     }
 
     fn record(&self, entry: AuditEntry) {
+        self.metrics.command(&entry);
         if let Err(e) = self.audit.record(&entry) {
             tracing::error!("audit trail: {e}");
         }
@@ -276,6 +315,7 @@ impl Pipeline {
         kind: RefusalKind,
         message: String,
     ) -> Refusal {
+        self.metrics.refused(kind);
         self.refuse(entry, outcome, message.clone());
         Refusal::new(kind, message)
     }
@@ -665,7 +705,10 @@ impl Pipeline {
             .functions
             .save_audited(name, description, code, &req.user, admin, &entry);
         let saved = match saved {
-            Ok(s) => s,
+            Ok(s) => {
+                self.metrics.command(&entry); // its row landed with the save
+                s
+            }
             Err(StoreError::NotOwner { owner, .. }) => {
                 return self.refuse(
                     entry,
@@ -765,10 +808,13 @@ impl Pipeline {
             .functions
             .delete_audited(name, &req.user, admin, &entry)
         {
-            Ok(_) => Reply::text(
-                Visibility::InChannel,
-                format!(":white_check_mark: Deleted function `{name}`"),
-            ),
+            Ok(_) => {
+                self.metrics.command(&entry); // its row landed with the delete
+                Reply::text(
+                    Visibility::InChannel,
+                    format!(":white_check_mark: Deleted function `{name}`"),
+                )
+            }
             Err(StoreError::NotFound { .. }) => self.refuse(
                 entry,
                 Outcome::NotFound,

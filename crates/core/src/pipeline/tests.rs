@@ -1241,3 +1241,51 @@ fn one_user_never_holds_every_worker() {
         }
     }
 }
+
+/// The sum of a counter family's samples in a metrics text.
+fn metric_sum(text: &str, family: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn metrics_count_every_audited_command_and_refusal() {
+    let h = Setup {
+        rate_limit: (2, Duration::from_secs(90)),
+        ..Setup::default()
+    }
+    .build();
+    h.run("U1", "/analyze result = 1").await;
+    h.run("U1", "/savefunc vol | volume | result = 2").await;
+    h.run("U1", "/runfunc vol").await;
+    h.run("U1", "/analyze result = 3").await; // over the limit of 2
+    h.run("U1", "/delfunc vol").await;
+    h.run("U1", "/delfunc vol").await; // not found
+    h.run("U2", "/analyze result = (").await; // refused by the validator
+    let rows = h.audit();
+    let text = h.pipeline.metrics().render(None, &Default::default());
+    assert_eq!(
+        metric_sum(&text, "tradebox_commands_total"),
+        rows.len() as f64,
+        "{text}"
+    );
+    for want in [
+        "tradebox_commands_total{action=\"savefunc\",source=\"slack\",outcome=\"ok\"} 1",
+        "tradebox_commands_total{action=\"delfunc\",source=\"slack\",outcome=\"ok\"} 1",
+        "tradebox_commands_total{action=\"delfunc\",source=\"slack\",outcome=\"not_found\"} 1",
+        "tradebox_commands_total{action=\"analyze\",source=\"slack\",outcome=\"refused_rate_limit\"} 1",
+        "tradebox_refusals_total{kind=\"rate_limit\"} 1",
+        "tradebox_refusals_total{kind=\"validation\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == want), "{want} missing:\n{text}");
+    }
+    // Runs of code that ran have a duration; refusals have none.
+    for want in [
+        "tradebox_command_duration_seconds_count{action=\"analyze\"} 1",
+        "tradebox_command_duration_seconds_count{action=\"runfunc\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == want), "{want} missing:\n{text}");
+    }
+}
