@@ -38,13 +38,21 @@ fn app() -> App {
 }
 
 fn app_with(tweak: impl FnOnce(&mut ConsoleOptions)) -> App {
+    app_over(|db| AuditLog::open(db).unwrap(), tweak)
+}
+
+/// [`app_with`], its audit trail made by `audit` from the store's path.
+fn app_over(
+    audit: impl FnOnce(&std::path::Path) -> AuditLog,
+    tweak: impl FnOnce(&mut ConsoleOptions),
+) -> App {
     let home = tempfile::TempDir::new().unwrap();
     let db = home.path().join("tradebox.db");
     Store::open(&db).unwrap();
     let pipeline = Pipeline::new(
         None,
         FunctionStore::open(&db).unwrap(),
-        AuditLog::open(&db).unwrap(),
+        audit(&db),
         RateLimiter::from_config(&db, &RateLimitSection::default()).unwrap(),
         Permissions::new(&PermissionsSection::default()).with_admin("alice"),
         Settings {
@@ -1118,34 +1126,7 @@ impl tradebox_core::audit::AuditBackend for Gone {
 
 #[tokio::test]
 async fn readiness_fails_when_the_store_does_not_answer() {
-    let home = tempfile::TempDir::new().unwrap();
-    let db = home.path().join("tradebox.db");
-    Store::open(&db).unwrap();
-    let pipeline = Pipeline::new(
-        None,
-        FunctionStore::open(&db).unwrap(),
-        AuditLog::new(Arc::new(Gone)),
-        RateLimiter::from_config(&db, &RateLimitSection::default()).unwrap(),
-        Permissions::new(&PermissionsSection::default()),
-        Settings {
-            timeout: std::time::Duration::from_secs(30),
-            memory_mib: 1024,
-            output_limit: 1 << 20,
-            as_of: None,
-            validator: None,
-            per_user_running: 2,
-            per_user_waiting: 8,
-            max_code_bytes: 20_000,
-        },
-    );
-    let app = App {
-        router: router(
-            Arc::new(pipeline),
-            Home::new(home.path()),
-            ConsoleOptions::new(TOKEN, vec![HOST.into()], "alice"),
-        ),
-        home,
-    };
+    let app = app_over(|_| AuditLog::new(Arc::new(Gone)), |_| {});
     let a = send(
         &app,
         Request::get("/readyz")
