@@ -1,5 +1,6 @@
 //! The one error type of the database layer, and the one place where
-//! SQLite's result codes become errors a user can act on.
+//! SQLite's result codes and PostgreSQL's failures become errors a user can
+//! act on.
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +30,24 @@ pub enum DbError {
         #[source]
         source: rusqlite::Error,
     },
+
+    /// The store's server cannot be reached, or stopped answering, or a
+    /// lock was held past the statement timeout: nothing was changed.
+    #[error("store unavailable ({target}: {detail}); nothing was changed, try again")]
+    Unavailable { target: String, detail: String },
+
+    /// The connection settings cannot be used.
+    #[error("store settings: {detail}")]
+    Config { detail: String },
+
+    /// Anything else PostgreSQL reported.
+    #[error("store {target}: {detail}")]
+    Postgres {
+        target: String,
+        detail: String,
+        #[source]
+        source: postgres::Error,
+    },
 }
 
 impl DbError {
@@ -49,18 +68,65 @@ impl DbError {
         }
     }
 
-    /// True when another connection held the lock: retrying later may work.
-    pub fn is_locked(&self) -> bool {
-        matches!(self, DbError::Locked { .. })
+    /// Maps a PostgreSQL failure on the store `target` (host, port,
+    /// database): a broken or refused connection and lock or statement
+    /// timeouts become [`DbError::Unavailable`], a full disk
+    /// [`DbError::Full`], the rest [`DbError::Postgres`] with the server's
+    /// message.
+    pub fn from_postgres(target: &str, e: postgres::Error) -> DbError {
+        use postgres::error::SqlState;
+        let target = target.to_string();
+        let Some(db) = e.as_db_error() else {
+            // No server answer: the connection failed or broke.
+            let detail = match std::error::Error::source(&e) {
+                Some(cause) => format!("{e}: {cause}"),
+                None => e.to_string(),
+            };
+            return DbError::Unavailable { target, detail };
+        };
+        let code = db.code();
+        if [
+            SqlState::LOCK_NOT_AVAILABLE,
+            SqlState::QUERY_CANCELED,
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::TOO_MANY_CONNECTIONS,
+        ]
+        .contains(code)
+        {
+            return DbError::Unavailable {
+                target,
+                detail: db.message().to_string(),
+            };
+        }
+        if *code == SqlState::DISK_FULL {
+            return DbError::Full {
+                path: PathBuf::from(target),
+            };
+        }
+        let detail = db.message().to_string();
+        DbError::Postgres {
+            target,
+            detail,
+            source: e,
+        }
     }
 
-    /// The store file the error is about.
-    pub fn path(&self) -> &Path {
+    /// True when another connection held the lock, or the server could
+    /// not answer now: retrying later may work.
+    pub fn is_locked(&self) -> bool {
+        matches!(self, DbError::Locked { .. } | DbError::Unavailable { .. })
+    }
+
+    /// The store file the error is about (none for a server).
+    pub fn path(&self) -> Option<&Path> {
         match self {
             DbError::Locked { path }
             | DbError::Full { path }
             | DbError::ReadOnly { path, .. }
-            | DbError::Sqlite { path, .. } => path,
+            | DbError::Sqlite { path, .. } => Some(path),
+            DbError::Unavailable { .. } | DbError::Config { .. } | DbError::Postgres { .. } => None,
         }
     }
 }

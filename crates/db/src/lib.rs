@@ -12,13 +12,20 @@
 //!   (locked, read-only, anything else), each naming the file.
 //! - [`schema`]: catalogue queries for schema checks and migrations.
 //!
+//! - [`pg`]: the same for a PostgreSQL store ([`PgDb`]: transactions
+//!   on a scoped thread, writes serialised by an advisory lock, schema
+//!   changes under a lock of their own).
+//!
 //! This crate knows nothing of trades, functions or audit rows: the stores
-//! keep their own SQL. A second database (PostgreSQL) gets its own
-//! connection module here beside [`sqlite`], with the same error type.
+//! keep their own SQL.
 
 pub mod error;
+pub mod pg;
 pub mod schema;
 pub mod sqlite;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 
 pub use error::DbError;
+pub use pg::{PgConn, PgDb};
 pub use sqlite::{connect, Access, Conn, Db, BUSY_TIMEOUT};

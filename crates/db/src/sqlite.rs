@@ -275,7 +275,7 @@ mod tests {
         let err = db.write(|_| Ok::<_, DbError>(())).unwrap_err();
         assert!(err.is_locked(), "{err}");
         assert!(started.elapsed() >= Duration::from_millis(1500));
-        assert_eq!(err.path(), path);
+        assert_eq!(err.path(), Some(path.as_path()));
         assert!(err.to_string().contains("is locked by another process"));
         blocker.execute_batch("ROLLBACK").unwrap();
         db.write(|_| Ok::<_, DbError>(())).unwrap();

@@ -27,6 +27,7 @@
 //! processes). A change that must land with its audit row (a save, a
 //! delete) writes the row through [`AuditRows`] in its own transaction.
 
+pub mod pg;
 pub mod sqlite;
 #[cfg(test)]
 mod tests;
@@ -255,6 +256,12 @@ impl AuditLog {
         Ok(AuditLog::new(Arc::new(sqlite::SqliteAudit::open(
             path.as_ref(),
         )?)))
+    }
+
+    /// Opens the audit log in the PostgreSQL database at `url`, creating
+    /// the table, indexes and trigger when needed.
+    pub fn open_postgres(url: &str) -> Result<AuditLog, StoreError> {
+        Ok(AuditLog::new(Arc::new(pg::PgAudit::open(url)?)))
     }
 
     /// The audit log kept by `backend`.

@@ -1,10 +1,13 @@
-//! Tests of the audit trail on its SQLite backend.
+//! Tests of the audit trail: the contract every backend keeps, run on
+//! SQLite and on PostgreSQL (a throwaway cluster, a fresh database per
+//! case), then what is particular to each.
 
 use super::*;
 use rusqlite::{params, Connection};
 use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
 use tempfile::TempDir;
+use tradebox_db::testing::PgCluster;
 
 const MINUTE: Micros = 60_000_000;
 /// 2025-11-01T00:00:00Z
@@ -17,13 +20,66 @@ fn setup() -> (TempDir, PathBuf, AuditLog) {
     (dir, path, log)
 }
 
+/// Opens another connection to one test's store each time it is called.
+type Opener = Arc<dyn Fn() -> AuditLog + Send + Sync>;
+
+/// One case of the contract, by name.
+type Case = (&'static str, fn(Opener));
+
+/// The contract: every case runs on every backend.
+const CONTRACT: [Case; 7] = [
+    ("record_and_read_back", record_and_read_back),
+    ("query_filters_and_order", query_filters_and_order),
+    (
+        "unknown_names_survive_a_round_trip",
+        unknown_names_survive_a_round_trip,
+    ),
+    (
+        "empty_required_fields_are_refused",
+        empty_required_fields_are_refused,
+    ),
+    (
+        "prune_removes_only_older_rows",
+        prune_removes_only_older_rows,
+    ),
+    ("parallel_records_all_land", parallel_records_all_land),
+    ("ping_answers", ping_answers),
+];
+
+#[test]
+fn the_contract_on_sqlite() {
+    for (name, case) in CONTRACT {
+        eprintln!("case {name}");
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("tradebox.db");
+        case(Arc::new(move || AuditLog::open(&path).unwrap()));
+    }
+}
+
+#[test]
+fn the_contract_on_postgres() {
+    let cluster = PgCluster::start().unwrap();
+    for (name, case) in CONTRACT {
+        eprintln!("case {name}");
+        let url = cluster.database().unwrap();
+        case(Arc::new(move || AuditLog::open_postgres(&url).unwrap()));
+    }
+}
+
+fn ping_answers(open: Opener) {
+    let log = open();
+    log.ping().unwrap();
+    log.record(&entry("U1", Action::Analyze, Outcome::Ok))
+        .unwrap();
+    log.ping().unwrap();
+}
+
 fn entry(user: &str, action: Action, outcome: Outcome) -> AuditEntry {
     AuditEntry::new(user, Source::Slack, action, outcome)
 }
 
-#[test]
-fn record_and_read_back() {
-    let (_dir, _path, log) = setup();
+fn record_and_read_back(open: Opener) {
+    let log = open();
     let mut e = entry("U1", Action::Runfunc, Outcome::Error);
     e.channel = Some("C1".into());
     e.function_name = Some("pnl".into());
@@ -55,9 +111,8 @@ fn record_and_read_back() {
     assert!(json["at"].is_string());
 }
 
-#[test]
-fn query_filters_and_order() {
-    let (_dir, _path, log) = setup();
+fn query_filters_and_order(open: Opener) {
+    let log = open();
     let rows = [
         ("U1", Action::Analyze, Outcome::Ok, 0),
         ("U2", Action::Runfunc, Outcome::Timeout, 1),
@@ -166,9 +221,8 @@ fn query_filters_and_order() {
     .is_empty());
 }
 
-#[test]
-fn unknown_names_survive_a_round_trip() {
-    let (_dir, _path, log) = setup();
+fn unknown_names_survive_a_round_trip(open: Opener) {
+    let log = open();
     let e = AuditEntry::new(
         "U1",
         Source::from("web"),
@@ -188,9 +242,8 @@ fn unknown_names_survive_a_round_trip() {
     assert_eq!(Outcome::RefusedQueueFull.to_string(), "refused_queue_full");
 }
 
-#[test]
-fn empty_required_fields_are_refused() {
-    let (_dir, _path, log) = setup();
+fn empty_required_fields_are_refused(open: Opener) {
+    let log = open();
     let mut e = entry("", Action::Analyze, Outcome::Ok);
     assert!(matches!(
         log.record(&e).unwrap_err(),
@@ -239,9 +292,8 @@ fn updates_are_refused_by_the_trigger() {
         .is_err());
 }
 
-#[test]
-fn prune_removes_only_older_rows() {
-    let (_dir, _path, log) = setup();
+fn prune_removes_only_older_rows(open: Opener) {
+    let log = open();
     for minute in 0..10 {
         log.record_at(
             &entry("U1", Action::Analyze, Outcome::Ok),
@@ -259,16 +311,15 @@ fn prune_removes_only_older_rows() {
     assert_eq!(log.count().unwrap(), 0);
 }
 
-#[test]
-fn parallel_records_all_land() {
-    let (_dir, path, log) = setup();
+fn parallel_records_all_land(open: Opener) {
+    let log = open();
     let barrier = Arc::new(Barrier::new(10));
     let threads: Vec<_> = (0..10)
         .map(|t| {
-            let path = path.clone();
+            let open = Arc::clone(&open);
             let barrier = Arc::clone(&barrier);
             std::thread::spawn(move || {
-                let log = AuditLog::open(&path).unwrap();
+                let log = open();
                 barrier.wait();
                 (0..20)
                     .map(|i| {
@@ -310,4 +361,44 @@ fn shares_the_file_with_the_trade_store() {
     assert_eq!(trades.trade_count().unwrap(), 0);
     let log2 = AuditLog::open(&path).unwrap();
     assert_eq!(log2.count().unwrap(), 1);
+}
+
+#[test]
+fn updates_are_refused_by_the_trigger_on_postgres() {
+    use tradebox_db::pg::postgres::{Client, NoTls};
+    let cluster = PgCluster::start().unwrap();
+    let url = cluster.database().unwrap();
+    let log = AuditLog::open_postgres(&url).unwrap();
+    let id = log
+        .record(&entry("U1", Action::Analyze, Outcome::Error))
+        .unwrap();
+    // Another client, as an operator with psql would be.
+    let errors = std::thread::spawn(move || {
+        let mut client = Client::connect(&url, NoTls).unwrap();
+        let one = client
+            .execute("UPDATE audit_log SET outcome = 'ok' WHERE id = $1", &[&id])
+            .unwrap_err();
+        let all = client
+            .execute("UPDATE audit_log SET user_id = 'U2'", &[])
+            .unwrap_err();
+        // Opening again (the schema is there) keeps the trigger.
+        drop(AuditLog::open_postgres(&url).unwrap());
+        let again = client
+            .execute("UPDATE audit_log SET detail = 'x'", &[])
+            .unwrap_err();
+        [one, all, again].map(|e| e.as_db_error().unwrap().message().to_string())
+    })
+    .join()
+    .unwrap();
+    for message in errors {
+        assert!(message.contains("append-only"), "{message}");
+    }
+    let rows = log.query(&AuditFilter::default()).unwrap();
+    assert_eq!(
+        (
+            rows[0].entry.outcome.clone(),
+            rows[0].entry.user_id.as_str()
+        ),
+        (Outcome::Error, "U1")
+    );
 }

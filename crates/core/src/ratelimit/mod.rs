@@ -36,6 +36,7 @@
 //! processes or replicas. A window over events in the shared store gives
 //! the exact rule and the sharing.
 
+pub mod pg;
 pub mod sqlite;
 #[cfg(test)]
 mod tests;
@@ -71,7 +72,7 @@ impl Decision {
 
 /// A transaction body as a [`RateLimitBackend`] receives it: called with
 /// the events of the open transaction; an `Err` rolls it back.
-pub type RateLimitTx<'a> = &'a mut dyn FnMut(&dyn RateLimitRows) -> Result<(), StoreError>;
+pub type RateLimitTx<'a> = &'a mut (dyn FnMut(&dyn RateLimitRows) -> Result<(), StoreError> + Send);
 
 /// Where the events are kept; see [`sqlite::SqliteRateLimits`].
 pub trait RateLimitBackend: Send + Sync {
@@ -132,6 +133,16 @@ impl RateLimiter {
         section: &RateLimitSection,
     ) -> Result<RateLimiter, StoreError> {
         RateLimiter::open(db_path, section.executions, section.window())
+    }
+
+    /// [`RateLimiter::open`] on the PostgreSQL database at `url`.
+    pub fn open_postgres(
+        url: &str,
+        executions: u32,
+        window: Duration,
+    ) -> Result<RateLimiter, StoreError> {
+        let backend = pg::PgRateLimits::open(url)?;
+        RateLimiter::new(Arc::new(backend), executions, window)
     }
 
     /// A limiter whose events `backend` keeps: at most `executions` per
@@ -209,9 +220,9 @@ impl RateLimiter {
     }
 
     /// Runs `f` in one write transaction and returns what it produced.
-    fn write<T>(
+    fn write<T: Send>(
         &self,
-        mut f: impl FnMut(&dyn RateLimitRows) -> Result<T, StoreError>,
+        mut f: impl FnMut(&dyn RateLimitRows) -> Result<T, StoreError> + Send,
     ) -> Result<T, StoreError> {
         let mut out = None;
         self.backend.write(&mut |rows| {
@@ -222,9 +233,9 @@ impl RateLimiter {
     }
 
     /// Runs `f` in one read transaction and returns what it produced.
-    fn read<T>(
+    fn read<T: Send>(
         &self,
-        mut f: impl FnMut(&dyn RateLimitRows) -> Result<T, StoreError>,
+        mut f: impl FnMut(&dyn RateLimitRows) -> Result<T, StoreError> + Send,
     ) -> Result<T, StoreError> {
         let mut out = None;
         self.backend.read(&mut |rows| {

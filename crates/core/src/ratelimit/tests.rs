@@ -1,21 +1,126 @@
-//! Tests of the rate limiter on its SQLite backend.
+//! Tests of the rate limiter: the contract every backend keeps, run on
+//! SQLite and on PostgreSQL (a throwaway cluster, a fresh database per
+//! case), then what is particular to SQLite.
 
 use super::*;
 use rusqlite::Connection;
 use std::path::PathBuf;
-use std::sync::{Arc, Barrier};
+use std::sync::Barrier;
 use tempfile::TempDir;
+use tradebox_db::testing::PgCluster;
 
 /// 2025-11-29T00:00:00Z, in microseconds.
 const T0: Micros = 1_764_374_400_000_000;
 const S: Micros = MICROS_PER_SECOND;
 const MINUTE: Duration = Duration::from_secs(60);
 
-fn setup(executions: u32, window: Duration) -> (TempDir, PathBuf, RateLimiter) {
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join("tradebox.db");
-    let limiter = RateLimiter::open(&path, executions, window).unwrap();
-    (dir, path, limiter)
+/// One test's store: limiters on it (each its own connection), and how
+/// many events it holds.
+trait TestStore: Send + Sync {
+    fn open(&self, executions: u32, window: Duration) -> Result<RateLimiter, StoreError>;
+    fn rows(&self) -> i64;
+
+    fn limiter(&self, executions: u32, window: Duration) -> RateLimiter {
+        self.open(executions, window).unwrap()
+    }
+}
+
+struct Sqlite {
+    _dir: TempDir,
+    path: PathBuf,
+}
+
+impl TestStore for Sqlite {
+    fn open(&self, executions: u32, window: Duration) -> Result<RateLimiter, StoreError> {
+        RateLimiter::open(&self.path, executions, window)
+    }
+
+    fn rows(&self) -> i64 {
+        rows(&self.path)
+    }
+}
+
+struct Postgres {
+    url: String,
+}
+
+impl TestStore for Postgres {
+    fn open(&self, executions: u32, window: Duration) -> Result<RateLimiter, StoreError> {
+        RateLimiter::open_postgres(&self.url, executions, window)
+    }
+
+    fn rows(&self) -> i64 {
+        use tradebox_db::pg::postgres::{Client, NoTls};
+        let url = self.url.clone();
+        // Not on a thread inside a runtime (see tradebox_db::pg).
+        std::thread::spawn(move || {
+            let mut client = Client::connect(&url, NoTls).unwrap();
+            client
+                .query_one("SELECT count(*) FROM rate_limit_events", &[])
+                .unwrap()
+                .get(0)
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+/// One case of the contract, by name.
+type Case = (&'static str, fn(&dyn TestStore));
+
+/// The contract: every case runs on every backend.
+const CONTRACT: [Case; 10] = [
+    (
+        "ten_allowed_then_limited_until_the_oldest_leaves",
+        ten_allowed_then_limited_until_the_oldest_leaves,
+    ),
+    ("the_window_slides", the_window_slides),
+    ("refusals_are_not_counted", refusals_are_not_counted),
+    ("users_are_independent", users_are_independent),
+    (
+        "concurrent_limiters_share_the_counters_exactly",
+        concurrent_limiters_share_the_counters_exactly,
+    ),
+    ("old_rows_are_deleted", old_rows_are_deleted),
+    (
+        "a_lowered_limit_waits_for_enough_rows_to_leave",
+        a_lowered_limit_waits_for_enough_rows_to_leave,
+    ),
+    ("short_windows_and_rounding", short_windows_and_rounding),
+    (
+        "invalid_settings_and_input_are_refused",
+        invalid_settings_and_input_are_refused,
+    ),
+    ("reopening_finds_the_counters", reopening_finds_the_counters),
+];
+
+#[test]
+fn the_contract_on_sqlite() {
+    for (name, case) in CONTRACT {
+        eprintln!("case {name}");
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("tradebox.db");
+        case(&Sqlite { _dir: dir, path });
+    }
+}
+
+#[test]
+fn the_contract_on_postgres() {
+    let cluster = PgCluster::start().unwrap();
+    for (name, case) in CONTRACT {
+        eprintln!("case {name}");
+        case(&Postgres {
+            url: cluster.database().unwrap(),
+        });
+    }
+}
+
+fn reopening_finds_the_counters(store: &dyn TestStore) {
+    let rl = store.limiter(2, Duration::from_secs(30));
+    assert_eq!(rl.check_and_record("U1", T0).unwrap(), allowed(1));
+    let again = store.limiter(2, Duration::from_secs(30));
+    assert_eq!(again.check_and_record("U1", T0).unwrap(), allowed(0));
+    assert_eq!(rl.check_and_record("U1", T0 + 29 * S).unwrap(), limited(1));
 }
 
 fn allowed(remaining: u32) -> Decision {
@@ -34,9 +139,8 @@ fn rows(path: &Path) -> i64 {
         .unwrap()
 }
 
-#[test]
-fn ten_allowed_then_limited_until_the_oldest_leaves() {
-    let (_dir, _path, rl) = setup(10, MINUTE);
+fn ten_allowed_then_limited_until_the_oldest_leaves(store: &dyn TestStore) {
+    let rl = store.limiter(10, MINUTE);
     // One execution per second from T0 to T0 + 9 s.
     for i in 0..10 {
         let d = rl.check_and_record("U1", T0 + i * S).unwrap();
@@ -68,9 +172,8 @@ fn ten_allowed_then_limited_until_the_oldest_leaves() {
     );
 }
 
-#[test]
-fn the_window_slides() {
-    let (_dir, _path, rl) = setup(10, MINUTE);
+fn the_window_slides(store: &dyn TestStore) {
+    let rl = store.limiter(10, MINUTE);
     for i in 0..10 {
         assert!(rl.check_and_record("U1", T0 + i * S).unwrap().is_allowed());
     }
@@ -81,7 +184,7 @@ fn the_window_slides() {
     assert_eq!(rl.check_and_record("U1", T0 + 61 * S).unwrap(), allowed(0));
     // Not a fixed window: a burst at the end of one minute and one at
     // the start of the next never give more than 10 in 60 s.
-    let (_dir, _path, rl) = setup(10, MINUTE);
+    let rl = store.limiter(10, MINUTE);
     for _ in 0..10 {
         assert!(rl.check_and_record("U2", T0 + 59 * S).unwrap().is_allowed());
     }
@@ -92,9 +195,8 @@ fn the_window_slides() {
     assert_eq!(rl.check_and_record("U2", T0 + 119 * S).unwrap(), allowed(9));
 }
 
-#[test]
-fn refusals_are_not_counted() {
-    let (_dir, path, rl) = setup(10, MINUTE);
+fn refusals_are_not_counted(store: &dyn TestStore) {
+    let rl = store.limiter(10, MINUTE);
     for _ in 0..10 {
         assert!(rl.check_and_record("U1", T0).unwrap().is_allowed());
     }
@@ -102,7 +204,7 @@ fn refusals_are_not_counted() {
         let d = rl.check_and_record("U1", T0 + 30 * S + i).unwrap();
         assert!(!d.is_allowed());
     }
-    assert_eq!(rows(&path), 10);
+    assert_eq!(store.rows(), 10);
     // Had the refusals counted, U1 would wait until T0 + 90 s.
     for i in 0..10 {
         assert_eq!(
@@ -112,9 +214,8 @@ fn refusals_are_not_counted() {
     }
 }
 
-#[test]
-fn users_are_independent() {
-    let (_dir, _path, rl) = setup(3, MINUTE);
+fn users_are_independent(store: &dyn TestStore) {
+    let rl = store.limiter(3, MINUTE);
     for i in 0..3 {
         assert_eq!(rl.check_and_record("U1", T0).unwrap(), allowed(2 - i));
     }
@@ -131,28 +232,26 @@ fn users_are_independent() {
     assert_eq!(rl.used("nobody", T0).unwrap(), 0);
 }
 
-#[test]
-fn concurrent_limiters_share_the_counters_exactly() {
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join("tradebox.db");
-    let barrier = Arc::new(Barrier::new(10));
-    let threads: Vec<_> = (0..10)
-        .map(|_| {
-            let path = path.clone();
-            let barrier = Arc::clone(&barrier);
-            std::thread::spawn(move || {
-                let rl = RateLimiter::open(&path, 10, MINUTE).unwrap();
-                barrier.wait();
-                (0..5)
-                    .map(|_| rl.check_and_record("U1", T0).unwrap())
-                    .collect::<Vec<_>>()
+fn concurrent_limiters_share_the_counters_exactly(store: &dyn TestStore) {
+    let barrier = Barrier::new(10);
+    let decisions: Vec<Decision> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..10)
+            .map(|_| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    let rl = store.limiter(10, MINUTE);
+                    barrier.wait();
+                    (0..5)
+                        .map(|_| rl.check_and_record("U1", T0).unwrap())
+                        .collect::<Vec<_>>()
+                })
             })
-        })
-        .collect();
-    let decisions: Vec<Decision> = threads
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect();
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect()
+    });
     assert_eq!(decisions.len(), 50);
     let mut remaining: Vec<u32> = decisions
         .iter()
@@ -171,44 +270,41 @@ fn concurrent_limiters_share_the_counters_exactly() {
         .iter()
         .filter(|d| !d.is_allowed())
         .all(|d| *d == limited(60)));
-    assert_eq!(rows(&path), 10);
+    assert_eq!(store.rows(), 10);
 }
 
-#[test]
-fn old_rows_are_deleted() {
-    let (_dir, path, rl) = setup(10, MINUTE);
+fn old_rows_are_deleted(store: &dyn TestStore) {
+    let rl = store.limiter(10, MINUTE);
     for i in 0..5 {
         rl.check_and_record("U1", T0 + i * S).unwrap();
         rl.check_and_record("U2", T0 + i * S).unwrap();
     }
-    assert_eq!(rows(&path), 10);
+    assert_eq!(store.rows(), 10);
     // U1's next check clears U1's rows that left the window, not U2's.
     assert_eq!(rl.check_and_record("U1", T0 + 200 * S).unwrap(), allowed(9));
-    assert_eq!(rows(&path), 6);
+    assert_eq!(store.rows(), 6);
     // prune clears everyone's.
     assert_eq!(rl.prune(T0 + 200 * S).unwrap(), 5);
-    assert_eq!(rows(&path), 1);
+    assert_eq!(store.rows(), 1);
     assert_eq!(rl.prune(T0 + 300 * S).unwrap(), 1);
-    assert_eq!(rows(&path), 0);
+    assert_eq!(store.rows(), 0);
 }
 
-#[test]
-fn a_lowered_limit_waits_for_enough_rows_to_leave() {
-    let (_dir, path, rl) = setup(10, MINUTE);
+fn a_lowered_limit_waits_for_enough_rows_to_leave(store: &dyn TestStore) {
+    let rl = store.limiter(10, MINUTE);
     for i in 0..10 {
         rl.check_and_record("U1", T0 + i * S).unwrap();
     }
     drop(rl);
     // Now 3 per minute: 8 of the 10 must leave, the 8th (T0 + 7 s) at
     // T0 + 67 s.
-    let rl = RateLimiter::open(&path, 3, MINUTE).unwrap();
+    let rl = store.limiter(3, MINUTE);
     assert_eq!(rl.check_and_record("U1", T0 + 10 * S).unwrap(), limited(57));
     assert_eq!(rl.check_and_record("U1", T0 + 67 * S).unwrap(), allowed(0));
 }
 
-#[test]
-fn short_windows_and_rounding() {
-    let (_dir, _path, rl) = setup(1, Duration::from_millis(1500));
+fn short_windows_and_rounding(store: &dyn TestStore) {
+    let rl = store.limiter(1, Duration::from_millis(1500));
     assert_eq!(rl.check_and_record("U1", T0).unwrap(), allowed(0));
     assert_eq!(rl.check_and_record("U1", T0 + 1).unwrap(), limited(2));
     assert_eq!(rl.check_and_record("U1", T0 + S).unwrap(), limited(1));
@@ -220,7 +316,7 @@ fn short_windows_and_rounding() {
         rl.limited_message(2),
         "Rate limit exceeded. Max 1 executions per 1.5s. Try again in 2s."
     );
-    let (_dir, _path, rl) = setup(10, MINUTE);
+    let rl = store.limiter(10, MINUTE);
     assert_eq!(
         rl.limited_message(12),
         "Rate limit exceeded. Max 10 executions per 60s. Try again in 12s."
@@ -232,23 +328,17 @@ fn short_windows_and_rounding() {
     assert_eq!(seconds_rounded_up(-5), 1);
 }
 
-#[test]
-fn invalid_settings_and_input_are_refused() {
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join("tradebox.db");
+fn invalid_settings_and_input_are_refused(store: &dyn TestStore) {
+    assert!(matches!(store.open(0, MINUTE), Err(StoreError::Invalid(_))));
     assert!(matches!(
-        RateLimiter::open(&path, 0, MINUTE),
+        store.open(10, Duration::ZERO),
         Err(StoreError::Invalid(_))
     ));
     assert!(matches!(
-        RateLimiter::open(&path, 10, Duration::ZERO),
+        store.open(10, Duration::from_secs(u64::MAX)),
         Err(StoreError::Invalid(_))
     ));
-    assert!(matches!(
-        RateLimiter::open(&path, 10, Duration::from_secs(u64::MAX)),
-        Err(StoreError::Invalid(_))
-    ));
-    let rl = RateLimiter::open(&path, 10, MINUTE).unwrap();
+    let rl = store.limiter(10, MINUTE);
     assert!(matches!(
         rl.check_and_record("", T0),
         Err(StoreError::Invalid(_))

@@ -1,0 +1,305 @@
+//! The PostgreSQL side of the connection plumbing: [`PgDb`], one
+//! connection behind a mutex like [`crate::Db`], with one read or write
+//! transaction per operation and [`PgDb::ensure_schema`] under a lock held
+//! for the transaction, so that replicas starting together migrate once.
+//!
+//! The client is the synchronous `postgres` crate, which runs its own small
+//! async runtime for each call; calling it from a thread that is already
+//! inside a runtime (a tokio worker, where the pipeline runs) would panic.
+//! Every transaction therefore runs on a scoped thread of its own, which
+//! borrows the caller's closure (no `'static` needed) and costs tens of
+//! microseconds beside the round trips.
+//!
+//! A connection that broke (the server restarted, the network dropped) is
+//! replaced on the next operation; the operation that found it broken fails
+//! with [`DbError::Unavailable`], which nothing retries on its own: the
+//! user is told to try again, and nothing was half-written (the
+//! transaction never committed).
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use postgres::{Client, Config, NoTls, Transaction};
+
+use crate::DbError;
+
+/// The client crate, for the stores' own SQL (parameter and row types).
+pub use postgres;
+
+/// The version of `component`'s schema in this database: 0 when it was
+/// never made. Versions live in `tradebox_schema`, one row per component.
+pub fn schema_version(tx: &mut Transaction<'_>, component: &str) -> Result<i32, postgres::Error> {
+    let exists: bool = tx
+        .query_one("SELECT to_regclass('tradebox_schema') IS NOT NULL", &[])?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    Ok(tx
+        .query_opt(
+            "SELECT version FROM tradebox_schema WHERE component = $1",
+            &[&component],
+        )?
+        .map_or(0, |r| r.get(0)))
+}
+
+/// Records that `component`'s schema is at `version` (inside the migration
+/// that made it so).
+pub fn set_schema_version(
+    tx: &mut Transaction<'_>,
+    component: &str,
+    version: i32,
+) -> Result<(), postgres::Error> {
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS tradebox_schema (
+             component TEXT PRIMARY KEY,
+             version INTEGER NOT NULL
+         )",
+    )?;
+    tx.execute(
+        "INSERT INTO tradebox_schema (component, version) VALUES ($1, $2)
+         ON CONFLICT (component) DO UPDATE SET version = EXCLUDED.version",
+        &[&component, &version],
+    )?;
+    Ok(())
+}
+
+/// How long connecting may take before the store counts as unavailable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one statement may wait for a lock or run.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The lock every write of one store takes first (`pg_advisory_xact_lock`),
+/// so writes to it are serialised as SQLite's `BEGIN IMMEDIATE` serialises
+/// them; schema changes take [`MIGRATION_LOCK`].
+pub type LockKey = i64;
+
+/// The advisory lock key of schema creation and migration.
+pub const MIGRATION_LOCK: LockKey = 0x7472_6164_6562_6f78; // "tradebox"
+
+/// What a transaction may do.
+#[derive(Clone, Copy)]
+enum Mode {
+    Read,
+    /// Write, first taking the advisory lock when there is one.
+    Write(Option<LockKey>),
+}
+
+/// One connection to a PostgreSQL store, shared between threads; see the
+/// module documentation.
+pub struct PgDb {
+    config: Config,
+    /// Where the store is, for messages: host, port and database, never the
+    /// password.
+    target: String,
+    client: Mutex<Option<Client>>,
+}
+
+impl std::fmt::Debug for PgDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgDb")
+            .field("target", &self.target)
+            .finish()
+    }
+}
+
+/// A transaction of a [`PgDb`]: code run through [`PgConn::run`] has its
+/// errors mapped with the store's description.
+pub struct PgConn<'a, 'c> {
+    tx: Mutex<&'a mut Transaction<'c>>,
+    target: &'a str,
+}
+
+impl PgConn<'_, '_> {
+    /// Runs PostgreSQL code, mapping its failure to a [`DbError`].
+    pub fn run<T>(
+        &self,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, postgres::Error>,
+    ) -> Result<T, DbError> {
+        let mut tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut tx).map_err(|e| DbError::from_postgres(self.target, e))
+    }
+
+    /// Where the store is (host, port, database).
+    pub fn target(&self) -> &str {
+        self.target
+    }
+}
+
+/// `host:port/database` of a connection string, without user or password.
+pub fn describe(config: &Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            postgres::config::Host::Tcp(name) => name.clone(),
+            postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config
+        .get_dbname()
+        .map(str::to_string)
+        .or_else(|| config.get_user().map(str::to_string))
+        .unwrap_or_default();
+    format!("postgres {host}:{port}/{db}")
+}
+
+impl PgDb {
+    /// Connects to the store at `url` (`postgres://user:pass@host:port/db`
+    /// or `host=... dbname=...`). TLS is not supported yet: a connection
+    /// string that requires it (`sslmode=require`) is refused.
+    pub fn open(url: &str) -> Result<PgDb, DbError> {
+        let mut config: Config = url.parse().map_err(|e: postgres::Error| DbError::Config {
+            detail: format!("not a PostgreSQL connection string: {e}"),
+        })?;
+        if config.get_ssl_mode() == postgres::config::SslMode::Require {
+            return Err(DbError::Config {
+                detail: "sslmode=require: TLS connections to PostgreSQL are not supported yet"
+                    .into(),
+            });
+        }
+        config.connect_timeout(CONNECT_TIMEOUT);
+        config.options(&format!(
+            "-c statement_timeout={} -c lock_timeout={}",
+            STATEMENT_TIMEOUT.as_millis(),
+            STATEMENT_TIMEOUT.as_millis()
+        ));
+        let target = describe(&config);
+        let db = PgDb {
+            config,
+            target,
+            client: Mutex::new(None),
+        };
+        // Connect now, so that a wrong address is said at start.
+        db.read(|_| Ok::<(), DbError>(()))?;
+        Ok(db)
+    }
+
+    /// Where the store is, for messages (no password).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Creates or migrates the schema when `ready` says it is not, under
+    /// [`MIGRATION_LOCK`], checking again once the lock is held (another
+    /// replica may have done it meanwhile).
+    pub fn ensure_schema(
+        &self,
+        ready: fn(&mut Transaction<'_>) -> Result<bool, postgres::Error>,
+        migrate: fn(&mut Transaction<'_>) -> Result<(), postgres::Error>,
+    ) -> Result<(), DbError> {
+        if self.read(|c| c.run(ready))? {
+            return Ok(());
+        }
+        self.write(MIGRATION_LOCK, |c| {
+            c.run(|tx| {
+                if !ready(tx)? {
+                    migrate(tx)?;
+                }
+                Ok(())
+            })
+        })
+    }
+
+    /// Runs `f` in one transaction holding the advisory lock `lock` (every
+    /// write of one store names the same key, so they are serialised),
+    /// committed when `f` succeeds; nothing is kept if it fails.
+    pub fn write<T: Send, E: From<DbError> + Send>(
+        &self,
+        lock: LockKey,
+        f: impl FnOnce(&PgConn<'_, '_>) -> Result<T, E> + Send,
+    ) -> Result<T, E> {
+        self.transaction(Mode::Write(Some(lock)), f)
+    }
+
+    /// Runs `f` in one write transaction that takes no lock, for writes
+    /// that cannot conflict (appends to a table with an identity key).
+    pub fn write_unlocked<T: Send, E: From<DbError> + Send>(
+        &self,
+        f: impl FnOnce(&PgConn<'_, '_>) -> Result<T, E> + Send,
+    ) -> Result<T, E> {
+        self.transaction(Mode::Write(None), f)
+    }
+
+    /// Runs `f` in one read transaction (`REPEATABLE READ`: a consistent
+    /// snapshot).
+    pub fn read<T: Send, E: From<DbError> + Send>(
+        &self,
+        f: impl FnOnce(&PgConn<'_, '_>) -> Result<T, E> + Send,
+    ) -> Result<T, E> {
+        self.transaction(Mode::Read, f)
+    }
+
+    fn transaction<T: Send, E: From<DbError> + Send>(
+        &self,
+        mode: Mode,
+        f: impl FnOnce(&PgConn<'_, '_>) -> Result<T, E> + Send,
+    ) -> Result<T, E> {
+        std::thread::scope(|s| {
+            s.spawn(|| self.transaction_here(mode, f))
+                .join()
+                .unwrap_or_else(|_| {
+                    Err(E::from(DbError::Unavailable {
+                        target: self.target.clone(),
+                        detail: "a store operation panicked".into(),
+                    }))
+                })
+        })
+    }
+
+    fn transaction_here<T, E: From<DbError>>(
+        &self,
+        mode: Mode,
+        f: impl FnOnce(&PgConn<'_, '_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let err = |e| E::from(DbError::from_postgres(&self.target, e));
+        let mut guard = self.client()?;
+        let Some(client) = guard.as_mut() else {
+            return Err(E::from(DbError::Unavailable {
+                target: self.target.clone(),
+                detail: "no connection".into(),
+            }));
+        };
+        let result = (|| {
+            let mut tx = match mode {
+                Mode::Write(_) => client.transaction().map_err(err)?,
+                Mode::Read => client
+                    .build_transaction()
+                    .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start()
+                    .map_err(err)?,
+            };
+            if let Mode::Write(Some(key)) = mode {
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
+                    .map_err(err)?;
+            }
+            let value = f(&PgConn {
+                tx: Mutex::new(&mut tx),
+                target: &self.target,
+            })?;
+            tx.commit().map_err(err)?;
+            Ok(value)
+        })();
+        // A broken connection is dropped; the next operation connects anew.
+        if client.is_closed() {
+            *guard = None;
+        }
+        result
+    }
+
+    /// The connection, made when there is none.
+    fn client(&self) -> Result<MutexGuard<'_, Option<Client>>, DbError> {
+        let mut guard = self.client.lock().unwrap_or_else(PoisonError::into_inner);
+        if guard.as_ref().is_none_or(Client::is_closed) {
+            let client = self
+                .config
+                .connect(NoTls)
+                .map_err(|e| DbError::from_postgres(&self.target, e))?;
+            *guard = Some(client);
+        }
+        Ok(guard)
+    }
+}
