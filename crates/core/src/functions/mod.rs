@@ -50,6 +50,7 @@
 //! them. A write that cannot get the lock in time fails with a locked
 //! [`StoreError::Db`] and changes nothing.
 
+pub mod pg;
 pub mod sqlite;
 mod suggest;
 #[cfg(test)]
@@ -150,7 +151,7 @@ impl<'a> NewFunction<'a> {
 
 /// A transaction body as a [`FunctionBackend`] receives it: called with
 /// the rows of the open transaction; an `Err` rolls it back.
-pub type FunctionTx<'a> = &'a mut dyn FnMut(&dyn FunctionRows) -> Result<(), StoreError>;
+pub type FunctionTx<'a> = &'a mut (dyn FnMut(&dyn FunctionRows) -> Result<(), StoreError> + Send);
 
 /// Where functions and their versions are kept; see [`sqlite`].
 pub trait FunctionBackend: Send + Sync {
@@ -264,15 +265,21 @@ impl FunctionStore {
         )?)))
     }
 
+    /// Opens the store in the PostgreSQL database at `url`, creating the
+    /// tables when needed.
+    pub fn open_postgres(url: &str) -> Result<FunctionStore, StoreError> {
+        Ok(FunctionStore::new(Arc::new(pg::PgFunctions::open(url)?)))
+    }
+
     /// The store kept by `backend`.
     pub fn new(backend: Arc<dyn FunctionBackend>) -> FunctionStore {
         FunctionStore { backend }
     }
 
     /// Runs `f` in one write transaction and returns what it produced.
-    fn write<T>(
+    fn write<T: Send>(
         &self,
-        mut f: impl FnMut(&dyn FunctionRows) -> Result<T, StoreError>,
+        mut f: impl FnMut(&dyn FunctionRows) -> Result<T, StoreError> + Send,
     ) -> Result<T, StoreError> {
         let mut out = None;
         self.backend.write(&mut |rows| {
@@ -283,9 +290,9 @@ impl FunctionStore {
     }
 
     /// Runs `f` in one read transaction and returns what it produced.
-    fn read<T>(
+    fn read<T: Send>(
         &self,
-        mut f: impl FnMut(&dyn FunctionRows) -> Result<T, StoreError>,
+        mut f: impl FnMut(&dyn FunctionRows) -> Result<T, StoreError> + Send,
     ) -> Result<T, StoreError> {
         let mut out = None;
         self.backend.read(&mut |rows| {

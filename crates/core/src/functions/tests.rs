@@ -1,4 +1,7 @@
-//! Tests of the function store on its SQLite backend.
+//! Tests of the function store: the contract every backend keeps, run on
+//! SQLite and on PostgreSQL (a throwaway cluster, a fresh database per
+//! case), then what is particular to SQLite (locks, the original bot's
+//! tables, sharing the file with the trade store).
 
 use super::sqlite::like_pattern;
 use super::*;
@@ -8,6 +11,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tradebox_db::schema::objects_exist;
+use tradebox_db::testing::PgCluster;
 
 fn setup() -> (TempDir, PathBuf, FunctionStore) {
     let dir = TempDir::new().unwrap();
@@ -16,13 +20,136 @@ fn setup() -> (TempDir, PathBuf, FunctionStore) {
     (dir, path, store)
 }
 
+/// One test's store: [`TestStore::open`] gives another connection to it
+/// each call, [`TestStore::another`] a different, empty store.
+trait TestStore: Sync {
+    fn open(&self) -> FunctionStore;
+    fn another(&self) -> FunctionStore;
+}
+
+struct Sqlite {
+    dir: TempDir,
+    others: std::sync::atomic::AtomicU32,
+}
+
+impl TestStore for Sqlite {
+    fn open(&self) -> FunctionStore {
+        FunctionStore::open(self.dir.path().join("tradebox.db")).unwrap()
+    }
+
+    fn another(&self) -> FunctionStore {
+        let n = self
+            .others
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        FunctionStore::open(self.dir.path().join(format!("other-{n}.db"))).unwrap()
+    }
+}
+
+struct Postgres<'a> {
+    cluster: &'a PgCluster,
+    url: String,
+}
+
+impl TestStore for Postgres<'_> {
+    fn open(&self) -> FunctionStore {
+        FunctionStore::open_postgres(&self.url).unwrap()
+    }
+
+    fn another(&self) -> FunctionStore {
+        FunctionStore::open_postgres(&self.cluster.database().unwrap()).unwrap()
+    }
+}
+
+/// One case of the contract, by name.
+type Case = (&'static str, fn(&dyn TestStore));
+
+/// The contract: every case runs on every backend.
+const CONTRACT: &[Case] = &[
+    ("create_and_get", create_and_get),
+    ("invalid_input_is_refused", invalid_input_is_refused),
+    ("list_order_and_paging", list_order_and_paging),
+    ("record_use_counts_and_stamps", record_use_counts_and_stamps),
+    (
+        "search_is_case_insensitive_and_literal",
+        search_is_case_insensitive_and_literal,
+    ),
+    (
+        "sql_looking_text_is_stored_and_searched_literally",
+        sql_looking_text_is_stored_and_searched_literally,
+    ),
+    ("unicode_round_trips", unicode_round_trips),
+    (
+        "saves_make_versions_and_history",
+        saves_make_versions_and_history,
+    ),
+    (
+        "saving_over_another_users_function_needs_admin",
+        saving_over_another_users_function_needs_admin,
+    ),
+    (
+        "delete_by_creator_admin_and_other",
+        delete_by_creator_admin_and_other,
+    ),
+    (
+        "deleted_functions_are_hidden_but_kept_in_history",
+        deleted_functions_are_hidden_but_kept_in_history,
+    ),
+    (
+        "saving_a_deleted_name_revives_it_for_the_new_saver",
+        saving_a_deleted_name_revives_it_for_the_new_saver,
+    ),
+    ("rename_rules", rename_rules),
+    (
+        "rename_onto_a_deleted_name_moves_the_deleted_one_aside",
+        rename_onto_a_deleted_name_moves_the_deleted_one_aside,
+    ),
+    ("stats_totals_and_top", stats_totals_and_top),
+    ("suggest_close_names", suggest_close_names),
+    (
+        "export_import_round_trip_and_idempotency",
+        export_import_round_trip_and_idempotency,
+    ),
+    ("import_validates_the_shape", import_validates_the_shape),
+    ("parallel_record_use_is_exact", parallel_record_use_is_exact),
+    (
+        "one_store_shared_between_threads",
+        one_store_shared_between_threads,
+    ),
+    (
+        "parallel_saves_of_one_new_name_create_it_once",
+        parallel_saves_of_one_new_name_create_it_once,
+    ),
+];
+
+#[test]
+fn the_contract_on_sqlite() {
+    for (name, case) in CONTRACT {
+        eprintln!("case {name}");
+        case(&Sqlite {
+            dir: TempDir::new().unwrap(),
+            others: Default::default(),
+        });
+    }
+}
+
+#[test]
+fn the_contract_on_postgres() {
+    let cluster = PgCluster::start().unwrap();
+    for (name, case) in CONTRACT {
+        eprintln!("case {name}");
+        case(&Postgres {
+            cluster: &cluster,
+            url: cluster.database().unwrap(),
+        });
+    }
+}
+
 fn names(fs: &[Function]) -> Vec<&str> {
     fs.iter().map(|f| f.name.as_str()).collect()
 }
 
-#[test]
-fn create_and_get() {
-    let (_dir, _path, s) = setup();
+fn create_and_get(store: &dyn TestStore) {
+    let s = store.open();
     let out = s
         .save("pnl", "daily pnl", "result = 1", "U1", false)
         .unwrap();
@@ -43,9 +170,8 @@ fn create_and_get() {
     assert_eq!(s.count().unwrap(), 1);
 }
 
-#[test]
-fn invalid_input_is_refused() {
-    let (_dir, _path, s) = setup();
+fn invalid_input_is_refused(store: &dyn TestStore) {
+    let s = store.open();
     let long = "a".repeat(65);
     for (name, code, user) in [
         ("", "x", "U1"),
@@ -64,9 +190,8 @@ fn invalid_input_is_refused() {
     assert_eq!(s.count().unwrap(), 1);
 }
 
-#[test]
-fn list_order_and_paging() {
-    let (_dir, _path, s) = setup();
+fn list_order_and_paging(store: &dyn TestStore) {
+    let s = store.open();
     for name in ["delta", "alpha", "charlie", "bravo"] {
         s.save(name, "", "x", "U1", false).unwrap();
     }
@@ -82,9 +207,8 @@ fn list_order_and_paging() {
     assert_eq!(s.count().unwrap(), 4);
 }
 
-#[test]
-fn record_use_counts_and_stamps() {
-    let (_dir, _path, s) = setup();
+fn record_use_counts_and_stamps(store: &dyn TestStore) {
+    let s = store.open();
     s.save("f", "", "x", "U1", false).unwrap();
     let f = s.record_use("f").unwrap();
     assert_eq!(f.use_count, 1);
@@ -96,9 +220,8 @@ fn record_use_counts_and_stamps() {
     ));
 }
 
-#[test]
-fn search_is_case_insensitive_and_literal() {
-    let (_dir, _path, s) = setup();
+fn search_is_case_insensitive_and_literal(store: &dyn TestStore) {
+    let s = store.open();
     s.save("Daily_PnL", "profit and loss per day", "x", "U1", false)
         .unwrap();
     s.save("volume", "Traded VOLUME by exchange", "x", "U1", false)
@@ -126,9 +249,8 @@ fn search_is_case_insensitive_and_literal() {
     assert_eq!(names(&s.search("", 2, 1).unwrap()).len(), 2);
 }
 
-#[test]
-fn sql_looking_text_is_stored_and_searched_literally() {
-    let (_dir, _path, s) = setup();
+fn sql_looking_text_is_stored_and_searched_literally(store: &dyn TestStore) {
+    let s = store.open();
     let name = "x'); DROP TABLE saved_functions;--";
     let desc = "' OR 1=1 --";
     s.save(
@@ -149,9 +271,8 @@ fn sql_looking_text_is_stored_and_searched_literally() {
     assert_eq!(s.count().unwrap(), 2);
 }
 
-#[test]
-fn unicode_round_trips() {
-    let (_dir, _path, s) = setup();
+fn unicode_round_trips(store: &dyn TestStore) {
+    let s = store.open();
     let desc = "Gewinn 📈 für MM1 — 日次損益 🚀";
     let code = "result = '✓ ünïcödé'  # 🐍";
     s.save("emoji", desc, code, "U1", false).unwrap();
@@ -167,9 +288,8 @@ fn unicode_round_trips() {
     assert_eq!(history[0].description, desc);
 }
 
-#[test]
-fn saves_make_versions_and_history() {
-    let (_dir, _path, s) = setup();
+fn saves_make_versions_and_history(store: &dyn TestStore) {
+    let s = store.open();
     s.save("f", "one", "a = 1", "U1", false).unwrap();
     s.record_use("f").unwrap();
     let out = s.save("f", "two", "a = 2", "U1", false).unwrap();
@@ -205,9 +325,8 @@ fn saves_make_versions_and_history() {
     ));
 }
 
-#[test]
-fn saving_over_another_users_function_needs_admin() {
-    let (_dir, _path, s) = setup();
+fn saving_over_another_users_function_needs_admin(store: &dyn TestStore) {
+    let s = store.open();
     s.save("f", "", "a = 1", "U1", false).unwrap();
     let err = s.save("f", "", "a = 2", "U2", false).unwrap_err();
     match &err {
@@ -227,9 +346,8 @@ fn saving_over_another_users_function_needs_admin() {
     assert_eq!(s.history("f").unwrap()[1].saved_by, "ADMIN");
 }
 
-#[test]
-fn delete_by_creator_admin_and_other() {
-    let (_dir, _path, s) = setup();
+fn delete_by_creator_admin_and_other(store: &dyn TestStore) {
+    let s = store.open();
     s.save("mine", "", "x", "U1", false).unwrap();
     s.save("theirs", "", "x", "U1", false).unwrap();
 
@@ -248,9 +366,8 @@ fn delete_by_creator_admin_and_other() {
     }
 }
 
-#[test]
-fn deleted_functions_are_hidden_but_kept_in_history() {
-    let (_dir, _path, s) = setup();
+fn deleted_functions_are_hidden_but_kept_in_history(store: &dyn TestStore) {
+    let s = store.open();
     s.save("gone", "to delete", "x", "U1", false).unwrap();
     s.save("kept", "", "x", "U1", false).unwrap();
     s.record_use("gone").unwrap();
@@ -281,9 +398,8 @@ fn deleted_functions_are_hidden_but_kept_in_history() {
     assert_eq!(h[1].saved_by, "U1");
 }
 
-#[test]
-fn saving_a_deleted_name_revives_it_for_the_new_saver() {
-    let (_dir, _path, s) = setup();
+fn saving_a_deleted_name_revives_it_for_the_new_saver(store: &dyn TestStore) {
+    let s = store.open();
     s.save("f", "old", "a = 1", "U1", false).unwrap();
     s.record_use("f").unwrap();
     s.delete("f", "U1", false).unwrap();
@@ -316,9 +432,8 @@ fn saving_a_deleted_name_revives_it_for_the_new_saver() {
     assert!(h.iter().all(|v| v.function_id == f.id));
 }
 
-#[test]
-fn rename_rules() {
-    let (_dir, _path, s) = setup();
+fn rename_rules(store: &dyn TestStore) {
+    let s = store.open();
     s.save("old", "d", "x", "U1", false).unwrap();
     s.save("taken", "", "x", "U2", false).unwrap();
 
@@ -365,9 +480,8 @@ fn rename_rules() {
     assert!(s.get("Taken").unwrap().is_some());
 }
 
-#[test]
-fn rename_onto_a_deleted_name_moves_the_deleted_one_aside() {
-    let (_dir, _path, s) = setup();
+fn rename_onto_a_deleted_name_moves_the_deleted_one_aside(store: &dyn TestStore) {
+    let s = store.open();
     let gone = s
         .save("report", "old", "a = 1", "U1", false)
         .unwrap()
@@ -392,9 +506,8 @@ fn rename_onto_a_deleted_name_moves_the_deleted_one_aside() {
     assert_eq!(s.count().unwrap(), 1);
 }
 
-#[test]
-fn stats_totals_and_top() {
-    let (_dir, _path, s) = setup();
+fn stats_totals_and_top(store: &dyn TestStore) {
+    let s = store.open();
     assert_eq!(
         s.stats().unwrap(),
         Stats {
@@ -424,9 +537,8 @@ fn stats_totals_and_top() {
     assert_eq!(top, [("b", 5), ("f", 4), ("c", 3), ("d", 3), ("e", 2)]);
 }
 
-#[test]
-fn suggest_close_names() {
-    let (_dir, _path, s) = setup();
+fn suggest_close_names(store: &dyn TestStore) {
+    let s = store.open();
     for name in [
         "daily_pnl",
         "weekly_pnl",
@@ -456,9 +568,8 @@ fn like_pattern_escapes() {
     assert_eq!(like_pattern(""), "%%");
 }
 
-#[test]
-fn export_import_round_trip_and_idempotency() {
-    let (_dir, _path, a) = setup();
+fn export_import_round_trip_and_idempotency(store: &dyn TestStore) {
+    let a = store.open();
     a.save("pnl", "daily 📈", "result = 1", "U1", false)
         .unwrap();
     a.save("pnl", "daily 📈", "result = 2", "U1", false)
@@ -478,8 +589,7 @@ fn export_import_round_trip_and_idempotency() {
     assert_eq!(list[1]["versions"][0]["code"], "result = 1");
 
     // Into an empty store: authorship and counts come along.
-    let dir = TempDir::new().unwrap();
-    let b = FunctionStore::open(dir.path().join("b.db")).unwrap();
+    let b = store.another();
     let report = b.import(&doc, "ADMIN").unwrap();
     assert_eq!(report.created, ["fees", "pnl"]);
     assert!(report.updated.is_empty() && report.unchanged.is_empty());
@@ -548,9 +658,8 @@ fn export_import_round_trip_and_idempotency() {
     assert_eq!((m.created_by.as_str(), m.description.as_str()), ("U9", ""));
 }
 
-#[test]
-fn import_validates_the_shape() {
-    let (_dir, _path, s) = setup();
+fn import_validates_the_shape(store: &dyn TestStore) {
+    let s = store.open();
     let cases = [
         (serde_json::json!([]), "\"functions\" array"),
         (serde_json::json!({}), "no \"functions\""),
@@ -623,30 +732,30 @@ fn import_validates_the_shape() {
     assert_eq!(s.count().unwrap(), 0);
 }
 
-#[test]
-fn parallel_record_use_is_exact() {
-    let (_dir, path, s) = setup();
+fn parallel_record_use_is_exact(store: &dyn TestStore) {
+    let s = store.open();
     s.save("hot", "", "x", "U1", false).unwrap();
-    let barrier = Arc::new(Barrier::new(10));
-    let threads: Vec<_> = (0..10)
-        .map(|_| {
-            let path = path.clone();
-            let barrier = Arc::clone(&barrier);
-            std::thread::spawn(move || {
-                let store = FunctionStore::open(&path).unwrap();
-                barrier.wait();
-                let mut seen = Vec::new();
-                for _ in 0..10 {
-                    seen.push(store.record_use("hot").unwrap().use_count);
-                }
-                seen
+    let barrier = Barrier::new(10);
+    let mut seen: Vec<u64> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..10)
+            .map(|_| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    let other = store.open();
+                    barrier.wait();
+                    let mut seen = Vec::new();
+                    for _ in 0..10 {
+                        seen.push(other.record_use("hot").unwrap().use_count);
+                    }
+                    seen
+                })
             })
-        })
-        .collect();
-    let mut seen: Vec<u64> = threads
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect();
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect()
+    });
     seen.sort_unstable();
     assert_eq!(
         seen,
@@ -656,9 +765,8 @@ fn parallel_record_use_is_exact() {
     assert_eq!(s.get("hot").unwrap().unwrap().use_count, 100);
 }
 
-#[test]
-fn one_store_shared_between_threads() {
-    let (_dir, _path, s) = setup();
+fn one_store_shared_between_threads(store: &dyn TestStore) {
+    let s = store.open();
     let s = Arc::new(s);
     let threads: Vec<_> = (0..8)
         .map(|i| {
@@ -678,24 +786,23 @@ fn one_store_shared_between_threads() {
     assert_eq!((stats.total_functions, stats.total_uses), (8, 40));
 }
 
-#[test]
-fn parallel_saves_of_one_new_name_create_it_once() {
-    let (_dir, path, _s) = setup();
-    let barrier = Arc::new(Barrier::new(8));
-    let threads: Vec<_> = (0..8)
-        .map(|i| {
-            let path = path.clone();
-            let barrier = Arc::clone(&barrier);
-            std::thread::spawn(move || {
-                let store = FunctionStore::open(&path).unwrap();
-                barrier.wait();
-                store
-                    .save("race", "", &format!("v = {i}"), "U1", false)
-                    .unwrap()
+fn parallel_saves_of_one_new_name_create_it_once(store: &dyn TestStore) {
+    let barrier = Barrier::new(8);
+    let outcomes: Vec<SaveOutcome> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    let other = store.open();
+                    barrier.wait();
+                    other
+                        .save("race", "", &format!("v = {i}"), "U1", false)
+                        .unwrap()
+                })
             })
-        })
-        .collect();
-    let outcomes: Vec<SaveOutcome> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
     assert_eq!(outcomes.iter().filter(|o| o.created).count(), 1);
     let mut versions: Vec<u32> = outcomes.iter().map(|o| o.function.version).collect();
     versions.sort_unstable();
