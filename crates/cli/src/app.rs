@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
+
 use tradebox_core::audit::AuditLog;
 use tradebox_core::config::Config;
 use tradebox_core::executor::Executor;
@@ -11,6 +13,7 @@ use tradebox_core::functions::FunctionStore;
 use tradebox_core::permissions::Permissions;
 use tradebox_core::pipeline::{Pipeline, Settings};
 use tradebox_core::ratelimit::RateLimiter;
+use tradebox_core::store::StoreUrl;
 use tradebox_data::{Home, Store};
 
 use crate::sandbox_setup::{self, PoolShape, SetupError};
@@ -20,16 +23,41 @@ pub fn config(home: &Home) -> anyhow::Result<Config> {
     Config::load(home.root()).map_err(|e| SetupError(e.to_string()).into())
 }
 
-/// The function store, creating the store file if needed.
-pub fn functions(home: &Home) -> anyhow::Result<FunctionStore> {
-    Store::open(&home.store_path())?;
-    Ok(FunctionStore::open(home.store_path())?)
+/// The variable `[store] url` falls back to, as many hosting platforms set it.
+pub const DATABASE_URL: &str = "DATABASE_URL";
+
+/// Where the functions, the audit trail and the rate limiter live: `[store]
+/// url`, else `DATABASE_URL`, else the home's SQLite file (created with the
+/// trade store's tables if needed).
+pub fn store_url(home: &Home, config: &Config) -> anyhow::Result<StoreUrl> {
+    let from_env = std::env::var(DATABASE_URL)
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let url = match (&config.store.url, from_env) {
+        (Some(url), _) => StoreUrl::parse(url).map_err(|e| SetupError(format!("store.url {e}")))?,
+        (None, Some(url)) => {
+            StoreUrl::parse(&url).map_err(|e| SetupError(format!("{DATABASE_URL} {e}")))?
+        }
+        (None, None) => StoreUrl::Sqlite(home.store_path()),
+    };
+    if let StoreUrl::Sqlite(path) = &url {
+        Store::open(path)?;
+    }
+    Ok(url)
+}
+
+/// The function store.
+pub fn functions(home: &Home, config: &Config) -> anyhow::Result<FunctionStore> {
+    let url = store_url(home, config)?;
+    FunctionStore::connect(&url)
+        .with_context(|| format!("opening the function store at {}", url.redacted()))
 }
 
 /// The audit trail, pruned to the configured retention.
 pub fn audit(home: &Home, config: &Config) -> anyhow::Result<AuditLog> {
-    Store::open(&home.store_path())?;
-    let audit = AuditLog::open(home.store_path())?;
+    let url = store_url(home, config)?;
+    let audit = AuditLog::connect(&url)
+        .with_context(|| format!("opening the audit trail at {}", url.redacted()))?;
     if let Some(keep) = config.audit.retention() {
         let cutoff = tradebox_data::timestamp::now() - keep.as_micros() as i64;
         let removed = audit.prune(cutoff)?;
@@ -78,9 +106,9 @@ pub fn pipeline(
     };
     Ok(Pipeline::new(
         executor,
-        functions(home)?,
+        functions(home, config)?,
         audit(home, config)?,
-        RateLimiter::from_config(home.store_path(), &config.rate_limit)?,
+        RateLimiter::connect(&store_url(home, config)?, &config.rate_limit)?,
         permissions(config),
         settings,
     ))

@@ -74,6 +74,7 @@ fn show(args: &ShowArgs, home: &Home) -> anyhow::Result<()> {
 /// The environment variable that overrides `[slack] api_url` and
 /// `TRADEBOX_SLACK_API_URL` (read by the Slack front end).
 const SLACK_API_URL: &str = "SLACK_API_URL";
+use crate::app::DATABASE_URL;
 
 /// The secrets the Slack front end reads, with the prefix their value starts with.
 const SLACK_SECRETS: &[(&str, Option<&str>)] = &[
@@ -152,6 +153,23 @@ impl View {
                 s.toml = Some(Value::from(url.as_str()).to_string());
                 s.json = Value::from(url);
                 s.source = Source::Env(SLACK_API_URL.to_owned());
+            }
+        }
+        // [store] url: DATABASE_URL when unset; the password never shown.
+        if let Some(s) = settings
+            .iter_mut()
+            .find(|s| (s.section, s.key) == ("store", "url"))
+        {
+            if s.json.is_null() {
+                if let Some(url) = env(DATABASE_URL) {
+                    s.json = Value::from(url);
+                    s.source = Source::Env(DATABASE_URL.to_owned());
+                }
+            }
+            if let Some(url) = s.json.as_str() {
+                let shown = tradebox_core::store::redact(url);
+                s.toml = Some(Value::from(shown.as_str()).to_string());
+                s.json = Value::from(shown);
             }
         }
         let mut secrets: Vec<Secret> = SLACK_SECRETS
@@ -397,5 +415,44 @@ mod tests {
             "TRADEBOX_TOKEN"
         );
         assert_eq!(v.json()["unused_secrets"], json!([]));
+    }
+
+    #[test]
+    fn the_store_url_never_shows_its_password() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let home = Home::new(dir.path());
+        // Unset in the file: DATABASE_URL, named as the source.
+        let v = view(
+            &[(
+                "DATABASE_URL",
+                "postgres://desk:hunter2@db.internal:5432/tb",
+            )],
+            &home,
+        );
+        let (text, json) = (v.text(), v.json());
+        assert!(!text.contains("hunter2") && !json.to_string().contains("hunter2"));
+        let line = text.lines().find(|l| l.starts_with("url = ")).unwrap();
+        assert!(
+            line.starts_with("url = \"postgres://desk:***@db.internal:5432/tb\""),
+            "{line}"
+        );
+        assert!(line.ends_with(" # env DATABASE_URL"), "{line}");
+        assert_eq!(json["settings"]["store"]["url"]["var"], "DATABASE_URL");
+        // Set in the file: that one, masked too.
+        std::fs::write(
+            dir.path().join("tradebox.toml"),
+            "[store]\nurl = \"postgres://desk:s3cret@db/tb\"\n",
+        )
+        .unwrap();
+        let v = view(&[("DATABASE_URL", "postgres://x:other@h/db")], &home);
+        let text = v.text();
+        assert!(
+            !text.contains("s3cret") && !text.contains("other@"),
+            "{text}"
+        );
+        assert!(
+            text.contains("url = \"postgres://desk:***@db/tb\""),
+            "{text}"
+        );
     }
 }

@@ -203,7 +203,7 @@ pub fn run(cmd: &FuncCommand, home: &Home, quiet: bool) -> anyhow::Result<u8> {
         }
         FuncCommand::List(a) => {
             if a.json {
-                let store = app::functions(home)?;
+                let store = app::functions(home, &app::config(home)?)?;
                 let funcs = match &a.query {
                     Some(q) => store.search(q, 1000, 0)?,
                     None => store.list(1000, 0)?,
@@ -224,7 +224,7 @@ pub fn run(cmd: &FuncCommand, home: &Home, quiet: bool) -> anyhow::Result<u8> {
             through_pipeline(home, a.user.clone(), cmd, Format::Text, quiet)
         }
         FuncCommand::Show(a) => {
-            let store = app::functions(home)?;
+            let store = app::functions(home, &app::config(home)?)?;
             let Some(f) = store.get(&a.name)? else {
                 return Err(not_found(&store, &a.name));
             };
@@ -250,7 +250,7 @@ pub fn run(cmd: &FuncCommand, home: &Home, quiet: bool) -> anyhow::Result<u8> {
             Ok(0)
         }
         FuncCommand::History(a) => {
-            let store = app::functions(home)?;
+            let store = app::functions(home, &app::config(home)?)?;
             let versions = store.history(&a.name)?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&versions)?);
@@ -276,7 +276,7 @@ pub fn run(cmd: &FuncCommand, home: &Home, quiet: bool) -> anyhow::Result<u8> {
                 .clone()
                 .unwrap_or_else(|| config.console.user.clone());
             let admin = app::permissions(&config).is_admin(&user);
-            let store = app::functions(home)?;
+            let store = app::functions(home, &app::config(home)?)?;
             let mut entry = AuditEntry::new(user.clone(), Source::Cli, Action::Rename, Outcome::Ok);
             entry.function_name = Some(a.old.clone());
             entry.detail = Some(format!("renamed to {}", a.new));
@@ -294,7 +294,9 @@ pub fn run(cmd: &FuncCommand, home: &Home, quiet: bool) -> anyhow::Result<u8> {
             Ok(0)
         }
         FuncCommand::Export(a) => {
-            let json = serde_json::to_string_pretty(&app::functions(home)?.export()?)?;
+            let json = serde_json::to_string_pretty(
+                &app::functions(home, &app::config(home)?)?.export()?,
+            )?;
             match &a.output {
                 Some(path) => {
                     std::fs::write(path, json + "\n")
@@ -322,7 +324,7 @@ pub fn run(cmd: &FuncCommand, home: &Home, quiet: bool) -> anyhow::Result<u8> {
                 ))
                 .into());
             }
-            let report = app::functions(home)?.import(&value, &user)?;
+            let report = app::functions(home, &app::config(home)?)?.import(&value, &user)?;
             let mut entry = AuditEntry::new(user, Source::Cli, Action::Import, Outcome::Ok);
             let summary = format!(
                 "{} created, {} updated, {} unchanged",

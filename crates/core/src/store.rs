@@ -9,14 +9,89 @@
 //! ([`crate::functions::FunctionBackend`], [`crate::audit::AuditBackend`],
 //! [`crate::ratelimit::RateLimitBackend`]). The SQLite implementations live
 //! beside each front (`sqlite.rs`), on the connection plumbing of
-//! `tradebox_db`; another database implements the same three traits and the
-//! fronts, with their rules, stay as they are.
+//! `tradebox_db`, and so do the PostgreSQL ones (`pg.rs`); the fronts, with
+//! their rules, are the same over both. [`StoreUrl`] says which one a
+//! deployment uses (`[store] url`).
 //!
 //! Backends whose rules span several statements (the function store, the
 //! rate limiter) expose *rows* traits, called inside one transaction the
 //! backend opens; the front runs its rules there. A transaction closure may
 //! be called again if a backend retries a transaction (it only records its
 //! result for the front).
+
+use std::path::PathBuf;
+
+/// Where the function store, the audit trail and the rate limiter live:
+/// `sqlite:PATH` or `postgres://user:password@host:port/database` (also
+/// `postgresql://`). The trades stay in the home's SQLite file either way.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+/// Never shows the password.
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl StoreUrl {
+    /// Reads a `[store] url` value; the error is a phrase for the key.
+    pub fn parse(url: &str) -> Result<StoreUrl, String> {
+        let url = url.trim();
+        if let Some(path) = url.strip_prefix("sqlite:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err(
+                    "must name a file after sqlite: (sqlite:/srv/tradebox/tradebox.db)".into(),
+                );
+            }
+            return Ok(StoreUrl::Sqlite(PathBuf::from(path)));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(StoreUrl::Postgres(url.to_string()));
+        }
+        Err(format!(
+            "must be sqlite:PATH or postgres://user:password@host:port/database, not {:?}",
+            redact(url)
+        ))
+    }
+
+    /// The URL with its password replaced by `***`, for logs and `config show`.
+    pub fn redacted(&self) -> String {
+        match self {
+            StoreUrl::Sqlite(path) => format!("sqlite:{}", path.display()),
+            StoreUrl::Postgres(url) => redact(url),
+        }
+    }
+}
+
+/// `url` with the password of its authority (`user:password@`) replaced by
+/// `***`, and a `password=` parameter's value too.
+pub fn redact(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(scheme_end) = out.find("://") {
+        let rest = &out[scheme_end + 3..];
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            if let Some(colon) = rest[..at].find(':') {
+                let start = scheme_end + 3 + colon + 1;
+                let end = scheme_end + 3 + at;
+                out.replace_range(start..end, "***");
+            }
+        }
+    }
+    if let Some(i) = out.find("password=") {
+        let start = i + "password=".len();
+        let end = out[start..]
+            .find(['&', ' '])
+            .map_or(out.len(), |e| start + e);
+        out.replace_range(start..end, "***");
+    }
+    out
+}
 
 /// Everything that can go wrong in the function store, the audit trail and
 /// the rate limiter.
@@ -67,4 +142,39 @@ impl StoreError {
 /// running its body.
 pub(crate) fn body_not_run() -> StoreError {
     StoreError::Backend("the transaction body was never run".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls_are_read_and_shown_without_their_password() {
+        assert_eq!(
+            StoreUrl::parse("sqlite:/srv/t.db").unwrap(),
+            StoreUrl::Sqlite("/srv/t.db".into())
+        );
+        assert_eq!(
+            StoreUrl::parse("sqlite:///srv/t.db").unwrap(),
+            StoreUrl::Sqlite("/srv/t.db".into())
+        );
+        let pg = StoreUrl::parse("postgres://desk:s3cr@t@db.internal:5432/tradebox").unwrap();
+        assert_eq!(
+            pg.redacted(),
+            "postgres://desk:***@db.internal:5432/tradebox"
+        );
+        assert_eq!(format!("{pg:?}"), pg.redacted());
+        assert_eq!(
+            redact("postgresql://db/x?user=desk&password=hunter2&sslmode=disable"),
+            "postgresql://db/x?user=desk&password=***&sslmode=disable"
+        );
+        assert_eq!(redact("postgres://desk@db/x"), "postgres://desk@db/x");
+        for bad in ["", "sqlite:", "mysql://u:pw@h/db", "/srv/t.db"] {
+            let e = StoreUrl::parse(bad).unwrap_err();
+            assert!(e.starts_with("must "), "{bad}: {e}");
+        }
+        assert!(!StoreUrl::parse("mysql://u:pw@h/db")
+            .unwrap_err()
+            .contains("pw"));
+    }
 }

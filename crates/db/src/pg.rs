@@ -10,11 +10,13 @@
 //! borrows the caller's closure (no `'static` needed) and costs tens of
 //! microseconds beside the round trips.
 //!
-//! A connection that broke (the server restarted, the network dropped) is
-//! replaced on the next operation; the operation that found it broken fails
-//! with [`DbError::Unavailable`], which nothing retries on its own: the
-//! user is told to try again, and nothing was half-written (the
-//! transaction never committed).
+//! A connection that broke while idle (the server restarted) is found out
+//! when a transaction cannot begin on it; nothing of the operation has run
+//! then, so it begins once more on a new connection. One that breaks
+//! during a transaction fails that operation with [`DbError::Unavailable`],
+//! which nothing retries (the user is told to try again; the transaction
+//! never committed, so nothing was half-written), and is replaced by the
+//! next operation.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -77,6 +79,13 @@ pub type LockKey = i64;
 
 /// The advisory lock key of schema creation and migration.
 pub const MIGRATION_LOCK: LockKey = 0x7472_6164_6562_6f78; // "tradebox"
+
+/// How one try at a transaction ended.
+enum Attempt<T, E> {
+    Done(Result<T, E>),
+    /// It could not begin: the connection had broken. Nothing ran.
+    Stale(E),
+}
 
 /// What a transaction may do.
 #[derive(Clone, Copy)]
@@ -238,40 +247,71 @@ impl PgDb {
         f: impl FnOnce(&PgConn<'_, '_>) -> Result<T, E> + Send,
     ) -> Result<T, E> {
         std::thread::scope(|s| {
-            s.spawn(|| self.transaction_here(mode, f))
-                .join()
-                .unwrap_or_else(|_| {
-                    Err(E::from(DbError::Unavailable {
-                        target: self.target.clone(),
-                        detail: "a store operation panicked".into(),
-                    }))
-                })
+            s.spawn(|| {
+                let mut f = Some(f);
+                match self.transaction_here(mode, &mut f) {
+                    // The connection broke while idle (the server
+                    // restarted): nothing of this operation ran yet, so it
+                    // begins once more, on a new connection.
+                    Attempt::Stale(_) => match self.transaction_here(mode, &mut f) {
+                        Attempt::Done(result) => result,
+                        Attempt::Stale(e) => Err(e),
+                    },
+                    Attempt::Done(result) => result,
+                }
+            })
+            .join()
+            .unwrap_or_else(|_| {
+                Err(E::from(DbError::Unavailable {
+                    target: self.target.clone(),
+                    detail: "a store operation panicked".into(),
+                }))
+            })
         })
     }
 
-    fn transaction_here<T, E: From<DbError>>(
+    /// One try at a transaction; `f` is taken only once the transaction
+    /// has begun.
+    fn transaction_here<T, E: From<DbError>, F>(
         &self,
         mode: Mode,
-        f: impl FnOnce(&PgConn<'_, '_>) -> Result<T, E>,
-    ) -> Result<T, E> {
+        f: &mut Option<F>,
+    ) -> Attempt<T, E>
+    where
+        F: FnOnce(&PgConn<'_, '_>) -> Result<T, E>,
+    {
         let err = |e| E::from(DbError::from_postgres(&self.target, e));
-        let mut guard = self.client()?;
+        let mut guard = match self.client() {
+            Ok(guard) => guard,
+            Err(e) => return Attempt::Done(Err(E::from(e))),
+        };
         let Some(client) = guard.as_mut() else {
-            return Err(E::from(DbError::Unavailable {
+            return Attempt::Done(Err(E::from(DbError::Unavailable {
                 target: self.target.clone(),
                 detail: "no connection".into(),
-            }));
+            })));
         };
-        let result = (|| {
-            let mut tx = match mode {
-                Mode::Write(_) => client.transaction().map_err(err)?,
-                Mode::Read => client
-                    .build_transaction()
-                    .isolation_level(postgres::IsolationLevel::RepeatableRead)
-                    .read_only(true)
-                    .start()
-                    .map_err(err)?,
-            };
+        let begun = match mode {
+            Mode::Write(_) => client.transaction(),
+            Mode::Read => client
+                .build_transaction()
+                .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start(),
+        };
+        // A connection found broken is replaced by the next `client()`.
+        let mut tx = match begun {
+            Ok(tx) => tx,
+            Err(e) if e.is_closed() => return Attempt::Stale(err(e)),
+            Err(e) => return Attempt::Done(Err(err(e))),
+        };
+        let Some(f) = f.take() else {
+            return Attempt::Done(Err(E::from(DbError::Unavailable {
+                target: self.target.clone(),
+                detail: "the operation was already run".into(),
+            })));
+        };
+        Attempt::Done((|| {
             if let Mode::Write(Some(key)) = mode {
                 tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
                     .map_err(err)?;
@@ -282,12 +322,7 @@ impl PgDb {
             })?;
             tx.commit().map_err(err)?;
             Ok(value)
-        })();
-        // A broken connection is dropped; the next operation connects anew.
-        if client.is_closed() {
-            *guard = None;
-        }
-        result
+        })())
     }
 
     /// The connection, made when there is none.

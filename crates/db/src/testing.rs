@@ -286,6 +286,14 @@ mod tests {
             .read(|c| c.run(|tx| tx.query_one("SELECT 3", &[]).map(|r| r.get(0))))
             .unwrap();
         assert_eq!(up, 3);
+        // A restart between two operations: the first one after it begins
+        // again on a new connection instead of failing.
+        cluster.stop().unwrap();
+        cluster.restart().unwrap();
+        let again: i32 = db
+            .read(|c| c.run(|tx| tx.query_one("SELECT 4", &[]).map(|r| r.get(0))))
+            .unwrap();
+        assert_eq!(again, 4);
 
         let dir = cluster.dir().to_path_buf();
         drop(cluster);

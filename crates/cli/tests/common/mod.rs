@@ -112,6 +112,8 @@ pub fn python() -> PythonPaths {
 pub fn tradebox(home: &Path, args: &[&str]) {
     let out = std::process::Command::new(bin())
         .env("TRADEBOX_HOME", home)
+        .env_remove("DATABASE_URL")
+        .env_remove("TRADEBOX_STORE_URL")
         .args(args)
         .output()
         .unwrap();
@@ -250,6 +252,8 @@ pub fn serve(home: &Path, env: &[(&str, &str)], args: &[&str]) -> Server {
     cmd.env("TRADEBOX_HOME", home)
         .env("TRADEBOX_RUNTIME", runtime_dir())
         .env_remove("TRADEBOX_TOKEN")
+        .env_remove("DATABASE_URL")
+        .env_remove("TRADEBOX_STORE_URL")
         .env_remove("SLACK_BOT_TOKEN")
         .env_remove("SLACK_APP_TOKEN")
         .env_remove("SLACK_SIGNING_SECRET")

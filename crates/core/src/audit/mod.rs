@@ -258,6 +258,14 @@ impl AuditLog {
         )?)))
     }
 
+    /// Opens the audit log where `url` says.
+    pub fn connect(url: &crate::store::StoreUrl) -> Result<AuditLog, StoreError> {
+        match url {
+            crate::store::StoreUrl::Sqlite(path) => AuditLog::open(path),
+            crate::store::StoreUrl::Postgres(url) => AuditLog::open_postgres(url),
+        }
+    }
+
     /// Opens the audit log in the PostgreSQL database at `url`, creating
     /// the table, indexes and trigger when needed.
     pub fn open_postgres(url: &str) -> Result<AuditLog, StoreError> {

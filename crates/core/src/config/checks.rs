@@ -66,6 +66,10 @@ impl Config {
                 }
                 _ => Ok(()),
             },
+            ("store", "url") => match &self.store.url {
+                Some(v) => crate::store::StoreUrl::parse(v).map(|_| ()),
+                None => Ok(()),
+            },
             ("limits", "timeout_seconds") => in_range(l.timeout_seconds, 1, 3600, " seconds"),
             ("limits", "memory_mb") => in_range(l.memory_mb, 64, 1 << 20, " MB"),
             ("limits", "output_bytes") => in_range(l.output_bytes, 1024, 64 << 20, " bytes"),

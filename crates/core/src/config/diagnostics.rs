@@ -304,7 +304,7 @@ mod tests {
         assert_eq!(position, Some(Position { line: 1, column: 2 }));
         assert!(
             shown.contains(
-                "unknown table [limit] (did you mean 'limits'? expected one of [data], [limits]"
+                "unknown table [limit] (did you mean 'limits'? expected one of [data], [store], [limits]"
             ),
             "{shown}"
         );

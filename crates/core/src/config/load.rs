@@ -251,7 +251,7 @@ mod tests {
 
         let entries = l.entries();
         assert_eq!(entries.len(), KEYS.len());
-        let timeout = &entries[1];
+        let timeout = &entries[2];
         assert_eq!(
             (timeout.section, timeout.key),
             ("limits", "timeout_seconds")

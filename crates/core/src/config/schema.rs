@@ -30,6 +30,7 @@ pub const FALLBACK_CONSOLE_USER: &str = "console";
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub data: DataSection,
+    pub store: StoreSection,
     pub limits: LimitsSection,
     pub pool: PoolSection,
     pub rate_limit: RateLimitSection,
@@ -52,6 +53,17 @@ pub struct DataSection {
     /// file only (a list of tables has no environment form).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<tradebox_data::sources::SourceConfig>,
+}
+
+/// `[store]`: where the functions, the audit trail and the rate limiter's
+/// counters live (the trades stay in the home's SQLite file).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// `sqlite:PATH` or `postgres://user:password@host:port/database`;
+    /// unset: `DATABASE_URL` when set, else `$TRADEBOX_HOME/tradebox.db`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// `[limits]`: what one execution may use.
@@ -397,6 +409,7 @@ macro_rules! keys {
 
 keys! {
     data { as_of }
+    store { url }
     limits { timeout_seconds, memory_mb, output_bytes, scratch_mb, max_code_bytes }
     pool { workers, queue, per_user_running, per_user_waiting }
     rate_limit { executions, window_seconds }
@@ -644,6 +657,7 @@ api_url = "http://127.0.0.1:4000/api"
     fn keys_cover_every_field() {
         let mut c = Config::default();
         c.data.as_of = Some("latest".into());
+        c.store.url = Some("sqlite:/srv/tradebox.db".into());
         let table = toml::Table::try_from(&c).unwrap();
         let mut fields = BTreeSet::new();
         for (section, value) in &table {

@@ -265,6 +265,14 @@ impl FunctionStore {
         )?)))
     }
 
+    /// Opens the store where `url` says.
+    pub fn connect(url: &crate::store::StoreUrl) -> Result<FunctionStore, StoreError> {
+        match url {
+            crate::store::StoreUrl::Sqlite(path) => FunctionStore::open(path),
+            crate::store::StoreUrl::Postgres(url) => FunctionStore::open_postgres(url),
+        }
+    }
+
     /// Opens the store in the PostgreSQL database at `url`, creating the
     /// tables when needed.
     pub fn open_postgres(url: &str) -> Result<FunctionStore, StoreError> {

@@ -135,6 +135,19 @@ impl RateLimiter {
         RateLimiter::open(db_path, section.executions, section.window())
     }
 
+    /// The limiter of `section` where `url` says.
+    pub fn connect(
+        url: &crate::store::StoreUrl,
+        section: &RateLimitSection,
+    ) -> Result<RateLimiter, StoreError> {
+        match url {
+            crate::store::StoreUrl::Sqlite(path) => RateLimiter::from_config(path, section),
+            crate::store::StoreUrl::Postgres(url) => {
+                RateLimiter::open_postgres(url, section.executions, section.window())
+            }
+        }
+    }
+
     /// [`RateLimiter::open`] on the PostgreSQL database at `url`.
     pub fn open_postgres(
         url: &str,

@@ -1,0 +1,172 @@
+//! Two `tradebox serve` replicas sharing one PostgreSQL store (a throwaway
+//! cluster): what one saves the other runs, the rate limit is exact across
+//! both, every command has its audit row in the shared store, and nothing
+//! of it lands in the homes' SQLite files. Then the database stops: commands
+//! are refused with "store unavailable" at once, and served again once it is
+//! back, without restarting the replicas. The stores' own contract tests
+//! (crates/core) run every case on both backends; this is the binary's
+//! wiring of `[store] url`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tradebox_db::testing::PgCluster;
+
+use common::http;
+
+fn post(server: &common::Server, path: &str, body: &Value) -> common::Answer {
+    http(
+        &server.base,
+        "POST",
+        path,
+        &[
+            ("Authorization", &format!("Bearer {}", server.token)),
+            ("Content-Type", "application/json"),
+        ],
+        body.to_string().as_bytes(),
+    )
+}
+
+fn command(server: &common::Server, user: &str, text: &str) -> Value {
+    let a = post(
+        server,
+        "/api/v1/commands",
+        &json!({"user": user, "channel": "C1", "text": text}),
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    a.json()
+}
+
+/// The text of a reply's blocks, joined.
+fn text_of(reply: &Value) -> String {
+    reply["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn two_replicas_share_one_postgres_store() {
+    let cluster = PgCluster::start().unwrap();
+    let url = cluster.database().unwrap();
+    let env = [
+        ("TRADEBOX_STORE_URL", url.as_str()),
+        ("TRADEBOX_DATA_AS_OF", "latest"),
+        ("TRADEBOX_RATE_LIMIT_EXECUTIONS", "3"),
+        ("TRADEBOX_RATE_LIMIT_WINDOW_SECONDS", "600"),
+        ("TRADEBOX_VALIDATOR_ENABLED", "no"),
+    ];
+    let (home_a, home_b) = (common::fixture_home(), common::fixture_home());
+    let a = common::serve(home_a.path(), &env, &["--no-demo"]);
+    let b = common::serve(home_b.path(), &env, &["--no-demo"]);
+
+    // Saved on A, listed and run on B.
+    let saved = command(
+        &a,
+        "U1",
+        "/savefunc shared_count | trades | result = len(load_trades(days=None))",
+    );
+    assert_eq!(saved["error"], false, "{saved}");
+    let listed = command(&b, "U2", "/listfuncs");
+    assert!(text_of(&listed).contains("shared_count"), "{listed}");
+    let ran = command(&b, "U1", "/runfunc shared_count");
+    assert_eq!(ran["error"], false, "{ran}");
+    let expected = common::trade_count().to_string();
+    assert!(text_of(&ran).contains(&expected), "{ran}");
+
+    // The rate limit (3 per user) holds across both: U1 ran once already.
+    let mut allowed = 0;
+    for i in 0..6 {
+        let server = if i % 2 == 0 { &a } else { &b };
+        let reply = command(server, "U1", "/analyze result = 1");
+        if reply["error"] == false {
+            allowed += 1;
+        } else {
+            assert!(reply.to_string().contains("Rate limit exceeded"), "{reply}");
+        }
+    }
+    assert_eq!(
+        allowed, 2,
+        "3 per user across both replicas, one used by /runfunc"
+    );
+
+    // Deleted on B, gone on A.
+    let deleted = command(&b, "U1", "/delfunc shared_count");
+    assert_eq!(deleted["error"], false, "{deleted}");
+    let gone = command(&a, "U1", "/runfunc shared_count");
+    assert_eq!(gone["error"], true, "{gone}");
+
+    // Every command has its row in the shared audit trail, whichever
+    // replica took it; the homes' own files have none.
+    let audit = http(
+        &a.base,
+        "GET",
+        "/api/v1/audit?limit=100",
+        &[("Authorization", &format!("Bearer {}", a.token))],
+        b"",
+    )
+    .json();
+    let rows = audit["entries"].as_array().unwrap().clone();
+    let actions: Vec<&str> = rows.iter().map(|r| r["action"].as_str().unwrap()).collect();
+    assert_eq!(
+        actions.iter().filter(|a| **a == "savefunc").count(),
+        1,
+        "{actions:?}"
+    );
+    assert_eq!(
+        actions.iter().filter(|a| **a == "delfunc").count(),
+        1,
+        "{actions:?}"
+    );
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r["outcome"] == "refused_rate_limit")
+            .count(),
+        4,
+        "{actions:?}"
+    );
+    for home in [&home_a, &home_b] {
+        let conn = rusqlite::Connection::open(home.path().join("tradebox.db")).unwrap();
+        let has: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name IN ('saved_functions', 'audit_log')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(has, 0, "the home's file holds no shared table");
+    }
+
+    // The database stops: refused at once with a clear message, not hung.
+    cluster.stop().unwrap();
+    let started = Instant::now();
+    let down = post(
+        &a,
+        "/api/v1/commands",
+        &json!({"user": "U3", "text": "/listfuncs"}),
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(down.text().contains("store unavailable"), "{}", down.text());
+    let ready = http(&a.base, "GET", "/readyz", &[], b"");
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert_eq!(ready.json()["checks"]["store"]["ok"], false);
+
+    // Back: served again without restarting the replicas.
+    cluster.restart().unwrap();
+    let saved = command(&b, "U3", "/savefunc after | x | result = 2");
+    assert_eq!(saved["error"], false, "{saved}");
+    let listed = command(&a, "U3", "/listfuncs");
+    assert!(text_of(&listed).contains("after"), "{listed}");
+    assert_eq!(http(&a.base, "GET", "/readyz", &[], b"").status, 200);
+}
