@@ -112,6 +112,8 @@ pub fn serve(home: &Path, runtime: &Path, workers: Option<usize>, env: &[(&str, 
     cmd.env("TRADEBOX_HOME", home)
         .env("TRADEBOX_RUNTIME", runtime)
         .env_remove("TRADEBOX_TOKEN")
+        .env_remove("DATABASE_URL")
+        .env_remove("TRADEBOX_STORE_URL")
         .env_remove("SLACK_BOT_TOKEN")
         .env_remove("SLACK_APP_TOKEN")
         .env_remove("SLACK_SIGNING_SECRET")
