@@ -11,8 +11,9 @@
 //!              second and p99;
 //!   pipeline   `/runfunc` of a saved function and `/listfuncs` through
 //!              `POST /api/v1/commands` of a real `tradebox serve`, one on
-//!              each store: p50 per command and what PostgreSQL adds
-//!              (target: 1 ms or less);
+//!              each store, back to back and with 40 ms idle before each:
+//!              p50 per command and what PostgreSQL adds (target: 1 ms or
+//!              less);
 //!   replicas   1, 2 and 3 `tradebox serve` (one worker each) sharing the
 //!              PostgreSQL store, closed-loop clients spread over them:
 //!              answers per second, and CPU per answer (the whole machine's
@@ -47,6 +48,10 @@ use tradebox_db::testing::PgCluster;
 
 const TARGET_ADDED_MS: f64 = 1.0;
 const USERS: usize = 50;
+/// Idle time before each command through a server.
+const GAP_MS: u64 = 40;
+/// Commands sent to one server before the other's turn.
+const BLOCK: usize = 20;
 
 struct Opts {
     home: PathBuf,
@@ -258,8 +263,9 @@ fn serve(o: &Opts, url: &StoreUrl) -> Server {
 }
 
 /// p50 of `/runfunc` and of `/listfuncs` through one server per store,
-/// interleaved: [(sqlite, postgres)] in ms.
-fn pipeline(o: &Opts, sqlite: &StoreUrl, pg: &StoreUrl) -> [(f64, f64); 2] {
+/// interleaved, back to back and then with idle time before each command:
+/// [(sqlite, postgres)] in ms, in that order.
+fn pipeline(o: &Opts, sqlite: &StoreUrl, pg: &StoreUrl) -> [(f64, f64); 4] {
     let servers = [serve(o, sqlite), serve(o, pg)];
     let mut clients: Vec<Client> = servers
         .iter()
@@ -271,22 +277,30 @@ fn pipeline(o: &Opts, sqlite: &StoreUrl, pg: &StoreUrl) -> [(f64, f64); 2] {
             command(c, "U1", "/runfunc bench_run");
         }
     }
-    let mut t = [[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
-    for i in 0..o.requests {
+    // One server at a time, in blocks of BLOCK commands, the servers
+    // alternating block by block (the other one is idle meanwhile, its
+    // worker warmed up); then the same with idle time before each command,
+    // as people use it, where every round trip to the database also wakes
+    // an idle CPU.
+    let mut t: [[Vec<f64>; 2]; 4] = Default::default();
+    for (phase, gap) in [(0, 0), (2, GAP_MS)] {
         for (k, text) in ["/runfunc bench_run", "/listfuncs"].iter().enumerate() {
-            for (b, c) in clients.iter_mut().enumerate() {
-                std::thread::sleep(Duration::from_millis(5));
-                let started = Instant::now();
-                command(c, &format!("U{}", i % USERS), text);
-                t[k][b].push(ms(started.elapsed()));
+            for block in 0..o.requests.div_ceil(BLOCK) {
+                for j in 0..2 {
+                    let b = (block + j) % 2;
+                    std::thread::sleep(Duration::from_millis(GAP_MS));
+                    for i in 0..BLOCK {
+                        std::thread::sleep(Duration::from_millis(gap));
+                        let started = Instant::now();
+                        command(&mut clients[b], &format!("U{}", i % USERS), text);
+                        t[phase + k][b].push(ms(started.elapsed()));
+                    }
+                }
             }
         }
     }
     let p50 = |v: &Vec<f64>| p50_p99(v.clone()).0;
-    [
-        (p50(&t[0][0]), p50(&t[0][1])),
-        (p50(&t[1][0]), p50(&t[1][1])),
-    ]
+    [0, 1, 2, 3].map(|k| (p50(&t[k][0]), p50(&t[k][1])))
 }
 
 /// Busy jiffies of the whole machine (all CPUs), from /proc/stat.
@@ -429,12 +443,15 @@ fn main() {
         "\n{:<44} {:>10} {:>10} {:>10} {:>14}",
         "command through serve, p50", "SQLite", "Postgres", "added", "target"
     );
+    let idle = format!(", {GAP_MS} ms idle before");
     for ((name, (a, b)), check) in [
-        ("/runfunc of a saved function", pipe[0]),
-        ("/listfuncs", pipe[1]),
+        ("/runfunc of a saved function".to_string(), pipe[0]),
+        ("/listfuncs".to_string(), pipe[1]),
+        (format!("/runfunc{idle}"), pipe[2]),
+        (format!("/listfuncs{idle}"), pipe[3]),
     ]
     .into_iter()
-    .zip([true, false])
+    .zip([true, false, true, false])
     {
         let added = b - a;
         let verdict = if !check {

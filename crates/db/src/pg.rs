@@ -10,6 +10,12 @@
 //! borrows the caller's closure (no `'static` needed) and costs tens of
 //! microseconds beside the round trips.
 //!
+//! Round trips are what a command pays here, so: each connection keeps its
+//! prepared statements (one round trip per statement after the first use,
+//! not a prepare and an execute each time); a write's `BEGIN` and its
+//! advisory lock go in one round trip; a write of one statement (an audit
+//! row) runs on its own, without `BEGIN` and `COMMIT`.
+//!
 //! A connection that broke while idle (the server restarted) is found out
 //! when a transaction cannot begin on it; nothing of the operation has run
 //! then, so it begins once more on a new connection. One that breaks
@@ -18,10 +24,12 @@
 //! never committed, so nothing was half-written), and is replaced by the
 //! next operation.
 
+use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use postgres::{Client, Config, NoTls, Transaction};
+use postgres::types::ToSql;
+use postgres::{Client, Config, NoTls, Row, Statement};
 
 use crate::DbError;
 
@@ -30,7 +38,7 @@ pub use postgres;
 
 /// The version of `component`'s schema in this database: 0 when it was
 /// never made. Versions live in `tradebox_schema`, one row per component.
-pub fn schema_version(tx: &mut Transaction<'_>, component: &str) -> Result<i32, postgres::Error> {
+pub fn schema_version(tx: &mut Client, component: &str) -> Result<i32, postgres::Error> {
     let exists: bool = tx
         .query_one("SELECT to_regclass('tradebox_schema') IS NOT NULL", &[])?
         .get(0);
@@ -48,7 +56,7 @@ pub fn schema_version(tx: &mut Transaction<'_>, component: &str) -> Result<i32, 
 /// Records that `component`'s schema is at `version` (inside the migration
 /// that made it so).
 pub fn set_schema_version(
-    tx: &mut Transaction<'_>,
+    tx: &mut Client,
     component: &str,
     version: i32,
 ) -> Result<(), postgres::Error> {
@@ -91,8 +99,20 @@ enum Attempt<T, E> {
 #[derive(Clone, Copy)]
 enum Mode {
     Read,
-    /// Write, first taking the advisory lock when there is one.
-    Write(Option<LockKey>),
+    /// Write, first taking the advisory lock.
+    Write(LockKey),
+    /// One statement, on its own (atomic by itself).
+    Single,
+}
+
+/// A connection and what it keeps.
+struct Live {
+    client: Client,
+    /// Prepared statements, by their SQL.
+    statements: HashMap<String, Statement>,
+    /// A transaction was begun and not ended (its operation panicked): the
+    /// connection is not used again.
+    in_transaction: bool,
 }
 
 /// One connection to a PostgreSQL store, shared between threads; see the
@@ -102,7 +122,7 @@ pub struct PgDb {
     /// Where the store is, for messages: host, port and database, never the
     /// password.
     target: String,
-    client: Mutex<Option<Client>>,
+    live: Mutex<Option<Live>>,
 }
 
 impl std::fmt::Debug for PgDb {
@@ -113,21 +133,83 @@ impl std::fmt::Debug for PgDb {
     }
 }
 
-/// A transaction of a [`PgDb`]: code run through [`PgConn::run`] has its
-/// errors mapped with the store's description.
-pub struct PgConn<'a, 'c> {
-    tx: Mutex<&'a mut Transaction<'c>>,
+/// A transaction of a [`PgDb`] (or, for [`PgDb::write_one`], a single
+/// statement): its statements, whose failures are mapped with the store's
+/// description, and which are prepared once per connection.
+pub struct PgConn<'a> {
+    live: Mutex<&'a mut Live>,
     target: &'a str,
 }
 
-impl PgConn<'_, '_> {
-    /// Runs PostgreSQL code, mapping its failure to a [`DbError`].
+impl<'a> PgConn<'a> {
+    fn lock(&self) -> MutexGuard<'_, &'a mut Live> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn err(&self, e: postgres::Error) -> DbError {
+        DbError::from_postgres(self.target, e)
+    }
+
+    /// Runs `f` on the statement for `sql`, prepared on first use.
+    fn with<T>(
+        &self,
+        sql: &str,
+        f: impl FnOnce(&mut Client, &Statement) -> Result<T, postgres::Error>,
+    ) -> Result<T, DbError> {
+        let mut live = self.lock();
+        let live = &mut **live;
+        let statement = match live.statements.get(sql) {
+            Some(s) => s.clone(),
+            None => {
+                let s = live.client.prepare(sql).map_err(|e| self.err(e))?;
+                live.statements.insert(sql.to_string(), s.clone());
+                s
+            }
+        };
+        f(&mut live.client, &statement).map_err(|e| {
+            // A statement prepared before another replica changed the
+            // schema is prepared again next time.
+            if e.code().is_some_and(|c| {
+                *c == postgres::error::SqlState::FEATURE_NOT_SUPPORTED
+                    || *c == postgres::error::SqlState::INVALID_SQL_STATEMENT_NAME
+            }) {
+                live.statements.remove(sql);
+            }
+            self.err(e)
+        })
+    }
+
+    /// The rows of a query.
+    pub fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, DbError> {
+        self.with(sql, |c, s| c.query(s, params))
+    }
+
+    /// The one row of a query.
+    pub fn query_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, DbError> {
+        self.with(sql, |c, s| c.query_one(s, params))
+    }
+
+    /// The row of a query, if any.
+    pub fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, DbError> {
+        self.with(sql, |c, s| c.query_opt(s, params))
+    }
+
+    /// Runs a statement; the rows it changed.
+    pub fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, DbError> {
+        self.with(sql, |c, s| c.execute(s, params))
+    }
+
+    /// Runs anything else on the client (schema changes).
     pub fn run<T>(
         &self,
-        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, postgres::Error>,
+        f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
     ) -> Result<T, DbError> {
-        let mut tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
-        f(&mut tx).map_err(|e| DbError::from_postgres(self.target, e))
+        let mut live = self.lock();
+        f(&mut live.client).map_err(|e| self.err(e))
     }
 
     /// Where the store is (host, port, database).
@@ -179,7 +261,7 @@ impl PgDb {
         let db = PgDb {
             config,
             target,
-            client: Mutex::new(None),
+            live: Mutex::new(None),
         };
         // Connect now, so that a wrong address is said at start.
         db.read(|_| Ok::<(), DbError>(()))?;
@@ -196,8 +278,8 @@ impl PgDb {
     /// replica may have done it meanwhile).
     pub fn ensure_schema(
         &self,
-        ready: fn(&mut Transaction<'_>) -> Result<bool, postgres::Error>,
-        migrate: fn(&mut Transaction<'_>) -> Result<(), postgres::Error>,
+        ready: fn(&mut Client) -> Result<bool, postgres::Error>,
+        migrate: fn(&mut Client) -> Result<(), postgres::Error>,
     ) -> Result<(), DbError> {
         if self.read(|c| c.run(ready))? {
             return Ok(());
@@ -218,25 +300,25 @@ impl PgDb {
     pub fn write<T: Send, E: From<DbError> + Send>(
         &self,
         lock: LockKey,
-        f: impl FnOnce(&PgConn<'_, '_>) -> Result<T, E> + Send,
+        f: impl FnOnce(&PgConn<'_>) -> Result<T, E> + Send,
     ) -> Result<T, E> {
-        self.transaction(Mode::Write(Some(lock)), f)
+        self.transaction(Mode::Write(lock), f)
     }
 
-    /// Runs `f` in one write transaction that takes no lock, for writes
-    /// that cannot conflict (appends to a table with an identity key).
-    pub fn write_unlocked<T: Send, E: From<DbError> + Send>(
+    /// Runs `f`, which must run exactly one statement (atomic by itself),
+    /// without a transaction around it: one round trip instead of three.
+    pub fn write_one<T: Send, E: From<DbError> + Send>(
         &self,
-        f: impl FnOnce(&PgConn<'_, '_>) -> Result<T, E> + Send,
+        f: impl FnOnce(&PgConn<'_>) -> Result<T, E> + Send,
     ) -> Result<T, E> {
-        self.transaction(Mode::Write(None), f)
+        self.transaction(Mode::Single, f)
     }
 
     /// Runs `f` in one read transaction (`REPEATABLE READ`: a consistent
     /// snapshot).
     pub fn read<T: Send, E: From<DbError> + Send>(
         &self,
-        f: impl FnOnce(&PgConn<'_, '_>) -> Result<T, E> + Send,
+        f: impl FnOnce(&PgConn<'_>) -> Result<T, E> + Send,
     ) -> Result<T, E> {
         self.transaction(Mode::Read, f)
     }
@@ -244,7 +326,7 @@ impl PgDb {
     fn transaction<T: Send, E: From<DbError> + Send>(
         &self,
         mode: Mode,
-        f: impl FnOnce(&PgConn<'_, '_>) -> Result<T, E> + Send,
+        f: impl FnOnce(&PgConn<'_>) -> Result<T, E> + Send,
     ) -> Result<T, E> {
         std::thread::scope(|s| {
             s.spawn(|| {
@@ -270,70 +352,86 @@ impl PgDb {
         })
     }
 
-    /// One try at a transaction; `f` is taken only once the transaction
-    /// has begun.
+    /// One try at a transaction; `f` is taken only once it has begun.
     fn transaction_here<T, E: From<DbError>, F>(
         &self,
         mode: Mode,
         f: &mut Option<F>,
     ) -> Attempt<T, E>
     where
-        F: FnOnce(&PgConn<'_, '_>) -> Result<T, E>,
+        F: FnOnce(&PgConn<'_>) -> Result<T, E>,
     {
         let err = |e| E::from(DbError::from_postgres(&self.target, e));
-        let mut guard = match self.client() {
+        let mut guard = match self.live() {
             Ok(guard) => guard,
             Err(e) => return Attempt::Done(Err(E::from(e))),
         };
-        let Some(client) = guard.as_mut() else {
+        let Some(live) = guard.as_mut() else {
             return Attempt::Done(Err(E::from(DbError::Unavailable {
                 target: self.target.clone(),
                 detail: "no connection".into(),
             })));
         };
-        let begun = match mode {
-            Mode::Write(_) => client.transaction(),
-            Mode::Read => client
-                .build_transaction()
-                .isolation_level(postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start(),
+        let begin = match mode {
+            Mode::Read => {
+                Some("START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY".to_string())
+            }
+            Mode::Write(key) => Some(format!("BEGIN; SELECT pg_advisory_xact_lock({key})")),
+            Mode::Single => None,
         };
-        // A connection found broken is replaced by the next `client()`.
-        let mut tx = match begun {
-            Ok(tx) => tx,
-            Err(e) if e.is_closed() => return Attempt::Stale(err(e)),
-            Err(e) => return Attempt::Done(Err(err(e))),
-        };
+        if let Some(begin) = &begin {
+            match live.client.batch_execute(begin) {
+                Ok(()) => live.in_transaction = true,
+                // A connection found broken is replaced by the next `live()`.
+                Err(e) if e.is_closed() => return Attempt::Stale(err(e)),
+                Err(e) => return Attempt::Done(Err(err(e))),
+            }
+        } else if live.client.is_closed() {
+            return Attempt::Stale(E::from(DbError::Unavailable {
+                target: self.target.clone(),
+                detail: "connection closed".into(),
+            }));
+        }
         let Some(f) = f.take() else {
             return Attempt::Done(Err(E::from(DbError::Unavailable {
                 target: self.target.clone(),
                 detail: "the operation was already run".into(),
             })));
         };
-        Attempt::Done((|| {
-            if let Mode::Write(Some(key)) = mode {
-                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
-                    .map_err(err)?;
-            }
-            let value = f(&PgConn {
-                tx: Mutex::new(&mut tx),
-                target: &self.target,
-            })?;
-            tx.commit().map_err(err)?;
-            Ok(value)
-        })())
+        let result = f(&PgConn {
+            live: Mutex::new(&mut *live),
+            target: &self.target,
+        });
+        if begin.is_none() {
+            return Attempt::Done(result);
+        }
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        match live.client.batch_execute(end) {
+            Ok(()) => live.in_transaction = false,
+            Err(e) if result.is_ok() => return Attempt::Done(Err(err(e))),
+            // The body's error says what went wrong; the connection, if it
+            // broke, is replaced (`in_transaction` stays set).
+            Err(_) => {}
+        }
+        Attempt::Done(result)
     }
 
-    /// The connection, made when there is none.
-    fn client(&self) -> Result<MutexGuard<'_, Option<Client>>, DbError> {
-        let mut guard = self.client.lock().unwrap_or_else(PoisonError::into_inner);
-        if guard.as_ref().is_none_or(Client::is_closed) {
+    /// The connection, made when there is none or it cannot be used.
+    fn live(&self) -> Result<MutexGuard<'_, Option<Live>>, DbError> {
+        let mut guard = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        let usable = guard
+            .as_ref()
+            .is_some_and(|l| !l.in_transaction && !l.client.is_closed());
+        if !usable {
             let client = self
                 .config
                 .connect(NoTls)
                 .map_err(|e| DbError::from_postgres(&self.target, e))?;
-            *guard = Some(client);
+            *guard = Some(Live {
+                client,
+                statements: HashMap::new(),
+                in_transaction: false,
+            });
         }
         Ok(guard)
     }

@@ -8,7 +8,7 @@
 
 use tradebox_data::timestamp::{self, Micros};
 use tradebox_db::pg::postgres::types::ToSql;
-use tradebox_db::pg::postgres::{self, Row, Transaction};
+use tradebox_db::pg::postgres::{self, Row};
 use tradebox_db::pg::{schema_version, set_schema_version};
 use tradebox_db::{PgConn, PgDb};
 
@@ -81,16 +81,12 @@ pub(crate) fn ensure_schema(db: &PgDb) -> Result<(), tradebox_db::DbError> {
     )
 }
 
-fn insert(
-    tx: &mut Transaction<'_>,
-    entry: &AuditEntry,
-    at: Micros,
-) -> Result<i64, postgres::Error> {
+fn insert(c: &PgConn<'_>, entry: &AuditEntry, at: Micros) -> Result<i64, StoreError> {
     let version = entry.function_version.map(i64::from);
     let duration = entry
         .duration_ms
         .map(|d| i64::try_from(d).unwrap_or(i64::MAX));
-    let row = tx.query_one(
+    let row = c.query_one(
         "INSERT INTO audit_log (at, user_id, channel, source, action, function_name,
          function_version, code, outcome, error_type, detail, duration_ms)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
@@ -112,15 +108,15 @@ fn insert(
     Ok(row.get(0))
 }
 
-impl AuditRows for PgConn<'_, '_> {
+impl AuditRows for PgConn<'_> {
     fn append_audit(&self, entry: &AuditEntry, at: Micros) -> Result<i64, StoreError> {
-        Ok(self.run(|tx| insert(tx, entry, at))?)
+        insert(self, entry, at)
     }
 }
 
 impl AuditBackend for PgAudit {
     fn append(&self, entry: &AuditEntry, at: Micros) -> Result<i64, StoreError> {
-        self.db.write_unlocked(|c| c.append_audit(entry, at))
+        self.db.write_one(|c| c.append_audit(entry, at))
     }
 
     fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
@@ -152,13 +148,12 @@ impl AuditBackend for PgAudit {
             sql.push_str(&format!(" LIMIT ${}", args.len()));
         }
         self.db.read(|c| {
-            let rows = c.run(|tx| {
-                let params: Vec<&(dyn ToSql + Sync)> = args
-                    .iter()
-                    .map(|a| a.as_ref() as &(dyn ToSql + Sync))
-                    .collect();
-                tx.query(sql.as_str(), &params)
-            })?;
+            let params: Vec<&(dyn ToSql + Sync)> = args
+                .iter()
+                .map(|a| a.as_ref() as &(dyn ToSql + Sync))
+                .collect();
+            // Filters vary: run unprepared rather than keep each shape.
+            let rows = c.run(|tx| tx.query(sql.as_str(), &params))?;
             rows.iter().map(record_from_row).collect()
         })
     }
@@ -166,23 +161,22 @@ impl AuditBackend for PgAudit {
     fn prune(&self, before: Micros) -> Result<u64, StoreError> {
         let cutoff = timestamp::format(before);
         self.db.write(LOCK, |c| {
-            Ok(c.run(|tx| tx.execute("DELETE FROM audit_log WHERE at < $1", &[&cutoff]))?)
+            Ok(c.execute("DELETE FROM audit_log WHERE at < $1", &[&cutoff])?)
         })
     }
 
     fn count(&self) -> Result<u64, StoreError> {
         self.db.read(|c| {
-            let n: i64 = c.run(|tx| {
-                tx.query_one("SELECT count(*) FROM audit_log", &[])
-                    .map(|r| r.get(0))
-            })?;
+            let n: i64 = c
+                .query_one("SELECT count(*) FROM audit_log", &[])
+                .map(|r| r.get(0))?;
             Ok(u64::try_from(n).unwrap_or(0))
         })
     }
 
     fn ping(&self) -> Result<(), StoreError> {
         self.db.read(|c| {
-            c.run(|tx| tx.query_one("SELECT max(id) FROM audit_log", &[]))?;
+            c.query_one("SELECT max(id) FROM audit_log", &[])?;
             Ok(())
         })
     }

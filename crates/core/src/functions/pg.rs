@@ -160,26 +160,26 @@ fn version_from_row(r: &Row) -> Result<VersionRecord, StoreError> {
 
 /// The functions a query selects ([`COLUMNS`]).
 fn functions(
-    c: &PgConn<'_, '_>,
+    c: &PgConn<'_>,
     sql: &str,
     params: &[&(dyn postgres::types::ToSql + Sync)],
 ) -> Result<Vec<Function>, StoreError> {
-    c.run(|tx| tx.query(sql, params))?
+    c.query(sql, params)?
         .iter()
         .map(function_from_row)
         .collect()
 }
 
-fn function_by_id(c: &PgConn<'_, '_>, id: i64) -> Result<Function, StoreError> {
+fn function_by_id(c: &PgConn<'_>, id: i64) -> Result<Function, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM saved_functions WHERE id = $1");
-    let row = c.run(|tx| tx.query_one(sql.as_str(), &[&id]))?;
+    let row = c.query_one(sql.as_str(), &[&id])?;
     function_from_row(&row)
 }
 
-impl FunctionRows for PgConn<'_, '_> {
+impl FunctionRows for PgConn<'_> {
     fn find(&self, name: &str) -> Result<Option<(Function, bool)>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM saved_functions WHERE name = $1");
-        let Some(row) = self.run(|tx| tx.query_opt(sql.as_str(), &[&name]))? else {
+        let Some(row) = self.query_opt(sql.as_str(), &[&name])? else {
             return Ok(None);
         };
         let deleted = row
@@ -221,8 +221,8 @@ impl FunctionRows for PgConn<'_, '_> {
     }
 
     fn count(&self, search: Option<&str>) -> Result<u64, StoreError> {
-        let n: i64 = self.run(|tx| match search {
-            Some(query) => tx
+        let n: i64 = match search {
+            Some(query) => self
                 .query_one(
                     &format!(
                         "SELECT count(*) FROM saved_functions WHERE deleted_at IS NULL \
@@ -231,13 +231,13 @@ impl FunctionRows for PgConn<'_, '_> {
                     &[&super::sqlite::like_pattern(query)],
                 )
                 .map(|r| r.get(0)),
-            None => tx
+            None => self
                 .query_one(
                     "SELECT count(*) FROM saved_functions WHERE deleted_at IS NULL",
                     &[],
                 )
                 .map(|r| r.get(0)),
-        })?;
+        }?;
         Ok(to_u64(n))
     }
 
@@ -252,12 +252,10 @@ impl FunctionRows for PgConn<'_, '_> {
     }
 
     fn live_names(&self) -> Result<Vec<String>, StoreError> {
-        let rows = self.run(|tx| {
-            tx.query(
-                "SELECT name FROM saved_functions WHERE deleted_at IS NULL",
-                &[],
-            )
-        })?;
+        let rows = self.query(
+            "SELECT name FROM saved_functions WHERE deleted_at IS NULL",
+            &[],
+        )?;
         rows.iter()
             .map(|r| r.try_get(0).map_err(bad("saved_functions")))
             .collect()
@@ -265,13 +263,11 @@ impl FunctionRows for PgConn<'_, '_> {
 
     fn former_holder(&self, name: &str) -> Result<Option<i64>, StoreError> {
         Ok(self
-            .run(|tx| {
-                tx.query_opt(
-                    "SELECT function_id FROM function_versions WHERE name = $1
-                     ORDER BY saved_at DESC, function_id DESC LIMIT 1",
-                    &[&name],
-                )
-            })?
+            .query_opt(
+                "SELECT function_id FROM function_versions WHERE name = $1
+                 ORDER BY saved_at DESC, function_id DESC LIMIT 1",
+                &[&name],
+            )?
             .map(|r| r.get(0)))
     }
 
@@ -279,21 +275,20 @@ impl FunctionRows for PgConn<'_, '_> {
         let sql = format!(
             "SELECT {VERSION_COLUMNS} FROM function_versions WHERE function_id = $1 ORDER BY version"
         );
-        self.run(|tx| tx.query(sql.as_str(), &[&id]))?
+        self.query(sql.as_str(), &[&id])?
             .iter()
             .map(version_from_row)
             .collect()
     }
 
     fn totals(&self) -> Result<(u64, u64), StoreError> {
-        let (functions, uses): (i64, i64) = self.run(|tx| {
-            tx.query_one(
+        let (functions, uses): (i64, i64) = self
+            .query_one(
                 "SELECT count(*), coalesce(sum(coalesce(use_count, 0)), 0)::BIGINT
                  FROM saved_functions WHERE deleted_at IS NULL",
                 &[],
             )
-            .map(|r| (r.get(0), r.get(1)))
-        })?;
+            .map(|r| (r.get(0), r.get(1)))?;
         Ok((to_u64(functions), to_u64(uses)))
     }
 
@@ -302,7 +297,7 @@ impl FunctionRows for PgConn<'_, '_> {
             "SELECT name, use_count FROM saved_functions
              WHERE deleted_at IS NULL AND use_count > 0 {ORDER} LIMIT $1"
         );
-        let rows = self.run(|tx| tx.query(sql.as_str(), &[&to_i64(n)]))?;
+        let rows = self.query(sql.as_str(), &[&to_i64(n)])?;
         rows.iter()
             .map(|r| {
                 let b = bad("saved_functions");
@@ -312,8 +307,8 @@ impl FunctionRows for PgConn<'_, '_> {
     }
 
     fn insert(&self, n: &NewFunction<'_>, user: &str, now: &str) -> Result<Function, StoreError> {
-        let id: i64 = self.run(|tx| {
-            tx.query_one(
+        let id: i64 = self
+            .query_one(
                 "INSERT INTO saved_functions (name, description, code, created_by, created_at,
                  last_used, use_count, version, updated_by, updated_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9) RETURNING id",
@@ -329,8 +324,7 @@ impl FunctionRows for PgConn<'_, '_> {
                     &now,
                 ],
             )
-            .map(|r| r.get(0))
-        })?;
+            .map(|r| r.get(0))?;
         function_by_id(self, id)
     }
 
@@ -341,24 +335,22 @@ impl FunctionRows for PgConn<'_, '_> {
         user: &str,
         now: &str,
     ) -> Result<Function, StoreError> {
-        self.run(|tx| {
-            tx.execute(
-                "UPDATE saved_functions SET description = $1, code = $2, created_by = $3,
+        self.execute(
+            "UPDATE saved_functions SET description = $1, code = $2, created_by = $3,
                  created_at = $4, last_used = $5, use_count = $6, version = version + 1,
                  updated_by = $7, updated_at = $8, deleted_at = NULL WHERE id = $9",
-                &[
-                    &n.description,
-                    &n.code,
-                    &n.created_by,
-                    &n.created_at,
-                    &n.last_used,
-                    &to_i64_u(n.use_count),
-                    &user,
-                    &now,
-                    &id,
-                ],
-            )
-        })?;
+            &[
+                &n.description,
+                &n.code,
+                &n.created_by,
+                &n.created_at,
+                &n.last_used,
+                &to_i64_u(n.use_count),
+                &user,
+                &now,
+                &id,
+            ],
+        )?;
         function_by_id(self, id)
     }
 
@@ -370,46 +362,38 @@ impl FunctionRows for PgConn<'_, '_> {
         user: &str,
         now: &str,
     ) -> Result<Function, StoreError> {
-        self.run(|tx| {
-            tx.execute(
-                "UPDATE saved_functions SET description = $1, code = $2, version = version + 1,
+        self.execute(
+            "UPDATE saved_functions SET description = $1, code = $2, version = version + 1,
                  updated_by = $3, updated_at = $4 WHERE id = $5",
-                &[&description, &code, &user, &now, &id],
-            )
-        })?;
+            &[&description, &code, &user, &now, &id],
+        )?;
         function_by_id(self, id)
     }
 
     fn set_name(&self, id: i64, name: &str, user: &str, now: &str) -> Result<Function, StoreError> {
-        self.run(|tx| {
-            tx.execute(
-                "UPDATE saved_functions SET name = $1, version = version + 1, updated_by = $2,
+        self.execute(
+            "UPDATE saved_functions SET name = $1, version = version + 1, updated_by = $2,
                  updated_at = $3 WHERE id = $4",
-                &[&name, &user, &now, &id],
-            )
-        })?;
+            &[&name, &user, &now, &id],
+        )?;
         function_by_id(self, id)
     }
 
     fn mark_deleted(&self, id: i64, user: &str, now: &str) -> Result<Function, StoreError> {
-        self.run(|tx| {
-            tx.execute(
-                "UPDATE saved_functions SET version = version + 1, updated_by = $1,
+        self.execute(
+            "UPDATE saved_functions SET version = version + 1, updated_by = $1,
                  updated_at = $2, deleted_at = $2 WHERE id = $3",
-                &[&user, &now, &id],
-            )
-        })?;
+            &[&user, &now, &id],
+        )?;
         function_by_id(self, id)
     }
 
     fn count_use(&self, name: &str, now: &str) -> Result<bool, StoreError> {
-        let changed = self.run(|tx| {
-            tx.execute(
-                "UPDATE saved_functions SET use_count = coalesce(use_count, 0) + 1, last_used = $1
+        let changed = self.execute(
+            "UPDATE saved_functions SET use_count = coalesce(use_count, 0) + 1, last_used = $1
                  WHERE name = $2 AND deleted_at IS NULL",
-                &[&now, &name],
-            )
-        })?;
+            &[&now, &name],
+        )?;
         Ok(changed > 0)
     }
 
@@ -421,23 +405,21 @@ impl FunctionRows for PgConn<'_, '_> {
         action: VersionAction,
     ) -> Result<(), StoreError> {
         let version = i32::try_from(f.version).unwrap_or(i32::MAX);
-        self.run(|tx| {
-            tx.execute(
-                "INSERT INTO function_versions
+        self.execute(
+            "INSERT INTO function_versions
                  (function_id, version, name, description, code, saved_by, saved_at, action)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                &[
-                    &f.id,
-                    &version,
-                    &f.name,
-                    &f.description,
-                    &f.code,
-                    &saved_by,
-                    &saved_at,
-                    &action.as_str(),
-                ],
-            )
-        })?;
+            &[
+                &f.id,
+                &version,
+                &f.name,
+                &f.description,
+                &f.code,
+                &saved_by,
+                &saved_at,
+                &action.as_str(),
+            ],
+        )?;
         Ok(())
     }
 }

@@ -56,48 +56,44 @@ impl RateLimitBackend for PgRateLimits {
     }
 }
 
-impl RateLimitRows for PgConn<'_, '_> {
+impl RateLimitRows for PgConn<'_> {
     fn forget(&self, user: Option<&str>, cutoff: Micros) -> Result<usize, StoreError> {
-        let n = self.run(|tx| match user {
-            Some(user) => tx.execute(
+        let n = match user {
+            Some(user) => self.execute(
                 "DELETE FROM rate_limit_events WHERE user_id = $1 AND at <= $2",
                 &[&user, &cutoff],
             ),
-            None => tx.execute("DELETE FROM rate_limit_events WHERE at <= $1", &[&cutoff]),
-        })?;
+            None => self.execute("DELETE FROM rate_limit_events WHERE at <= $1", &[&cutoff]),
+        }?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
     fn count_after(&self, user: &str, cutoff: Micros) -> Result<u64, StoreError> {
-        let n: i64 = self.run(|tx| {
-            tx.query_one(
+        let n: i64 = self
+            .query_one(
                 "SELECT count(*) FROM rate_limit_events WHERE user_id = $1 AND at > $2",
                 &[&user, &cutoff],
             )
-            .map(|r| r.get(0))
-        })?;
+            .map(|r| r.get(0))?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
     fn nth_after(&self, user: &str, cutoff: Micros, n: u64) -> Result<Option<Micros>, StoreError> {
         let offset = i64::try_from(n).unwrap_or(i64::MAX);
-        Ok(self.run(|tx| {
-            tx.query_opt(
+        Ok(self
+            .query_opt(
                 "SELECT at FROM rate_limit_events WHERE user_id = $1 AND at > $2
                  ORDER BY at LIMIT 1 OFFSET $3",
                 &[&user, &cutoff, &offset],
             )
-            .map(|r| r.map(|r| r.get(0)))
-        })?)
+            .map(|r| r.map(|r| r.get(0)))?)
     }
 
     fn add(&self, user: &str, at: Micros) -> Result<(), StoreError> {
-        self.run(|tx| {
-            tx.execute(
-                "INSERT INTO rate_limit_events (user_id, at) VALUES ($1, $2)",
-                &[&user, &at],
-            )
-        })?;
+        self.execute(
+            "INSERT INTO rate_limit_events (user_id, at) VALUES ($1, $2)",
+            &[&user, &at],
+        )?;
         Ok(())
     }
 }
