@@ -8,6 +8,7 @@ use anyhow::Context;
 
 use tradebox_core::audit::AuditLog;
 use tradebox_core::config::Config;
+use tradebox_core::deliveries::Deliveries;
 use tradebox_core::executor::Executor;
 use tradebox_core::functions::FunctionStore;
 use tradebox_core::permissions::Permissions;
@@ -104,14 +105,16 @@ pub fn pipeline(
         }
         None => None,
     };
+    let url = store_url(home, config)?;
     Ok(Pipeline::new(
         executor,
         functions(home, config)?,
         audit(home, config)?,
-        RateLimiter::connect(&store_url(home, config)?, &config.rate_limit)?,
+        RateLimiter::connect(&url, &config.rate_limit)?,
         permissions(config),
         settings,
-    ))
+    )
+    .with_deliveries(Deliveries::connect(&url)?))
 }
 
 /// A single-threaded async runtime for one CLI command.

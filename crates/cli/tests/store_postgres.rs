@@ -3,7 +3,9 @@
 //! both, every command has its audit row in the shared store, and nothing
 //! of it lands in the homes' SQLite files. Then the database stops: commands
 //! are refused with "store unavailable" at once, and served again once it is
-//! back, without restarting the replicas. The stores' own contract tests
+//! back, without restarting the replicas. A Slack command retried against
+//! the other replica (HTTP mode behind a load balancer) runs once. The
+//! stores' own contract tests
 //! (crates/core) run every case on both backends; this is the binary's
 //! wiring of `[store] url`.
 
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tradebox_db::testing::PgCluster;
+use tradebox_fake_slack::{self as fake, FakeSlack, Sign, SlashCommand};
 
 use common::http;
 
@@ -169,4 +172,78 @@ fn two_replicas_share_one_postgres_store() {
     let listed = command(&a, "U3", "/listfuncs");
     assert!(text_of(&listed).contains("after"), "{listed}");
     assert_eq!(http(&a.base, "GET", "/readyz", &[], b"").status, 200);
+}
+
+#[test]
+fn a_slack_delivery_retried_against_the_other_replica_runs_once() {
+    let cluster = PgCluster::start().unwrap();
+    let url = cluster.database().unwrap();
+    let slack = FakeSlack::start().unwrap();
+    let api = slack.api_url();
+    let env = [
+        ("TRADEBOX_STORE_URL", url.as_str()),
+        ("TRADEBOX_DATA_AS_OF", "latest"),
+        ("SLACK_BOT_TOKEN", fake::BOT_TOKEN),
+        ("SLACK_SIGNING_SECRET", fake::SIGNING_SECRET),
+        ("SLACK_API_URL", api.as_str()),
+    ];
+    let home = common::fixture_home();
+    let (a, b) = (
+        common::serve(home.path(), &env, &["--no-demo"]),
+        common::serve(home.path(), &env, &["--no-demo"]),
+    );
+    let analyze = SlashCommand::new("/analyze", "result = 6 * 7");
+    let first = slack
+        .block_on(slack.http_command(&a.base, &analyze, Sign::Good, None))
+        .unwrap();
+    assert_eq!(first.status, 200, "{}", first.body);
+    // Slack retries (its first answer seemed late); the load balancer sends
+    // the retry to the other replica, which acknowledges it only.
+    let retry = slack
+        .block_on(slack.http_command(&b.base, &analyze, Sign::Good, Some((1, &first.trigger_id))))
+        .unwrap();
+    assert_eq!(retry.status, 200, "{}", retry.body);
+    slack
+        .block_on(slack.wait_for("the answer", Duration::from_secs(60), |v| {
+            v.messages()
+                .iter()
+                .find(|m| m.all_text().contains("Analysis complete: 42"))
+                .cloned()
+        }))
+        .unwrap();
+    // A new command (its own trigger) runs on B as usual.
+    let other = slack
+        .block_on(slack.http_command(
+            &b.base,
+            &SlashCommand::new("/analyze", "result = 7 * 8"),
+            Sign::Good,
+            None,
+        ))
+        .unwrap();
+    assert_eq!(other.status, 200);
+    slack
+        .block_on(
+            slack.wait_for("the second answer", Duration::from_secs(60), |v| {
+                v.messages()
+                    .iter()
+                    .find(|m| m.all_text().contains("Analysis complete: 56"))
+                    .cloned()
+            }),
+        )
+        .unwrap();
+    let answers = slack
+        .messages()
+        .iter()
+        .filter(|m| !m.deleted && m.all_text().contains("Analysis complete: 42"))
+        .count();
+    assert_eq!(answers, 1, "{:#?}", slack.messages());
+    let audit = http(
+        &a.base,
+        "GET",
+        "/api/v1/audit?action=analyze",
+        &[("Authorization", &format!("Bearer {}", a.token))],
+        b"",
+    )
+    .json();
+    assert_eq!(audit["count"], 2, "{audit}");
 }

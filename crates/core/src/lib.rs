@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod command;
 pub mod config;
+pub mod deliveries;
 pub mod executor;
 pub mod functions;
 pub mod metrics;

@@ -4,7 +4,9 @@
 //!
 //! [`Acceptor::accept`] is synchronous and quick: a repeat of a delivery
 //! already taken (a redelivered envelope, an `X-Slack-Retry-Num` retry;
-//! [`crate::dedupe`]) is only acknowledged; anything else is spawned as a
+//! [`crate::dedupe`] in this process, then the pipeline's shared record of
+//! deliveries, which other replicas on the same store claim in too) is
+//! only acknowledged; anything else is spawned as a
 //! task and acknowledged at once, whatever the sandbox is doing. The task
 //! runs the pipeline and posts the reply ([`crate::deliver`]). Once
 //! [`Acceptor::stop`] is called nothing more is taken (and nothing
@@ -76,6 +78,19 @@ impl Acceptor {
         if !first {
             tracing::info!(key = %incoming.key, "a delivery seen before: acknowledged, not run again");
             return Accepted::Duplicate;
+        }
+        // Other replicas on the same store may have taken it (a redelivery
+        // to another connection, a retry behind a load balancer).
+        if let Some(deliveries) = self.pipeline.deliveries() {
+            match deliveries.claim(&incoming.key) {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!(key = %incoming.key, "a delivery another replica took: acknowledged, not run again");
+                    return Accepted::Duplicate;
+                }
+                // The command will meet the same store and tell the user.
+                Err(e) => tracing::warn!(key = %incoming.key, "claiming a delivery: {e}"),
+            }
         }
         let this = Arc::clone(self);
         self.tasks.spawn(async move { this.run(incoming).await });

@@ -17,6 +17,7 @@ use tradebox_sandbox::{DataAsOf, ExecResult, Job, Origin};
 
 use crate::audit::{Action, AuditEntry, AuditLog, Outcome, Source};
 use crate::command::{self, Command, Grammar, UsageError};
+use crate::deliveries::Deliveries;
 use crate::executor::{Executor, ExecutorStatus, SubmitError};
 use crate::functions::{Function, FunctionStore};
 use crate::metrics::Metrics;
@@ -176,6 +177,7 @@ pub struct Pipeline {
     grammar: Grammar,
     slots: UserSlots,
     metrics: Metrics,
+    deliveries: Option<Deliveries>,
 }
 
 impl Pipeline {
@@ -205,7 +207,21 @@ impl Pipeline {
             grammar,
             slots,
             metrics: Metrics::new(),
+            deliveries: None,
         }
+    }
+
+    /// The pipeline with a shared record of deliveries taken, which front
+    /// ends that can be delivered to twice (Slack, across replicas) claim
+    /// each delivery in.
+    pub fn with_deliveries(mut self, deliveries: Deliveries) -> Pipeline {
+        self.deliveries = Some(deliveries);
+        self
+    }
+
+    /// The shared record of deliveries taken, when there is one.
+    pub fn deliveries(&self) -> Option<&Deliveries> {
+        self.deliveries.as_ref()
     }
 
     pub fn functions(&self) -> &FunctionStore {
