@@ -247,3 +247,40 @@ fn a_slack_delivery_retried_against_the_other_replica_runs_once() {
     .json();
     assert_eq!(audit["count"], 2, "{audit}");
 }
+
+#[test]
+fn thirty_commands_at_once_over_three_replicas_run_ten() {
+    let cluster = PgCluster::start().unwrap();
+    let url = cluster.database().unwrap();
+    // The default limit: 10 executions per user per minute.
+    let env = [
+        ("TRADEBOX_STORE_URL", url.as_str()),
+        ("TRADEBOX_VALIDATOR_ENABLED", "no"),
+    ];
+    let home = common::fixture_home();
+    let servers: Vec<common::Server> = (0..3)
+        .map(|_| common::serve(home.path(), &env, &["--no-demo"]))
+        .collect();
+    let barrier = std::sync::Barrier::new(30);
+    let replies: Vec<Value> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..30)
+            .map(|i| {
+                let (server, barrier) = (&servers[i % 3], &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    command(server, "UBURST", "/analyze result = 1")
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let ran = replies.iter().filter(|r| r["error"] == false).count();
+    assert_eq!(ran, 10, "{replies:#?}");
+    for r in replies.iter().filter(|r| r["error"] == true) {
+        let text = r.to_string();
+        assert!(
+            text.contains("Rate limit exceeded. Max 10 executions per 60s. Try again in "),
+            "{text}"
+        );
+    }
+}
