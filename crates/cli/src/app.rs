@@ -47,6 +47,20 @@ pub fn store_url(home: &Home, config: &Config) -> anyhow::Result<StoreUrl> {
     Ok(url)
 }
 
+/// This process's name in the audit trail: `[store] replica`, else
+/// `host:pid`.
+pub fn replica_name(config: &Config) -> String {
+    if let Some(name) = &config.store.replica {
+        return name.trim().to_string();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}:{}", std::process::id())
+}
+
 /// The function store.
 pub fn functions(home: &Home, config: &Config) -> anyhow::Result<FunctionStore> {
     let url = store_url(home, config)?;
@@ -58,7 +72,8 @@ pub fn functions(home: &Home, config: &Config) -> anyhow::Result<FunctionStore> 
 pub fn audit(home: &Home, config: &Config) -> anyhow::Result<AuditLog> {
     let url = store_url(home, config)?;
     let audit = AuditLog::connect(&url)
-        .with_context(|| format!("opening the audit trail at {}", url.redacted()))?;
+        .with_context(|| format!("opening the audit trail at {}", url.redacted()))?
+        .with_replica(&replica_name(config));
     if let Some(keep) = config.audit.retention() {
         let cutoff = tradebox_data::timestamp::now() - keep.as_micros() as i64;
         let removed = audit.prune(cutoff)?;

@@ -135,6 +135,23 @@ fn two_replicas_share_one_postgres_store() {
         4,
         "{actions:?}"
     );
+    // Each row names the replica that wrote it.
+    let by = |action: &str| {
+        rows.iter()
+            .find(|r| r["action"] == action)
+            .and_then(|r| r["replica"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (saved_by, deleted_by) = (by("savefunc"), by("delfunc"));
+    assert!(
+        saved_by.contains(&format!(":{}", a.child.id())),
+        "{saved_by}"
+    );
+    assert!(
+        deleted_by.contains(&format!(":{}", b.child.id())),
+        "{deleted_by}"
+    );
     for home in [&home_a, &home_b] {
         let conn = rusqlite::Connection::open(home.path().join("tradebox.db")).unwrap();
         let has: i64 = conn

@@ -296,7 +296,7 @@ fn schemas() -> Value {
         }},
         "Outcome": {"type": "string", "enum": tradebox_core::audit::Outcome::NAMES},
         "Action": {"type": "string", "enum": tradebox_core::audit::Action::NAMES},
-        "AuditEntry": {"type": "object", "required": ["id", "at", "user_id", "channel", "source", "action", "function_name", "function_version", "code", "outcome", "error_type", "detail", "duration_ms"], "properties": {
+        "AuditEntry": {"type": "object", "required": ["id", "at", "user_id", "channel", "source", "action", "function_name", "function_version", "code", "outcome", "error_type", "detail", "duration_ms", "replica"], "properties": {
             "id": {"type": "integer"}, "at": {"type": "string", "description": "UTC, YYYY-MM-DDTHH:MM:SS[.ffffff]"},
             "user_id": {"type": "string"}, "channel": nullable_string,
             "source": {"type": "string", "enum": tradebox_core::audit::Source::NAMES},
@@ -304,7 +304,8 @@ fn schemas() -> Value {
             "function_name": nullable_string, "function_version": {"type": "integer", "nullable": true},
             "code": nullable_string, "outcome": {"$ref": "#/components/schemas/Outcome"},
             "error_type": nullable_string, "detail": nullable_string,
-            "duration_ms": {"type": "integer", "nullable": true}
+            "duration_ms": {"type": "integer", "nullable": true},
+            "replica": {"type": "string", "nullable": true, "description": "The process that wrote the row (`[store] replica`, by default host:pid)"}
         }},
         "AuditList": {"type": "object", "required": ["entries", "count", "limit", "outcomes", "actions"], "properties": {
             "entries": {"type": "array", "items": {"$ref": "#/components/schemas/AuditEntry"}},

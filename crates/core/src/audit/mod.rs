@@ -160,6 +160,10 @@ pub struct AuditEntry {
     pub error_type: Option<String>,
     pub detail: Option<String>,
     pub duration_ms: Option<u64>,
+    /// The process that handled it (`[store] replica`, by default
+    /// `host:pid`), so that rows from replicas sharing a store say which
+    /// one wrote them.
+    pub replica: Option<String>,
 }
 
 impl AuditEntry {
@@ -182,6 +186,7 @@ impl AuditEntry {
             error_type: None,
             detail: None,
             duration_ms: None,
+            replica: None,
         }
     }
 }
@@ -247,6 +252,7 @@ pub trait AuditRows {
 #[derive(Clone)]
 pub struct AuditLog {
     backend: Arc<dyn AuditBackend>,
+    replica: Option<Arc<str>>,
 }
 
 impl AuditLog {
@@ -274,7 +280,22 @@ impl AuditLog {
 
     /// The audit log kept by `backend`.
     pub fn new(backend: Arc<dyn AuditBackend>) -> AuditLog {
-        AuditLog { backend }
+        AuditLog {
+            backend,
+            replica: None,
+        }
+    }
+
+    /// The log stamping every entry it records without a replica with
+    /// `name`.
+    pub fn with_replica(mut self, name: &str) -> AuditLog {
+        self.replica = Some(Arc::from(name));
+        self
+    }
+
+    /// The name entries are stamped with, when there is one.
+    pub fn replica(&self) -> Option<&str> {
+        self.replica.as_deref()
     }
 
     /// Appends `entry` stamped with the current time; returns its id.
@@ -286,7 +307,14 @@ impl AuditLog {
     /// that measured the time themselves, and for tests.
     pub fn record_at(&self, entry: &AuditEntry, at: Micros) -> Result<i64, StoreError> {
         check_entry(entry)?;
-        self.backend.append(entry, at)
+        match (&entry.replica, &self.replica) {
+            (None, Some(name)) => {
+                let mut stamped = entry.clone();
+                stamped.replica = Some(name.to_string());
+                self.backend.append(&stamped, at)
+            }
+            _ => self.backend.append(entry, at),
+        }
     }
 
     /// Entries matching `filter`, newest first.

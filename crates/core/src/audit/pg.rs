@@ -19,7 +19,8 @@ use crate::store::StoreError;
 
 /// This component's name in `tradebox_schema`, and its schema's version.
 const COMPONENT: &str = "audit";
-const VERSION: i32 = 1;
+/// 1: the table; 2: its `replica` column.
+const VERSION: i32 = 2;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS audit_log (
@@ -35,8 +36,10 @@ CREATE TABLE IF NOT EXISTS audit_log (
     outcome TEXT NOT NULL,
     error_type TEXT,
     detail TEXT,
-    duration_ms BIGINT
+    duration_ms BIGINT,
+    replica TEXT
 );
+ALTER TABLE audit_log ADD COLUMN IF NOT EXISTS replica TEXT;
 CREATE INDEX IF NOT EXISTS idx_audit_log_at ON audit_log(at);
 CREATE INDEX IF NOT EXISTS idx_audit_log_user_at ON audit_log(user_id, at);
 CREATE OR REPLACE FUNCTION audit_log_no_update() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -49,7 +52,7 @@ CREATE OR REPLACE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
 "#;
 
 const COLUMNS: &str = "id, at, user_id, channel, source, action, function_name, \
-     function_version, code, outcome, error_type, detail, duration_ms";
+     function_version, code, outcome, error_type, detail, duration_ms, replica";
 
 /// The advisory lock of this store's writes (prunes; appends need none).
 const LOCK: i64 = 0x0061_7564_6974; // "audit"
@@ -88,8 +91,8 @@ fn insert(c: &PgConn<'_>, entry: &AuditEntry, at: Micros) -> Result<i64, StoreEr
         .map(|d| i64::try_from(d).unwrap_or(i64::MAX));
     let row = c.query_one(
         "INSERT INTO audit_log (at, user_id, channel, source, action, function_name,
-         function_version, code, outcome, error_type, detail, duration_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+         function_version, code, outcome, error_type, detail, duration_ms, replica)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
         &[
             &timestamp::format(at),
             &entry.user_id,
@@ -103,6 +106,7 @@ fn insert(c: &PgConn<'_>, entry: &AuditEntry, at: Micros) -> Result<i64, StoreEr
             &entry.error_type,
             &entry.detail,
             &duration,
+            &entry.replica,
         ],
     )?;
     Ok(row.get(0))
@@ -202,6 +206,7 @@ fn record_from_row(r: &Row) -> Result<AuditRecord, StoreError> {
             error_type: opt(10)?,
             detail: opt(11)?,
             duration_ms: num(12)?.map(|d| u64::try_from(d).unwrap_or(0)),
+            replica: opt(13)?,
         },
     })
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use rusqlite::{params, params_from_iter, types::Value as SqlValue, Connection, Row};
 use tradebox_data::timestamp::{self, Micros};
-use tradebox_db::schema::objects_exist;
+use tradebox_db::schema::{objects_exist, table_columns};
 use tradebox_db::{Conn, Db, DbError};
 
 use super::{
@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS audit_log (
     outcome TEXT NOT NULL,
     error_type TEXT,
     detail TEXT,
-    duration_ms INTEGER
+    duration_ms INTEGER,
+    replica TEXT
 );
 CREATE INDEX IF NOT EXISTS idx_audit_log_at ON audit_log(at);
 CREATE INDEX IF NOT EXISTS idx_audit_log_user_at ON audit_log(user_id, at);
@@ -46,7 +47,7 @@ const SCHEMA_OBJECTS: [&str; 4] = [
 ];
 
 const COLUMNS: &str = "id, at, user_id, channel, source, action, function_name, \
-     function_version, code, outcome, error_type, detail, duration_ms";
+     function_version, code, outcome, error_type, detail, duration_ms, replica";
 
 /// The audit trail in a SQLite file; one connection, shareable between
 /// threads.
@@ -64,11 +65,26 @@ impl SqliteAudit {
     }
 }
 
-/// Creates the audit table, its indexes and trigger when missing.
+/// Creates the audit table, its indexes and trigger when missing, and adds
+/// the `replica` column to a table made before it.
 pub(crate) fn ensure_schema(db: &Db) -> Result<(), DbError> {
     db.ensure_schema(
-        |conn| objects_exist(conn, &SCHEMA_OBJECTS),
-        |conn| conn.execute_batch(SCHEMA),
+        |conn| {
+            Ok(objects_exist(conn, &SCHEMA_OBJECTS)?
+                && table_columns(conn, "audit_log")?
+                    .iter()
+                    .any(|c| c == "replica"))
+        },
+        |conn| {
+            conn.execute_batch(SCHEMA)?;
+            if !table_columns(conn, "audit_log")?
+                .iter()
+                .any(|c| c == "replica")
+            {
+                conn.execute_batch("ALTER TABLE audit_log ADD COLUMN replica TEXT")?;
+            }
+            Ok(())
+        },
     )
 }
 
@@ -80,8 +96,8 @@ pub(crate) fn append(c: &Conn<'_>, entry: &AuditEntry, at: Micros) -> Result<i64
 fn insert(tx: &Connection, entry: &AuditEntry, at: Micros) -> rusqlite::Result<i64> {
     tx.prepare_cached(
         "INSERT INTO audit_log (at, user_id, channel, source, action, function_name,
-         function_version, code, outcome, error_type, detail, duration_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+         function_version, code, outcome, error_type, detail, duration_ms, replica)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?
     .execute(params![
         timestamp::format(at),
@@ -98,6 +114,7 @@ fn insert(tx: &Connection, entry: &AuditEntry, at: Micros) -> rusqlite::Result<i
         entry
             .duration_ms
             .map(|d| i64::try_from(d).unwrap_or(i64::MAX)),
+        entry.replica,
     ])?;
     // Postgres: `RETURNING id`.
     Ok(tx.last_insert_rowid())
@@ -202,6 +219,7 @@ fn record_from_row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
             duration_ms: r
                 .get::<_, Option<i64>>(12)?
                 .map(|d| u64::try_from(d).unwrap_or(0)),
+            replica: r.get(13)?,
         },
     })
 }

@@ -70,6 +70,12 @@ impl Config {
                 Some(v) => crate::store::StoreUrl::parse(v).map(|_| ()),
                 None => Ok(()),
             },
+            ("store", "replica") => match &self.store.replica {
+                Some(v) if v.trim().is_empty() || v.chars().count() > 100 => {
+                    Err(format!("must be 1 to 100 characters, not {v:?}"))
+                }
+                _ => Ok(()),
+            },
             ("limits", "timeout_seconds") => in_range(l.timeout_seconds, 1, 3600, " seconds"),
             ("limits", "memory_mb") => in_range(l.memory_mb, 64, 1 << 20, " MB"),
             ("limits", "output_bytes") => in_range(l.output_bytes, 1024, 64 << 20, " bytes"),

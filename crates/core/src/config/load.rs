@@ -251,7 +251,7 @@ mod tests {
 
         let entries = l.entries();
         assert_eq!(entries.len(), KEYS.len());
-        let timeout = &entries[2];
+        let timeout = &entries[3];
         assert_eq!(
             (timeout.section, timeout.key),
             ("limits", "timeout_seconds")

@@ -64,6 +64,9 @@ pub struct StoreSection {
     /// unset: `DATABASE_URL` when set, else `$TRADEBOX_HOME/tradebox.db`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// This process's name in the audit trail; unset: `host:pid`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
 }
 
 /// `[limits]`: what one execution may use.
@@ -409,7 +412,7 @@ macro_rules! keys {
 
 keys! {
     data { as_of }
-    store { url }
+    store { url, replica }
     limits { timeout_seconds, memory_mb, output_bytes, scratch_mb, max_code_bytes }
     pool { workers, queue, per_user_running, per_user_waiting }
     rate_limit { executions, window_seconds }
@@ -658,6 +661,7 @@ api_url = "http://127.0.0.1:4000/api"
         let mut c = Config::default();
         c.data.as_of = Some("latest".into());
         c.store.url = Some("sqlite:/srv/tradebox.db".into());
+        c.store.replica = Some("a".into());
         let table = toml::Table::try_from(&c).unwrap();
         let mut fields = BTreeSet::new();
         for (section, value) in &table {

@@ -305,6 +305,7 @@ impl Pipeline {
     fn entry(&self, req: &Request, action: Action, outcome: Outcome) -> AuditEntry {
         let mut e = AuditEntry::new(req.user.clone(), req.source.clone(), action, outcome);
         e.channel = req.channel.clone();
+        e.replica = self.audit.replica().map(str::to_string);
         e
     }
 
