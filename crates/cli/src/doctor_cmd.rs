@@ -18,6 +18,7 @@ use crate::sandbox_setup;
   tradebox doctor
   tradebox doctor --json | jq '.layers[] | select(.active | not)'
   tradebox doctor --slack                 # only the Slack tokens and scopes
+  tradebox doctor --store                 # only the shared store: reachable, schemas, clock
 
 Exit codes: 0 every layer active, every followed source syncing (and Slack,
 when configured, answers with every scope), 2 the sandbox cannot run here,
@@ -30,6 +31,9 @@ pub struct DoctorArgs {
     /// Check only the Slack connection (tokens and scopes), not the sandbox.
     #[arg(long)]
     slack: bool,
+    /// Check only the shared store ([store] url): reachable, schema versions, clock skew.
+    #[arg(long, conflicts_with = "slack")]
+    store: bool,
 }
 
 /// The Slack part of the report.
@@ -250,6 +254,9 @@ fn run_slack_only(args: &DoctorArgs, home: &Home) -> anyhow::Result<u8> {
 pub fn run(args: &DoctorArgs, home: &Home, quiet: bool) -> anyhow::Result<u8> {
     if args.slack {
         return run_slack_only(args, home);
+    }
+    if args.store {
+        return crate::store_cmd::check(args.json, home);
     }
     let host = doctor::host_checks();
     let rt = sandbox_setup::runtime(home, quiet)?;

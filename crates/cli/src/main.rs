@@ -12,6 +12,7 @@ mod progress;
 mod run_cmd;
 mod sandbox_setup;
 mod serve_cmd;
+mod store_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -88,6 +89,9 @@ enum Command {
     /// Show the configuration: every setting, its value and where it came from.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
+    /// The shared store of functions, audit and rate limits: migrate, check.
+    #[command(subcommand)]
+    Store(store_cmd::StoreCommand),
     /// Internal: the sandbox launcher that becomes a confined Python zygote.
     #[command(name = "__zygote", hide = true)]
     Zygote {
@@ -136,6 +140,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Audit(args) => audit_cmd::run(args, &home),
         Command::Serve(args) => serve_cmd::run(args, &home, cli.quiet),
         Command::Config(cmd) => config_cmd::run(cmd, &home).map(|()| 0),
+        Command::Store(cmd) => store_cmd::run(cmd, &home),
         Command::Zygote { spec } => Ok(exit_byte(tradebox_sandbox::launcher::main(spec))),
     }
 }

@@ -301,3 +301,80 @@ fn thirty_commands_at_once_over_three_replicas_run_ten() {
         );
     }
 }
+
+/// Runs the CLI on `home` with the store at `url`: (exit code, stdout).
+fn cli(home: &std::path::Path, url: &str, args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(common::bin())
+        .env("TRADEBOX_HOME", home)
+        .env("TRADEBOX_STORE_URL", url)
+        .env_remove("DATABASE_URL")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn store_migrate_and_check() {
+    let cluster = PgCluster::start().unwrap();
+    let url = cluster.database().unwrap();
+    let home = tempfile::TempDir::new().unwrap();
+    let h = home.path();
+
+    let (code, out) = cli(h, &url, &["store", "check"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("schema audit") && out.contains("not made yet"),
+        "{out}"
+    );
+    assert!(
+        out.starts_with("store postgres://tradebox@127.0.0.1:"),
+        "{out}"
+    );
+
+    let (code, out) = cli(h, &url, &["store", "migrate"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cli(h, &url, &["doctor", "--store", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["schemas"].as_array().unwrap().len(), 4);
+    assert!(report["schemas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["version"] == s["this_build"]));
+    assert!(
+        report["clock_skew_ms"].as_i64().unwrap().abs() < 1000,
+        "{report}"
+    );
+
+    // A schema made by a newer build: refused, and said so.
+    let newer = url.clone();
+    std::thread::spawn(move || {
+        let mut c =
+            tradebox_db::pg::postgres::Client::connect(&newer, tradebox_db::pg::postgres::NoTls)
+                .unwrap();
+        c.batch_execute("UPDATE tradebox_schema SET version = 99 WHERE component = 'audit'")
+            .unwrap();
+    })
+    .join()
+    .unwrap();
+    let (code, out) = cli(h, &url, &["store", "check"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("v99, newer than this build's"), "{out}");
+
+    // The database down: a clear failure, at once.
+    cluster.stop().unwrap();
+    let started = Instant::now();
+    let (code, out) = cli(h, &url, &["store", "check"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("FAIL store unavailable"), "{out}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let (code, out) = cli(h, &url, &["store", "migrate"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("store unavailable"), "{out}");
+}

@@ -93,6 +93,91 @@ pub fn redact(url: &str) -> String {
     out
 }
 
+/// What [`inspect`] found of a store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreReport {
+    /// Where it is, password masked.
+    pub target: String,
+    /// Each shared component's schema: (name, version found, version this
+    /// build uses). PostgreSQL only (SQLite files are made and migrated by
+    /// whoever opens them).
+    pub schemas: Vec<(&'static str, i32, i32)>,
+    /// The database server's clock minus this machine's, in milliseconds
+    /// (PostgreSQL only): replicas stamp times with their own clocks, so a
+    /// large skew shifts the rate limit's window and the audit's order.
+    pub clock_skew_ms: Option<i64>,
+}
+
+impl StoreReport {
+    /// Components whose schema is older than this build's (the next start
+    /// migrates them) or newer (another build migrated them: this one
+    /// should not run against it).
+    pub fn outdated(&self) -> Vec<&'static str> {
+        self.schemas
+            .iter()
+            .filter(|(_, found, wanted)| found != wanted)
+            .map(|(name, _, _)| *name)
+            .collect()
+    }
+}
+
+/// Reads a store without changing it: whether it answers, its schema
+/// versions and its clock.
+pub fn inspect(url: &StoreUrl) -> Result<StoreReport, StoreError> {
+    match url {
+        StoreUrl::Sqlite(path) => {
+            // A read of the file (created if missing, as every command does).
+            tradebox_db::Db::open(path)?
+                .read(|c| c.run(|conn| conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))))?;
+            Ok(StoreReport {
+                target: url.redacted(),
+                schemas: Vec::new(),
+                clock_skew_ms: None,
+            })
+        }
+        StoreUrl::Postgres(pg) => {
+            let db = tradebox_db::PgDb::open(pg)?;
+            let components = [
+                (
+                    crate::functions::pg::COMPONENT,
+                    crate::functions::pg::VERSION,
+                ),
+                (crate::audit::pg::COMPONENT, crate::audit::pg::VERSION),
+                (
+                    crate::ratelimit::pg::COMPONENT,
+                    crate::ratelimit::pg::VERSION,
+                ),
+                (
+                    crate::deliveries::pg::COMPONENT,
+                    crate::deliveries::pg::VERSION,
+                ),
+            ];
+            let before = tradebox_data::timestamp::now();
+            let (server_us, schemas) = db.read(|c| {
+                let server: i64 = c
+                    .query_one(
+                        "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::BIGINT",
+                        &[],
+                    )?
+                    .get(0);
+                let mut schemas = Vec::new();
+                for (name, wanted) in components {
+                    let found = c.run(|tx| tradebox_db::pg::schema_version(tx, name))?;
+                    schemas.push((name, found, wanted));
+                }
+                Ok::<_, StoreError>((server, schemas))
+            })?;
+            let after = tradebox_data::timestamp::now();
+            let midpoint = before + (after - before) / 2;
+            Ok(StoreReport {
+                target: url.redacted(),
+                schemas,
+                clock_skew_ms: Some((server_us - midpoint) / 1000),
+            })
+        }
+    }
+}
+
 /// Everything that can go wrong in the function store, the audit trail and
 /// the rate limiter.
 #[derive(Debug, thiserror::Error)]

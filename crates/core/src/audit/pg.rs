@@ -18,9 +18,9 @@ use super::{
 use crate::store::StoreError;
 
 /// This component's name in `tradebox_schema`, and its schema's version.
-const COMPONENT: &str = "audit";
+pub(crate) const COMPONENT: &str = "audit";
 /// 1: the table; 2: its `replica` column.
-const VERSION: i32 = 2;
+pub(crate) const VERSION: i32 = 2;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS audit_log (

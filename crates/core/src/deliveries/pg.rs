@@ -8,8 +8,8 @@ use tradebox_db::PgDb;
 use super::DeliveryBackend;
 use crate::store::StoreError;
 
-const COMPONENT: &str = "deliveries";
-const VERSION: i32 = 1;
+pub(crate) const COMPONENT: &str = "deliveries";
+pub(crate) const VERSION: i32 = 1;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS slack_deliveries (

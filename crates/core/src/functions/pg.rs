@@ -21,8 +21,8 @@ use super::{
 };
 use crate::store::StoreError;
 
-const COMPONENT: &str = "functions";
-const VERSION: i32 = 1;
+pub(crate) const COMPONENT: &str = "functions";
+pub(crate) const VERSION: i32 = 1;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS saved_functions (

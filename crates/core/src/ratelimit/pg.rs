@@ -11,8 +11,8 @@ use tradebox_db::{PgConn, PgDb};
 use super::{RateLimitBackend, RateLimitRows, RateLimitTx};
 use crate::store::StoreError;
 
-const COMPONENT: &str = "rate_limit";
-const VERSION: i32 = 1;
+pub(crate) const COMPONENT: &str = "rate_limit";
+pub(crate) const VERSION: i32 = 1;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS rate_limit_events (
