@@ -1,6 +1,6 @@
 //! The PostgreSQL side of the connection plumbing: [`PgDb`], one
 //! connection behind a mutex like [`crate::Db`], with one read or write
-//! transaction per operation and [`PgDb::ensure_schema`] under a lock held
+//! transaction per operation and [`PgDb::ensure_component`] under a lock held
 //! for the transaction, so that replicas starting together migrate once.
 //!
 //! The client is the synchronous `postgres` crate, which runs its own small
@@ -273,21 +273,27 @@ impl PgDb {
         &self.target
     }
 
-    /// Creates or migrates the schema when `ready` says it is not, under
+    /// Brings `component`'s schema to `version` by running `ddl` when the
+    /// database has an older one (none counts as 0): under
     /// [`MIGRATION_LOCK`], checking again once the lock is held (another
-    /// replica may have done it meanwhile).
-    pub fn ensure_schema(
+    /// replica may have done it meanwhile), recording the version in the
+    /// same transaction. `ddl` must take the schema from any older version
+    /// (`IF NOT EXISTS` everywhere). A newer version (another build
+    /// migrated it) is left alone; `tradebox store check` reports it.
+    pub fn ensure_component(
         &self,
-        ready: fn(&mut Client) -> Result<bool, postgres::Error>,
-        migrate: fn(&mut Client) -> Result<(), postgres::Error>,
+        component: &str,
+        version: i32,
+        ddl: &str,
     ) -> Result<(), DbError> {
-        if self.read(|c| c.run(ready))? {
+        if self.read(|c| c.run(|tx| schema_version(tx, component)))? >= version {
             return Ok(());
         }
         self.write(MIGRATION_LOCK, |c| {
             c.run(|tx| {
-                if !ready(tx)? {
-                    migrate(tx)?;
+                if schema_version(tx, component)? < version {
+                    tx.batch_execute(ddl)?;
+                    set_schema_version(tx, component, version)?;
                 }
                 Ok(())
             })

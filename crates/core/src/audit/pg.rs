@@ -9,7 +9,6 @@
 use tradebox_data::timestamp::{self, Micros};
 use tradebox_db::pg::postgres::types::ToSql;
 use tradebox_db::pg::postgres::{self, Row};
-use tradebox_db::pg::{schema_version, set_schema_version};
 use tradebox_db::{PgConn, PgDb};
 
 use super::{
@@ -75,13 +74,7 @@ impl PgAudit {
 
 /// Creates the audit table, its indexes and trigger when missing.
 pub(crate) fn ensure_schema(db: &PgDb) -> Result<(), tradebox_db::DbError> {
-    db.ensure_schema(
-        |tx| Ok(schema_version(tx, COMPONENT)? >= VERSION),
-        |tx| {
-            tx.batch_execute(SCHEMA)?;
-            set_schema_version(tx, COMPONENT, VERSION)
-        },
-    )
+    db.ensure_component(COMPONENT, VERSION, SCHEMA)
 }
 
 fn insert(c: &PgConn<'_>, entry: &AuditEntry, at: Micros) -> Result<i64, StoreError> {

@@ -2,7 +2,6 @@
 //! backend, each claim one statement (no transaction around it).
 
 use tradebox_data::timestamp::Micros;
-use tradebox_db::pg::{schema_version, set_schema_version};
 use tradebox_db::PgDb;
 
 use super::DeliveryBackend;
@@ -29,13 +28,7 @@ impl PgDeliveries {
     /// Connects to the store at `url`, creating the table when needed.
     pub fn open(url: &str) -> Result<PgDeliveries, StoreError> {
         let db = PgDb::open(url)?;
-        db.ensure_schema(
-            |tx| Ok(schema_version(tx, COMPONENT)? >= VERSION),
-            |tx| {
-                tx.batch_execute(SCHEMA)?;
-                set_schema_version(tx, COMPONENT, VERSION)
-            },
-        )?;
+        db.ensure_component(COMPONENT, VERSION, SCHEMA)?;
         Ok(PgDeliveries { db })
     }
 }

@@ -13,9 +13,9 @@
 //! here, never less.
 
 use tradebox_db::pg::postgres::{self, Row};
-use tradebox_db::pg::{schema_version, set_schema_version};
 use tradebox_db::{PgConn, PgDb};
 
+use super::sqlite::{COLUMNS, ORDER, VERSION_COLUMNS};
 use super::{
     Function, FunctionBackend, FunctionRows, FunctionTx, NewFunction, VersionAction, VersionRecord,
 };
@@ -56,21 +56,10 @@ CREATE INDEX IF NOT EXISTS idx_function_versions_name ON function_versions(name)
 /// The advisory lock every write of the functions takes.
 const LOCK: i64 = 0x0066_756e_6373; // "funcs"
 
-/// The columns of [`Function`], in the order [`function_from_row`] reads
-/// them, then `deleted_at`.
-const COLUMNS: &str = "id, name, coalesce(description, ''), code, created_by, created_at, \
-     last_used, coalesce(use_count, 0), version, updated_by, updated_at, deleted_at";
-
-const VERSION_COLUMNS: &str =
-    "function_id, version, name, coalesce(description, ''), code, saved_by, saved_at, action";
-
 /// Case-insensitive substring match on name or description; `$1` is the
 /// escaped pattern from [`super::sqlite::like_pattern`].
 const SEARCH_CONDITION: &str = "(lower(name) LIKE lower($1) ESCAPE '\\' \
      OR lower(coalesce(description, '')) LIKE lower($1) ESCAPE '\\')";
-
-/// The order of lists: most used first, then by name ignoring ASCII case.
-const ORDER: &str = "ORDER BY use_count DESC, lower(name), name";
 
 /// Functions in a PostgreSQL database; one connection, shareable between
 /// threads.
@@ -84,13 +73,7 @@ impl PgFunctions {
     /// needed.
     pub fn open(url: &str) -> Result<PgFunctions, StoreError> {
         let db = PgDb::open(url)?;
-        db.ensure_schema(
-            |tx| Ok(schema_version(tx, COMPONENT)? >= VERSION),
-            |tx| {
-                tx.batch_execute(SCHEMA)?;
-                set_schema_version(tx, COMPONENT, VERSION)
-            },
-        )?;
+        db.ensure_component(COMPONENT, VERSION, SCHEMA)?;
         crate::audit::pg::ensure_schema(&db)?;
         Ok(PgFunctions { db })
     }

@@ -97,10 +97,11 @@ WHERE NOT EXISTS (SELECT 1 FROM function_versions v WHERE v.function_id = f.id)"
 /// The columns of [`Function`], in the order [`function_from_row`] reads
 /// them, then `deleted_at`. `coalesce` covers rows of the original bot,
 /// whose columns allowed NULL.
-const COLUMNS: &str = "id, name, coalesce(description, ''), code, created_by, created_at, \
+pub(super) const COLUMNS: &str =
+    "id, name, coalesce(description, ''), code, created_by, created_at, \
      last_used, coalesce(use_count, 0), version, updated_by, updated_at, deleted_at";
 
-const VERSION_COLUMNS: &str =
+pub(super) const VERSION_COLUMNS: &str =
     "function_id, version, name, coalesce(description, ''), code, saved_by, saved_at, action";
 
 /// Case-insensitive substring match on name or description; `?1` is the
@@ -109,7 +110,7 @@ const SEARCH_CONDITION: &str = "(lower(name) LIKE lower(?1) ESCAPE '\\' \
      OR lower(coalesce(description, '')) LIKE lower(?1) ESCAPE '\\')";
 
 /// The order of lists: most used first, then by name ignoring ASCII case.
-const ORDER: &str = "ORDER BY use_count DESC, lower(name), name";
+pub(super) const ORDER: &str = "ORDER BY use_count DESC, lower(name), name";
 
 /// Functions in a SQLite file; one connection, shareable between threads.
 pub struct SqliteFunctions {

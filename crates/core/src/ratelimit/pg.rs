@@ -5,7 +5,6 @@
 //! lock, so the limit stays exact across every replica sharing the store.
 
 use tradebox_data::timestamp::Micros;
-use tradebox_db::pg::{schema_version, set_schema_version};
 use tradebox_db::{PgConn, PgDb};
 
 use super::{RateLimitBackend, RateLimitRows, RateLimitTx};
@@ -35,13 +34,7 @@ impl PgRateLimits {
     /// Connects to the store at `url`, creating the table when needed.
     pub fn open(url: &str) -> Result<PgRateLimits, StoreError> {
         let db = PgDb::open(url)?;
-        db.ensure_schema(
-            |tx| Ok(schema_version(tx, COMPONENT)? >= VERSION),
-            |tx| {
-                tx.batch_execute(SCHEMA)?;
-                set_schema_version(tx, COMPONENT, VERSION)
-            },
-        )?;
+        db.ensure_component(COMPONENT, VERSION, SCHEMA)?;
         Ok(PgRateLimits { db })
     }
 }
