@@ -3,16 +3,19 @@
 //! component under a lock, so replicas starting together migrate once; a
 //! start does the same), `check` reads it without changing it: whether it
 //! answers, its schema versions against this build's, and the database
-//! server's clock against this machine's. `tradebox doctor --store` is the
-//! same check.
+//! server's clock against this machine's (`tradebox doctor --store` is the
+//! same check), and `copy` moves an existing store into an empty one (the
+//! functions with their whole history, deleted ones too, and the audit
+//! trail), verified by counts.
 
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::json;
 use tradebox_core::audit::AuditLog;
 use tradebox_core::deliveries::Deliveries;
 use tradebox_core::functions::FunctionStore;
 use tradebox_core::ratelimit::RateLimiter;
-use tradebox_core::store::{inspect, StoreReport};
+use tradebox_core::store::{inspect, StoreReport, StoreUrl};
 use tradebox_data::Home;
 
 use crate::app;
@@ -37,6 +40,33 @@ Exit codes: 0 migrated (or already current), 2 the store cannot be reached or re
 Exit codes: 0 reachable, every schema at this build's version (or none made yet on a
 new database) and the server's clock within 1 s of this machine's; 2 otherwise.")]
     Check(StoreArgs),
+    /// Copy a store into an empty one: functions (with their history, deleted ones
+    /// too) and the audit trail, then compare the counts.
+    #[command(after_help = "Examples:
+  tradebox store copy --from sqlite:$HOME/.local/share/tradebox/tradebox.db \\
+                      --to postgres://tradebox:pw@db:5432/tradebox
+  tradebox store copy --to postgres://tradebox:pw@db:5432/tradebox   # from [store] url / the home
+
+The destination's tables are made if needed; it must hold no function and no audit
+row (nothing is merged). Rate-limit counters and the record of Slack deliveries are
+not copied: they only matter for minutes. The trades stay where they are.
+
+Exit codes: 0 copied and the counts match, 2 a store cannot be used, the destination
+is not empty, or the counts differ.")]
+    Copy(CopyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// The store to copy (sqlite:PATH or postgres://...) [default: [store] url, else the home's file]
+    #[arg(long, value_name = "URL")]
+    pub from: Option<String>,
+    /// The store to copy into (sqlite:PATH or postgres://...).
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -50,7 +80,98 @@ pub fn run(cmd: &StoreCommand, home: &Home) -> anyhow::Result<u8> {
     match cmd {
         StoreCommand::Migrate(args) => migrate(args, home),
         StoreCommand::Check(args) => check(args.json, home),
+        StoreCommand::Copy(args) => copy(args, home),
     }
+}
+
+fn parse(url: &str, what: &str) -> anyhow::Result<StoreUrl> {
+    StoreUrl::parse(url)
+        .map_err(|e| crate::sandbox_setup::SetupError(format!("--{what} {e}")).into())
+}
+
+fn copy(args: &CopyArgs, home: &Home) -> anyhow::Result<u8> {
+    let config = app::config(home)?;
+    let from = match &args.from {
+        Some(url) => parse(url, "from")?,
+        None => app::store_url(home, &config)?,
+    };
+    let to = parse(&args.to, "to")?;
+    if from == to {
+        eprintln!(
+            "error: --from and --to are the same store ({})",
+            to.redacted()
+        );
+        return Ok(2);
+    }
+    let open = |url: &StoreUrl| -> anyhow::Result<(FunctionStore, AuditLog)> {
+        let functions = FunctionStore::connect(url)
+            .with_context(|| format!("opening the functions at {}", url.redacted()))?;
+        let audit = AuditLog::connect(url)
+            .with_context(|| format!("opening the audit trail at {}", url.redacted()))?;
+        Ok((functions, audit))
+    };
+    let ((src_functions, src_audit), (dst_functions, dst_audit)) = match (open(&from), open(&to)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e:#}");
+            return Ok(2);
+        }
+    };
+    // Deliveries and rate-limit tables are made too, so the copy is a whole store.
+    if let Err(e) =
+        Deliveries::connect(&to).and_then(|_| RateLimiter::connect(&to, &config.rate_limit))
+    {
+        eprintln!("error: {}: {e}", to.redacted());
+        return Ok(2);
+    }
+    let copied = src_functions
+        .copy_into(&dst_functions)
+        .and_then(|(functions, versions)| {
+            src_audit
+                .copy_into(&dst_audit)
+                .map(|audit| (functions, versions, audit))
+        });
+    let (functions, versions, audit) = match copied {
+        Ok(counts) => counts,
+        Err(e) => {
+            eprintln!("error: copying into {}: {e}", to.redacted());
+            return Ok(2);
+        }
+    };
+    // The counts, read back from both sides.
+    let counts = |f: &FunctionStore, a: &AuditLog| -> anyhow::Result<(u64, u64)> {
+        Ok((f.stats()?.total_functions, a.count()?))
+    };
+    let (src_live, src_rows) = counts(&src_functions, &src_audit)?;
+    let (dst_live, dst_rows) = counts(&dst_functions, &dst_audit)?;
+    let matched = src_live == dst_live && src_rows == dst_rows && audit == dst_rows;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "from": from.redacted(), "to": to.redacted(),
+                "functions": functions, "versions": versions, "audit_rows": audit,
+                "live_functions": {"from": src_live, "to": dst_live},
+                "audit_count": {"from": src_rows, "to": dst_rows},
+                "ok": matched,
+            }))?
+        );
+    } else {
+        println!("copied {} into {}", from.redacted(), to.redacted());
+        println!(
+            "  functions   {functions} ({src_live} live, {} deleted), {versions} versions",
+            functions - src_live
+        );
+        println!("  audit rows  {audit}");
+        if matched {
+            println!("  counts      match ({dst_live} live functions, {dst_rows} audit rows)");
+        } else {
+            println!(
+                "  counts      DIFFER: live functions {src_live} -> {dst_live}, audit rows {src_rows} -> {dst_rows}"
+            );
+        }
+    }
+    Ok(if matched { 0 } else { 2 })
 }
 
 fn migrate(args: &StoreArgs, home: &Home) -> anyhow::Result<u8> {

@@ -302,15 +302,18 @@ fn thirty_commands_at_once_over_three_replicas_run_ten() {
     }
 }
 
-/// Runs the CLI on `home` with the store at `url`: (exit code, stdout).
+/// Runs the CLI on `home` with the store at `url` (`""`: the home's file):
+/// (exit code, stdout and stderr).
 fn cli(home: &std::path::Path, url: &str, args: &[&str]) -> (i32, String) {
-    let out = std::process::Command::new(common::bin())
-        .env("TRADEBOX_HOME", home)
-        .env("TRADEBOX_STORE_URL", url)
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.env("TRADEBOX_HOME", home)
+        .env_remove("TRADEBOX_STORE_URL")
         .env_remove("DATABASE_URL")
-        .args(args)
-        .output()
-        .unwrap();
+        .args(args);
+    if !url.is_empty() {
+        cmd.env("TRADEBOX_STORE_URL", url);
+    }
+    let out = cmd.output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
@@ -377,4 +380,57 @@ fn store_migrate_and_check() {
     let (code, out) = cli(h, &url, &["store", "migrate"]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("store unavailable"), "{out}");
+}
+
+#[test]
+fn store_copy_moves_a_home_into_postgres() {
+    let cluster = PgCluster::start().unwrap();
+    let url = cluster.database().unwrap();
+    let home = tempfile::TempDir::new().unwrap();
+    let h = home.path();
+    for (name, code) in [
+        ("weekly", "result = 1"),
+        ("weekly", "result = 2"),
+        ("gone", "x = 1"),
+    ] {
+        let (code_, out) = cli(h, "", &["func", "save", name, "-d", "a test", "-c", code]);
+        assert_eq!(code_, 0, "{out}");
+    }
+    let (code, out) = cli(h, "", &["func", "delete", "gone"]);
+    assert_eq!(code, 0, "{out}");
+
+    let (code, out) = cli(h, "", &["store", "copy", "--to", &url]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("functions   2 (1 live, 1 deleted), 4 versions"),
+        "{out}"
+    );
+    assert!(out.contains("counts      match"), "{out}");
+
+    // The copy serves: its history, its audit trail.
+    let (code, out) = cli(h, &url, &["func", "history", "weekly"]);
+    assert_eq!(code, 0, "{out}");
+    let saves: Vec<&str> = out
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some("save"))
+        .collect();
+    assert_eq!(saves.len(), 2, "{out}");
+    let (code, out) = cli(h, &url, &["audit", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let rows: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 4, "{out}");
+
+    // Never into a store that holds something.
+    let (code, out) = cli(h, "", &["store", "copy", "--to", &url]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("not empty") || out.contains("already holds"),
+        "{out}"
+    );
+    let (code, out) = cli(h, "", &["store", "copy", "--to", "mysql://x/y"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("--to must be sqlite:PATH or postgres://"),
+        "{out}"
+    );
 }

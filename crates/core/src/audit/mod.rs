@@ -337,6 +337,29 @@ impl AuditLog {
         self.backend.count()
     }
 
+    /// Copies every entry, oldest first and with its time and replica
+    /// kept, into `other`, whose trail must be empty; returns how many.
+    /// Ids are `other`'s own (in the same order).
+    pub fn copy_into(&self, other: &AuditLog) -> Result<u64, StoreError> {
+        if other.count()? > 0 {
+            return Err(StoreError::Invalid(
+                "the destination's audit trail is not empty: copy into an empty store".into(),
+            ));
+        }
+        let mut rows = self.query(&AuditFilter::default())?;
+        rows.reverse();
+        for r in &rows {
+            let at = r.at_us().ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "audit row {} has an unreadable time {:?}",
+                    r.id, r.at
+                ))
+            })?;
+            other.backend.append(&r.entry, at)?;
+        }
+        Ok(rows.len() as u64)
+    }
+
     /// One cheap read of the store: `Ok` when it answers.
     pub fn ping(&self) -> Result<(), StoreError> {
         self.backend.ping()

@@ -482,3 +482,28 @@ fn a_version_one_postgres_schema_gets_the_replica_column() {
     let replicas: Vec<Option<&str>> = rows.iter().map(|r| r.entry.replica.as_deref()).collect();
     assert_eq!(replicas, [Some("r"), None]);
 }
+
+#[test]
+fn copy_into_keeps_every_entry_its_time_and_replica() {
+    let (_dir, _path, sqlite) = setup();
+    for minute in 0..5 {
+        let mut e = entry(&format!("U{minute}"), Action::Runfunc, Outcome::Ok);
+        e.replica = Some(format!("host:{minute}"));
+        e.code = Some("result = 1  # ünï".into());
+        sqlite.record_at(&e, T0 + minute * MINUTE).unwrap();
+    }
+    let cluster = PgCluster::start().unwrap();
+    let pg = AuditLog::open_postgres(&cluster.database().unwrap()).unwrap();
+    assert_eq!(sqlite.copy_into(&pg).unwrap(), 5);
+    let strip = |log: &AuditLog| -> Vec<(String, AuditEntry)> {
+        log.query(&AuditFilter::default())
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.at, r.entry))
+            .collect()
+    };
+    assert_eq!(strip(&pg), strip(&sqlite));
+    let err = sqlite.copy_into(&pg).unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+    assert_eq!(pg.count().unwrap(), 5);
+}

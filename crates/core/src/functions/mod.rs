@@ -247,6 +247,19 @@ pub trait FunctionRows: AuditRows {
         saved_at: &str,
         action: VersionAction,
     ) -> Result<(), StoreError>;
+
+    /// Every function, live and deleted (with when it was deleted), by id.
+    fn everything(&self) -> Result<Vec<(Function, Option<String>)>, StoreError>;
+
+    /// Writes `f` as it is, every field kept but its id (a new one is
+    /// returned), deleted at `deleted_at` when given; then its `versions`
+    /// as they are, under the new id. For copying a store.
+    fn restore(
+        &self,
+        f: &Function,
+        deleted_at: Option<&str>,
+        versions: &[VersionRecord],
+    ) -> Result<i64, StoreError>;
 }
 
 /// The function store; see the module documentation.
@@ -555,6 +568,33 @@ impl FunctionStore {
             Ok(out)
         })?;
         transfer::document(functions)
+    }
+
+    /// Copies every function, live and deleted, with its whole history,
+    /// into `other`, which must hold none; returns (functions, versions)
+    /// copied. All or nothing on the receiving side.
+    pub fn copy_into(&self, other: &FunctionStore) -> Result<(u64, u64), StoreError> {
+        let all = self.read(|rows| {
+            let mut out = Vec::new();
+            for (f, deleted_at) in rows.everything()? {
+                let versions = rows.versions(f.id)?;
+                out.push((f, deleted_at, versions));
+            }
+            Ok(out)
+        })?;
+        other.write(|rows| {
+            if !rows.everything()?.is_empty() {
+                return Err(StoreError::Invalid(
+                    "the destination already holds functions: copy into an empty store".into(),
+                ));
+            }
+            let mut versions = 0;
+            for (f, deleted_at, history) in &all {
+                rows.restore(f, deleted_at.as_deref(), history)?;
+                versions += history.len() as u64;
+            }
+            Ok((all.len() as u64, versions))
+        })
     }
 
     /// Adds or updates functions by name from an [`FunctionStore::export`]

@@ -405,4 +405,63 @@ impl FunctionRows for PgConn<'_> {
         )?;
         Ok(())
     }
+
+    fn everything(&self) -> Result<Vec<(Function, Option<String>)>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM saved_functions ORDER BY id");
+        self.query(&sql, &[])?
+            .iter()
+            .map(|r| {
+                let deleted: Option<String> = r.try_get(11).map_err(bad("saved_functions"))?;
+                Ok((function_from_row(r)?, deleted))
+            })
+            .collect()
+    }
+
+    fn restore(
+        &self,
+        f: &Function,
+        deleted_at: Option<&str>,
+        versions: &[VersionRecord],
+    ) -> Result<i64, StoreError> {
+        let version = i32::try_from(f.version).unwrap_or(i32::MAX);
+        let id: i64 = self
+            .query_one(
+                "INSERT INTO saved_functions (name, description, code, created_by, created_at,
+                 last_used, use_count, version, updated_by, updated_at, deleted_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+                &[
+                    &f.name,
+                    &f.description,
+                    &f.code,
+                    &f.created_by,
+                    &f.created_at,
+                    &f.last_used,
+                    &to_i64_u(f.use_count),
+                    &version,
+                    &f.updated_by,
+                    &f.updated_at,
+                    &deleted_at,
+                ],
+            )?
+            .get(0);
+        for v in versions {
+            let number = i32::try_from(v.version).unwrap_or(i32::MAX);
+            self.execute(
+                "INSERT INTO function_versions
+                 (function_id, version, name, description, code, saved_by, saved_at, action)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[
+                    &id,
+                    &number,
+                    &v.name,
+                    &v.description,
+                    &v.code,
+                    &v.saved_by,
+                    &v.saved_at,
+                    &v.action.as_str(),
+                ],
+            )?;
+        }
+        Ok(id)
+    }
 }

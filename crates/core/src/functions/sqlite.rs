@@ -398,6 +398,66 @@ impl FunctionRows for Conn<'_> {
         })?;
         Ok(())
     }
+
+    fn everything(&self) -> Result<Vec<(Function, Option<String>)>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM saved_functions ORDER BY id");
+        Ok(self.run(|c| {
+            let mut stmt = c.prepare(&sql)?;
+            let rows = stmt.query_map([], |r| Ok((function_from_row(r)?, r.get(11)?)))?;
+            rows.collect()
+        })?)
+    }
+
+    fn restore(
+        &self,
+        f: &Function,
+        deleted_at: Option<&str>,
+        versions: &[VersionRecord],
+    ) -> Result<i64, StoreError> {
+        Ok(self.run(|c| {
+            c.execute(
+                "INSERT INTO saved_functions (name, description, code, created_by, created_at,
+                 last_used, use_count, version, updated_by, updated_at, deleted_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    f.name,
+                    f.description,
+                    f.code,
+                    f.created_by,
+                    f.created_at,
+                    f.last_used,
+                    to_i64_u(f.use_count),
+                    f.version,
+                    f.updated_by,
+                    f.updated_at,
+                    deleted_at
+                ],
+            )?;
+            let id: i64 = c.query_row(
+                "SELECT id FROM saved_functions WHERE name = ?1",
+                params![f.name],
+                |r| r.get(0),
+            )?;
+            for v in versions {
+                c.execute(
+                    "INSERT INTO function_versions
+                     (function_id, version, name, description, code, saved_by, saved_at, action)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![
+                        id,
+                        v.version,
+                        v.name,
+                        v.description,
+                        v.code,
+                        v.saved_by,
+                        v.saved_at,
+                        v.action.as_str()
+                    ],
+                )?;
+            }
+            Ok(id)
+        })?)
+    }
 }
 
 /// `%query%` with the LIKE wildcards and the escape character escaped.

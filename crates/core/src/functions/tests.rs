@@ -979,3 +979,60 @@ fn coexists_with_the_trade_store_and_the_audit_log() {
         assert!(objects_exist(&conn, &[table]).unwrap(), "{table}");
     }
 }
+
+/// Everything of a store but its ids: each function (and when deleted) with
+/// its versions.
+fn snapshot_of(s: &FunctionStore) -> Vec<(Function, Option<String>, Vec<VersionRecord>)> {
+    s.read(|rows| {
+        let mut out = Vec::new();
+        for (mut f, deleted) in rows.everything()? {
+            let mut versions = rows.versions(f.id)?;
+            f.id = 0;
+            for v in &mut versions {
+                v.function_id = 0;
+            }
+            out.push((f, deleted, versions));
+        }
+        Ok(out)
+    })
+    .unwrap()
+}
+
+#[test]
+fn copy_into_moves_every_function_and_its_history_between_backends() {
+    let dir = TempDir::new().unwrap();
+    let cluster = PgCluster::start().unwrap();
+    let sqlite = FunctionStore::open(dir.path().join("a.db")).unwrap();
+    sqlite
+        .save("pnl", "daily 📈", "result = 1", "U1", false)
+        .unwrap();
+    sqlite
+        .save("pnl", "daily 📈", "result = 2", "U1", false)
+        .unwrap();
+    sqlite.save("fees", "", "result = 3", "U2", false).unwrap();
+    sqlite.rename("fees", "fees_paid", "U2", false).unwrap();
+    sqlite.save("gone", "", "x", "U2", false).unwrap();
+    sqlite.delete("gone", "U2", false).unwrap();
+    for _ in 0..3 {
+        sqlite.record_use("pnl").unwrap();
+    }
+    let want = snapshot_of(&sqlite);
+    assert_eq!(want.len(), 3);
+    assert!(want.iter().any(|(f, d, _)| f.name == "gone" && d.is_some()));
+
+    // SQLite to PostgreSQL, and back into another SQLite file.
+    let pg = FunctionStore::open_postgres(&cluster.database().unwrap()).unwrap();
+    assert_eq!(sqlite.copy_into(&pg).unwrap(), (3, 6));
+    assert_eq!(snapshot_of(&pg), want);
+    let back = FunctionStore::open(dir.path().join("b.db")).unwrap();
+    assert_eq!(pg.copy_into(&back).unwrap(), (3, 6));
+    assert_eq!(snapshot_of(&back), want);
+    // The copies work as stores: the deleted name can be saved again.
+    assert!(back.save("gone", "", "y", "U3", false).unwrap().created);
+    assert_eq!(back.get("pnl").unwrap().unwrap().use_count, 3);
+
+    // Never into a store that holds functions: nothing written.
+    let err = sqlite.copy_into(&pg).unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+    assert_eq!(snapshot_of(&pg), want);
+}
