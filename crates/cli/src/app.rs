@@ -11,6 +11,7 @@ use tradebox_core::config::Config;
 use tradebox_core::deliveries::Deliveries;
 use tradebox_core::executor::Executor;
 use tradebox_core::functions::FunctionStore;
+use tradebox_core::leases::Leases;
 use tradebox_core::permissions::Permissions;
 use tradebox_core::pipeline::{Pipeline, Settings};
 use tradebox_core::ratelimit::RateLimiter;
@@ -129,7 +130,8 @@ pub fn pipeline(
         permissions(config),
         settings,
     )
-    .with_deliveries(Deliveries::connect(&url)?))
+    .with_deliveries(Deliveries::connect(&url)?)
+    .with_leases(Leases::connect(&url, &replica_name(config))?))
 }
 
 /// A single-threaded async runtime for one CLI command.

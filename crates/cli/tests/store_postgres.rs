@@ -434,3 +434,67 @@ fn store_copy_moves_a_home_into_postgres() {
         "{out}"
     );
 }
+
+#[test]
+fn a_replica_killed_mid_job_frees_its_running_place_by_lease_expiry() {
+    let cluster = PgCluster::start().unwrap();
+    let url = cluster.database().unwrap();
+    let env = [
+        ("TRADEBOX_STORE_URL", url.as_str()),
+        ("TRADEBOX_VALIDATOR_ENABLED", "no"),
+        ("TRADEBOX_POOL_PER_USER_RUNNING", "1"),
+    ];
+    let home = common::fixture_home();
+    // One running place per user, across both replicas.
+    let mut a = common::serve(home.path(), &env, &["--no-demo"]);
+    let b = common::serve(home.path(), &env, &["--no-demo"]);
+    let base = a.base.clone();
+    let token = a.token.clone();
+    std::thread::spawn(move || {
+        let body =
+            json!({"user": "U9", "channel": "C1", "text": "/analyze import time; time.sleep(25)"});
+        let _ = std::panic::catch_unwind(|| {
+            http(
+                &base,
+                "POST",
+                "/api/v1/commands",
+                &[
+                    ("Authorization", &format!("Bearer {token}")),
+                    ("Content-Type", "application/json"),
+                ],
+                body.to_string().as_bytes(),
+            )
+        });
+    });
+    // The job runs on A (its worker busy), holding U9's place.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = http(
+            &a.base,
+            "GET",
+            "/metrics",
+            &[("Authorization", &format!("Bearer {}", a.token))],
+            b"",
+        );
+        if m.text().lines().any(|l| l == "tradebox_workers_busy 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job never started on A");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let killed = Instant::now();
+    // On B, U9 waits for the dead replica's lease to expire, then runs.
+    let reply = command(&b, "U9", "/analyze result = 9");
+    let waited = killed.elapsed();
+    assert_eq!(reply["error"], false, "{reply}");
+    assert!(
+        waited > Duration::from_secs(3) && waited < Duration::from_secs(25),
+        "{waited:?}: the place came free by expiry, not at once and not never"
+    );
+    // Another user never waited for it.
+    let started = Instant::now();
+    assert_eq!(command(&b, "U8", "/analyze result = 8")["error"], false);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

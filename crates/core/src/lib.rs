@@ -9,6 +9,7 @@ pub mod config;
 pub mod deliveries;
 pub mod executor;
 pub mod functions;
+pub mod leases;
 pub mod metrics;
 pub mod params;
 pub mod permissions;

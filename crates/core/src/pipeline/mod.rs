@@ -20,6 +20,7 @@ use crate::command::{self, Command, Grammar, UsageError};
 use crate::deliveries::Deliveries;
 use crate::executor::{Executor, ExecutorStatus, SubmitError};
 use crate::functions::{Function, FunctionStore};
+use crate::leases::{self, Leases};
 use crate::metrics::Metrics;
 use crate::permissions::Permissions;
 use crate::ratelimit::{Decision, RateLimiter};
@@ -178,6 +179,7 @@ pub struct Pipeline {
     slots: UserSlots,
     metrics: Metrics,
     deliveries: Option<Deliveries>,
+    leases: Option<Leases>,
 }
 
 impl Pipeline {
@@ -208,7 +210,15 @@ impl Pipeline {
             slots,
             metrics: Metrics::new(),
             deliveries: None,
+            leases: None,
         }
+    }
+
+    /// The pipeline with running places shared by every replica on the
+    /// store: a user's `per_user_running` holds across all of them.
+    pub fn with_leases(mut self, leases: Leases) -> Pipeline {
+        self.leases = Some(leases);
+        self
     }
 
     /// The pipeline with a shared record of deliveries taken, which front
@@ -402,6 +412,47 @@ impl Pipeline {
         }
     }
 
+    /// One of the user's running places on the shared store, when replicas
+    /// share one: waits (asking every [`leases::POLL`]) while every place
+    /// is held, here or on another replica, for at most `wait` (the time
+    /// a job holding one may take).
+    async fn lease(
+        &self,
+        req: &Request,
+        entry: &AuditEntry,
+        wait: Duration,
+    ) -> Result<Option<LeaseGuard>, Refusal> {
+        let Some(leases) = &self.leases else {
+            return Ok(None);
+        };
+        let limit = u32::try_from(self.settings.per_user_running).unwrap_or(u32::MAX);
+        let deadline = Instant::now() + wait;
+        loop {
+            match leases.try_take(&req.user, limit) {
+                Ok(Some(id)) => return Ok(Some(LeaseGuard::start(leases.clone(), id))),
+                Ok(None) if Instant::now() < deadline => tokio::time::sleep(leases::POLL).await,
+                Ok(None) => {
+                    return Err(self.refusal(
+                        entry.clone(),
+                        Outcome::RefusedQueueFull,
+                        RefusalKind::Busy,
+                        format!(
+                            "You already have {limit} jobs running (on this server or another); try again when one has finished."
+                        ),
+                    ))
+                }
+                Err(e) => {
+                    return Err(self.refusal(
+                        entry.clone(),
+                        Outcome::Error,
+                        RefusalKind::Unavailable,
+                        format!("the store failed: {e}"),
+                    ))
+                }
+            }
+        }
+    }
+
     /// Runs `code` on the executor with the user's job slot held.
     async fn execute(
         &self,
@@ -437,6 +488,7 @@ impl Pipeline {
             ));
         };
         let _running = slot.run().await;
+        let _lease = self.lease(req, entry, timeout).await?;
         let job = Job {
             code: code.to_string(),
             timeout,
@@ -843,6 +895,52 @@ impl Pipeline {
                 format!("Only the creator (<@{owner}>) can delete this function"),
             ),
             Err(e) => self.failed(entry, format!("Failed to delete function `{name}`: {e}")),
+        }
+    }
+}
+
+/// A held running place: renewed every [`leases::RENEW`] while it lives,
+/// given back when dropped.
+struct LeaseGuard {
+    leases: Leases,
+    id: String,
+    renewing: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl LeaseGuard {
+    fn start(leases: Leases, id: String) -> LeaseGuard {
+        let renewing = tokio::runtime::Handle::try_current().ok().map(|rt| {
+            let (leases, id) = (leases.clone(), id.clone());
+            rt.spawn(async move {
+                loop {
+                    tokio::time::sleep(leases::RENEW).await;
+                    match leases.renew(&id) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(lease = %id, "a running place expired before its job ended");
+                            return;
+                        }
+                        Err(e) => tracing::warn!(lease = %id, "renewing a running place: {e}"),
+                    }
+                }
+            })
+        });
+        LeaseGuard {
+            leases,
+            id,
+            renewing,
+        }
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        if let Some(task) = self.renewing.take() {
+            task.abort();
+        }
+        // Not given back (the store is down): it expires after leases::TTL.
+        if let Err(e) = self.leases.release(&self.id) {
+            tracing::warn!(lease = %self.id, "giving back a running place: {e}");
         }
     }
 }

@@ -1289,3 +1289,62 @@ async fn metrics_count_every_audited_command_and_refusal() {
         assert!(text.lines().any(|l| l == want), "{want} missing:\n{text}");
     }
 }
+
+#[tokio::test]
+async fn running_places_are_shared_by_every_pipeline_on_the_store() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("tradebox.db");
+    let settings = Settings {
+        per_user_running: 1,
+        per_user_waiting: 4,
+        ..Setup::default().settings
+    };
+    // Two replicas on one store file, each with its own executor.
+    let replica = |name: &str| {
+        let executor = Arc::new(FakeExecutor::with_fallback(Step::Hold));
+        let pipeline = Pipeline::new(
+            Some(executor.clone() as Arc<dyn Executor>),
+            FunctionStore::open(&path).unwrap(),
+            AuditLog::open(&path).unwrap(),
+            RateLimiter::open(&path, 100, Duration::from_secs(60)).unwrap(),
+            Permissions::new(&PermissionsSection::default()),
+            settings.clone(),
+        )
+        .with_leases(Leases::open(&path, name).unwrap());
+        (Arc::new(pipeline), executor)
+    };
+    let ((a, on_a), (b, on_b)) = (replica("a"), replica("b"));
+    let run = |p: &Arc<Pipeline>, user: &'static str| {
+        let p = Arc::clone(p);
+        tokio::spawn(async move {
+            p.handle(
+                &request(user, Input::Line("/analyze result = 1".into())),
+                |_| {},
+            )
+            .await
+        })
+    };
+    let first = run(&a, "U1");
+    wait_until(|| on_a.held() == 1).await;
+    // U1's one place is held on A: B's job waits, not submitted, for
+    // several polls; another user's job on B runs meanwhile.
+    let second = run(&b, "U1");
+    let other = run(&b, "U2");
+    wait_until(|| on_b.held() == 1).await;
+    tokio::time::sleep(leases::POLL * 4).await;
+    assert_eq!(on_b.jobs().len(), 1, "only U2's job reached B's executor");
+    assert!(on_b.release(success("2", 1)));
+    assert!(!other.await.unwrap().error);
+    // A's job ends: its place is given back, and B's job runs.
+    assert!(on_a.release(success("1", 1)));
+    assert!(!first.await.unwrap().error);
+    wait_until(|| on_b.held() == 1).await;
+    assert_eq!(on_b.jobs().len(), 2);
+    assert!(on_b.release(success("1", 1)));
+    assert!(!second.await.unwrap().error);
+    let leases = Leases::open(&path, "check").unwrap();
+    assert_eq!(
+        (leases.held("U1").unwrap(), leases.held("U2").unwrap()),
+        (0, 0)
+    );
+}
