@@ -14,6 +14,7 @@ use serde_json::json;
 use tradebox_core::audit::AuditLog;
 use tradebox_core::deliveries::Deliveries;
 use tradebox_core::functions::FunctionStore;
+use tradebox_core::leases::Leases;
 use tradebox_core::ratelimit::RateLimiter;
 use tradebox_core::store::{inspect, StoreReport, StoreUrl};
 use tradebox_data::Home;
@@ -118,8 +119,9 @@ fn copy(args: &CopyArgs, home: &Home) -> anyhow::Result<u8> {
         }
     };
     // Deliveries and rate-limit tables are made too, so the copy is a whole store.
-    if let Err(e) =
-        Deliveries::connect(&to).and_then(|_| RateLimiter::connect(&to, &config.rate_limit))
+    if let Err(e) = Deliveries::connect(&to)
+        .and_then(|_| RateLimiter::connect(&to, &config.rate_limit))
+        .and_then(|_| Leases::connect(&to, &app::replica_name(&config)))
     {
         eprintln!("error: {}: {e}", to.redacted());
         return Ok(2);
@@ -181,6 +183,7 @@ fn migrate(args: &StoreArgs, home: &Home) -> anyhow::Result<u8> {
         .and_then(|_| AuditLog::connect(&url))
         .and_then(|_| RateLimiter::connect(&url, &config.rate_limit))
         .and_then(|_| Deliveries::connect(&url))
+        .and_then(|_| Leases::connect(&url, &app::replica_name(&config)))
         .and_then(|_| inspect(&url));
     let report = match opened {
         Ok(report) => report,

@@ -344,7 +344,7 @@ fn store_migrate_and_check() {
     assert_eq!(code, 0, "{out}");
     let report: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["ok"], true);
-    assert_eq!(report["schemas"].as_array().unwrap().len(), 4);
+    assert_eq!(report["schemas"].as_array().unwrap().len(), 5);
     assert!(report["schemas"]
         .as_array()
         .unwrap()

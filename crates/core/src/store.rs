@@ -151,6 +151,7 @@ pub fn inspect(url: &StoreUrl) -> Result<StoreReport, StoreError> {
                     crate::deliveries::pg::COMPONENT,
                     crate::deliveries::pg::VERSION,
                 ),
+                (crate::leases::pg::COMPONENT, crate::leases::pg::VERSION),
             ];
             let before = tradebox_data::timestamp::now();
             let (server_us, schemas) = db.read(|c| {
