@@ -448,24 +448,23 @@ fn a_replica_killed_mid_job_frees_its_running_place_by_lease_expiry() {
     // One running place per user, across both replicas.
     let mut a = common::serve(home.path(), &env, &["--no-demo"]);
     let b = common::serve(home.path(), &env, &["--no-demo"]);
-    let base = a.base.clone();
-    let token = a.token.clone();
-    std::thread::spawn(move || {
-        let body =
-            json!({"user": "U9", "channel": "C1", "text": "/analyze import time; time.sleep(25)"});
-        let _ = std::panic::catch_unwind(|| {
-            http(
-                &base,
-                "POST",
-                "/api/v1/commands",
-                &[
-                    ("Authorization", &format!("Bearer {token}")),
-                    ("Content-Type", "application/json"),
-                ],
-                body.to_string().as_bytes(),
-            )
-        });
-    });
+    // The long job, sent without waiting for its answer (A dies before it).
+    let body =
+        json!({"user": "U9", "channel": "C1", "text": "/analyze import time; time.sleep(25)"})
+            .to_string();
+    let mut stream = std::net::TcpStream::connect(a.base.trim_start_matches("http://")).unwrap();
+    std::io::Write::write_all(
+        &mut stream,
+        format!(
+            "POST /api/v1/commands HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            a.base.trim_start_matches("http://"),
+            a.token,
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
     // The job runs on A (its worker busy), holding U9's place.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
