@@ -49,23 +49,20 @@ impl LeaseBackend for PgLeases {
         now: Micros,
         expires: Micros,
     ) -> Result<bool, StoreError> {
+        let limit = i64::from(limit);
+        // One statement under the lock: the expired leases go, and the new
+        // one goes in only below the limit. Its parts see the same snapshot,
+        // so the count leaves out the expired leases itself.
         self.db.write(LOCK, |c| {
-            c.execute("DELETE FROM running_leases WHERE expires_at < $1", &[&now])?;
-            let held: i64 = c
-                .query_one(
-                    "SELECT count(*) FROM running_leases WHERE user_id = $1",
-                    &[&user],
-                )?
-                .get(0);
-            if held >= i64::from(limit) {
-                return Ok(false);
-            }
-            c.execute(
-                "INSERT INTO running_leases (id, user_id, replica, expires_at)
-                 VALUES ($1, $2, $3, $4)",
-                &[&id, &user, &replica, &expires],
+            let taken = c.execute(
+                "WITH expired AS (DELETE FROM running_leases WHERE expires_at < $5)
+                 INSERT INTO running_leases (id, user_id, replica, expires_at)
+                 SELECT $1, $2, $3, $4
+                 WHERE (SELECT count(*) FROM running_leases
+                        WHERE user_id = $2 AND expires_at >= $5) < $6",
+                &[&id, &user, &replica, &expires, &now, &limit],
             )?;
-            Ok(true)
+            Ok(taken == 1)
         })
     }
 

@@ -98,6 +98,13 @@ pub trait RateLimitRows {
 
     /// Adds an event of `user` at `at`.
     fn add(&self, user: &str, at: Micros) -> Result<(), StoreError>;
+
+    /// [`RateLimitRows::forget`] of `user`'s events at or before `cutoff`,
+    /// then [`RateLimitRows::count_after`]: a backend may do both at once.
+    fn forget_and_count(&self, user: &str, cutoff: Micros) -> Result<u64, StoreError> {
+        self.forget(Some(user), cutoff)?;
+        self.count_after(user, cutoff)
+    }
 }
 
 /// The shared sliding-window limiter; see the module documentation.
@@ -195,8 +202,7 @@ impl RateLimiter {
         let limit = u64::from(self.executions);
         self.write(|rows| {
             // Events at or before the cut-off no longer count: drop them.
-            rows.forget(Some(user), cutoff)?;
-            let counted = rows.count_after(user, cutoff)?;
+            let counted = rows.forget_and_count(user, cutoff)?;
             if counted < limit {
                 rows.add(user, now_us)?;
                 let remaining = u32::try_from(limit - counted - 1).unwrap_or(0);

@@ -82,6 +82,21 @@ impl RateLimitRows for PgConn<'_> {
             .map(|r| r.map(|r| r.get(0)))?)
     }
 
+    fn forget_and_count(&self, user: &str, cutoff: Micros) -> Result<u64, StoreError> {
+        // One statement: its parts see the same snapshot, and the count
+        // only looks after the cut-off, which the deleted events are not.
+        let n: i64 = self
+            .query_one(
+                "WITH forgotten AS (
+                     DELETE FROM rate_limit_events WHERE user_id = $1 AND at <= $2
+                 )
+                 SELECT count(*) FROM rate_limit_events WHERE user_id = $1 AND at > $2",
+                &[&user, &cutoff],
+            )?
+            .get(0);
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     fn add(&self, user: &str, at: Micros) -> Result<(), StoreError> {
         self.execute(
             "INSERT INTO rate_limit_events (user_id, at) VALUES ($1, $2)",
