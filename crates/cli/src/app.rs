@@ -64,17 +64,25 @@ pub fn replica_name(config: &Config) -> String {
 
 /// The function store.
 pub fn functions(home: &Home, config: &Config) -> anyhow::Result<FunctionStore> {
-    let url = store_url(home, config)?;
-    FunctionStore::connect(&url)
+    functions_at(&store_url(home, config)?)
+}
+
+fn functions_at(url: &StoreUrl) -> anyhow::Result<FunctionStore> {
+    FunctionStore::connect(url)
         .with_context(|| format!("opening the function store at {}", url.redacted()))
 }
 
 /// The audit trail, pruned to the configured retention.
 pub fn audit(home: &Home, config: &Config) -> anyhow::Result<AuditLog> {
-    let url = store_url(home, config)?;
-    let audit = AuditLog::connect(&url)
+    audit_at(&store_url(home, config)?, config, &replica_name(config))
+}
+
+/// The audit trail at `url`, stamped with `replica`, pruned to the
+/// configured retention.
+fn audit_at(url: &StoreUrl, config: &Config, replica: &str) -> anyhow::Result<AuditLog> {
+    let audit = AuditLog::connect(url)
         .with_context(|| format!("opening the audit trail at {}", url.redacted()))?
-        .with_replica(&replica_name(config));
+        .with_replica(replica);
     if let Some(keep) = config.audit.retention() {
         let cutoff = tradebox_data::timestamp::now() - keep.as_micros() as i64;
         let removed = audit.prune(cutoff)?;
@@ -121,17 +129,19 @@ pub fn pipeline(
         }
         None => None,
     };
+    // Resolved once: every store of the pipeline lives there.
     let url = store_url(home, config)?;
+    let replica = replica_name(config);
     Ok(Pipeline::new(
         executor,
-        functions(home, config)?,
-        audit(home, config)?,
+        functions_at(&url)?,
+        audit_at(&url, config, &replica)?,
         RateLimiter::connect(&url, &config.rate_limit)?,
         permissions(config),
         settings,
     )
     .with_deliveries(Deliveries::connect(&url)?)
-    .with_leases(Leases::connect(&url, &replica_name(config))?))
+    .with_leases(Leases::connect(&url, &replica)?))
 }
 
 /// A single-threaded async runtime for one CLI command.

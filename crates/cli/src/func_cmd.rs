@@ -276,7 +276,7 @@ pub fn run(cmd: &FuncCommand, home: &Home, quiet: bool) -> anyhow::Result<u8> {
                 .clone()
                 .unwrap_or_else(|| config.console.user.clone());
             let admin = app::permissions(&config).is_admin(&user);
-            let store = app::functions(home, &app::config(home)?)?;
+            let store = app::functions(home, &config)?;
             let mut entry = AuditEntry::new(user.clone(), Source::Cli, Action::Rename, Outcome::Ok);
             entry.function_name = Some(a.old.clone());
             entry.detail = Some(format!("renamed to {}", a.new));
@@ -324,7 +324,7 @@ pub fn run(cmd: &FuncCommand, home: &Home, quiet: bool) -> anyhow::Result<u8> {
                 ))
                 .into());
             }
-            let report = app::functions(home, &app::config(home)?)?.import(&value, &user)?;
+            let report = app::functions(home, &config)?.import(&value, &user)?;
             let mut entry = AuditEntry::new(user, Source::Cli, Action::Import, Outcome::Ok);
             let summary = format!(
                 "{} created, {} updated, {} unchanged",
