@@ -252,14 +252,9 @@ pub trait FunctionRows: AuditRows {
     fn everything(&self) -> Result<Vec<(Function, Option<String>)>, StoreError>;
 
     /// Writes `f` as it is, every field kept but its id (a new one is
-    /// returned), deleted at `deleted_at` when given; then its `versions`
-    /// as they are, under the new id. For copying a store.
-    fn restore(
-        &self,
-        f: &Function,
-        deleted_at: Option<&str>,
-        versions: &[VersionRecord],
-    ) -> Result<i64, StoreError>;
+    /// returned), deleted at `deleted_at` when given, without a version
+    /// row. For copying a store.
+    fn restore(&self, f: &Function, deleted_at: Option<&str>) -> Result<i64, StoreError>;
 }
 
 /// The function store; see the module documentation.
@@ -590,7 +585,19 @@ impl FunctionStore {
             }
             let mut versions = 0;
             for (f, deleted_at, history) in &all {
-                rows.restore(f, deleted_at.as_deref(), history)?;
+                let id = rows.restore(f, deleted_at.as_deref())?;
+                // Each version row as it was, under the new id.
+                for v in history {
+                    let state = Function {
+                        id,
+                        version: v.version,
+                        name: v.name.clone(),
+                        description: v.description.clone(),
+                        code: v.code.clone(),
+                        ..f.clone()
+                    };
+                    rows.add_version(&state, &v.saved_by, &v.saved_at, v.action)?;
+                }
                 versions += history.len() as u64;
             }
             Ok((all.len() as u64, versions))

@@ -417,12 +417,7 @@ impl FunctionRows for PgConn<'_> {
             .collect()
     }
 
-    fn restore(
-        &self,
-        f: &Function,
-        deleted_at: Option<&str>,
-        versions: &[VersionRecord],
-    ) -> Result<i64, StoreError> {
+    fn restore(&self, f: &Function, deleted_at: Option<&str>) -> Result<i64, StoreError> {
         let version = i32::try_from(f.version).unwrap_or(i32::MAX);
         let id: i64 = self
             .query_one(
@@ -444,24 +439,6 @@ impl FunctionRows for PgConn<'_> {
                 ],
             )?
             .get(0);
-        for v in versions {
-            let number = i32::try_from(v.version).unwrap_or(i32::MAX);
-            self.execute(
-                "INSERT INTO function_versions
-                 (function_id, version, name, description, code, saved_by, saved_at, action)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                &[
-                    &id,
-                    &number,
-                    &v.name,
-                    &v.description,
-                    &v.code,
-                    &v.saved_by,
-                    &v.saved_at,
-                    &v.action.as_str(),
-                ],
-            )?;
-        }
         Ok(id)
     }
 }

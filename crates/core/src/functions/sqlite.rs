@@ -408,12 +408,7 @@ impl FunctionRows for Conn<'_> {
         })?)
     }
 
-    fn restore(
-        &self,
-        f: &Function,
-        deleted_at: Option<&str>,
-        versions: &[VersionRecord],
-    ) -> Result<i64, StoreError> {
+    fn restore(&self, f: &Function, deleted_at: Option<&str>) -> Result<i64, StoreError> {
         Ok(self.run(|c| {
             c.execute(
                 "INSERT INTO saved_functions (name, description, code, created_by, created_at,
@@ -433,29 +428,11 @@ impl FunctionRows for Conn<'_> {
                     deleted_at
                 ],
             )?;
-            let id: i64 = c.query_row(
+            c.query_row(
                 "SELECT id FROM saved_functions WHERE name = ?1",
                 params![f.name],
                 |r| r.get(0),
-            )?;
-            for v in versions {
-                c.execute(
-                    "INSERT INTO function_versions
-                     (function_id, version, name, description, code, saved_by, saved_at, action)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![
-                        id,
-                        v.version,
-                        v.name,
-                        v.description,
-                        v.code,
-                        v.saved_by,
-                        v.saved_at,
-                        v.action.as_str()
-                    ],
-                )?;
-            }
-            Ok(id)
+            )
         })?)
     }
 }
