@@ -235,9 +235,9 @@ pub trait FunctionRows: AuditRows {
     /// Marks function `id` deleted at `now`.
     fn mark_deleted(&self, id: i64, user: &str, now: &str) -> Result<Function, StoreError>;
 
-    /// `use_count + 1` and `last_used = now` for the live function `name`;
-    /// false when there is none.
-    fn count_use(&self, name: &str, now: &str) -> Result<bool, StoreError>;
+    /// `use_count + 1` and `last_used = now` for the live function `name`,
+    /// returned as changed; `None` when there is none.
+    fn count_use(&self, name: &str, now: &str) -> Result<Option<Function>, StoreError>;
 
     /// Writes the version row for the state `f` is in now.
     fn add_version(
@@ -402,10 +402,8 @@ impl FunctionStore {
     /// exact however many runs finish at once.
     pub fn record_use(&self, name: &str) -> Result<Function, StoreError> {
         self.write(|rows| {
-            if !rows.count_use(name, &now_text())? {
-                return Err(not_found(name));
-            }
-            live(rows, name)?.ok_or_else(|| not_found(name))
+            rows.count_use(name, &now_text())?
+                .ok_or_else(|| not_found(name))
         })
     }
 

@@ -153,10 +153,14 @@ fn functions(
         .collect()
 }
 
-fn function_by_id(c: &PgConn<'_>, id: i64) -> Result<Function, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM saved_functions WHERE id = $1");
-    let row = c.query_one(sql.as_str(), &[&id])?;
-    function_from_row(&row)
+/// The function a write changed, from its `RETURNING {COLUMNS}`: no
+/// second round trip to read it back.
+fn changed(
+    c: &PgConn<'_>,
+    sql: &str,
+    params: &[&(dyn postgres::types::ToSql + Sync)],
+) -> Result<Function, StoreError> {
+    function_from_row(&c.query_one(&format!("{sql} RETURNING {COLUMNS}"), params)?)
 }
 
 impl FunctionRows for PgConn<'_> {
@@ -173,7 +177,8 @@ impl FunctionRows for PgConn<'_> {
     }
 
     fn by_id(&self, id: i64) -> Result<Function, StoreError> {
-        function_by_id(self, id)
+        let sql = format!("SELECT {COLUMNS} FROM saved_functions WHERE id = $1");
+        function_from_row(&self.query_one(&sql, &[&id])?)
     }
 
     fn list(
@@ -290,25 +295,23 @@ impl FunctionRows for PgConn<'_> {
     }
 
     fn insert(&self, n: &NewFunction<'_>, user: &str, now: &str) -> Result<Function, StoreError> {
-        let id: i64 = self
-            .query_one(
-                "INSERT INTO saved_functions (name, description, code, created_by, created_at,
-                 last_used, use_count, version, updated_by, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9) RETURNING id",
-                &[
-                    &n.name,
-                    &n.description,
-                    &n.code,
-                    &n.created_by,
-                    &n.created_at,
-                    &n.last_used,
-                    &to_i64_u(n.use_count),
-                    &user,
-                    &now,
-                ],
-            )
-            .map(|r| r.get(0))?;
-        function_by_id(self, id)
+        changed(
+            self,
+            "INSERT INTO saved_functions (name, description, code, created_by, created_at,
+             last_used, use_count, version, updated_by, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9)",
+            &[
+                &n.name,
+                &n.description,
+                &n.code,
+                &n.created_by,
+                &n.created_at,
+                &n.last_used,
+                &to_i64_u(n.use_count),
+                &user,
+                &now,
+            ],
+        )
     }
 
     fn revive(
@@ -318,7 +321,8 @@ impl FunctionRows for PgConn<'_> {
         user: &str,
         now: &str,
     ) -> Result<Function, StoreError> {
-        self.execute(
+        changed(
+            self,
             "UPDATE saved_functions SET description = $1, code = $2, created_by = $3,
                  created_at = $4, last_used = $5, use_count = $6, version = version + 1,
                  updated_by = $7, updated_at = $8, deleted_at = NULL WHERE id = $9",
@@ -333,8 +337,7 @@ impl FunctionRows for PgConn<'_> {
                 &now,
                 &id,
             ],
-        )?;
-        function_by_id(self, id)
+        )
     }
 
     fn update_code(
@@ -345,39 +348,43 @@ impl FunctionRows for PgConn<'_> {
         user: &str,
         now: &str,
     ) -> Result<Function, StoreError> {
-        self.execute(
+        changed(
+            self,
             "UPDATE saved_functions SET description = $1, code = $2, version = version + 1,
                  updated_by = $3, updated_at = $4 WHERE id = $5",
             &[&description, &code, &user, &now, &id],
-        )?;
-        function_by_id(self, id)
+        )
     }
 
     fn set_name(&self, id: i64, name: &str, user: &str, now: &str) -> Result<Function, StoreError> {
-        self.execute(
+        changed(
+            self,
             "UPDATE saved_functions SET name = $1, version = version + 1, updated_by = $2,
                  updated_at = $3 WHERE id = $4",
             &[&name, &user, &now, &id],
-        )?;
-        function_by_id(self, id)
+        )
     }
 
     fn mark_deleted(&self, id: i64, user: &str, now: &str) -> Result<Function, StoreError> {
-        self.execute(
+        changed(
+            self,
             "UPDATE saved_functions SET version = version + 1, updated_by = $1,
                  updated_at = $2, deleted_at = $2 WHERE id = $3",
             &[&user, &now, &id],
-        )?;
-        function_by_id(self, id)
+        )
     }
 
-    fn count_use(&self, name: &str, now: &str) -> Result<bool, StoreError> {
-        let changed = self.execute(
-            "UPDATE saved_functions SET use_count = coalesce(use_count, 0) + 1, last_used = $1
-                 WHERE name = $2 AND deleted_at IS NULL",
+    fn count_use(&self, name: &str, now: &str) -> Result<Option<Function>, StoreError> {
+        self.query_opt(
+            &format!(
+                "UPDATE saved_functions SET use_count = coalesce(use_count, 0) + 1, last_used = $1
+                 WHERE name = $2 AND deleted_at IS NULL RETURNING {COLUMNS}"
+            ),
             &[&now, &name],
-        )?;
-        Ok(changed > 0)
+        )?
+        .as_ref()
+        .map(function_from_row)
+        .transpose()
     }
 
     fn add_version(

@@ -361,7 +361,7 @@ impl FunctionRows for Conn<'_> {
         })?)
     }
 
-    fn count_use(&self, name: &str, now: &str) -> Result<bool, StoreError> {
+    fn count_use(&self, name: &str, now: &str) -> Result<Option<Function>, StoreError> {
         let changed = self.run(|c| {
             c.execute(
                 "UPDATE saved_functions SET use_count = coalesce(use_count, 0) + 1, last_used = ?1
@@ -369,7 +369,10 @@ impl FunctionRows for Conn<'_> {
                 params![now, name],
             )
         })?;
-        Ok(changed > 0)
+        if changed == 0 {
+            return Ok(None);
+        }
+        Ok(self.find(name)?.map(|(f, _)| f))
     }
 
     fn add_version(
