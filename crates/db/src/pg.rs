@@ -392,11 +392,6 @@ impl PgDb {
                 Err(e) if e.is_closed() => return Attempt::Stale(err(e)),
                 Err(e) => return Attempt::Done(Err(err(e))),
             }
-        } else if live.client.is_closed() {
-            return Attempt::Stale(E::from(DbError::Unavailable {
-                target: self.target.clone(),
-                detail: "connection closed".into(),
-            }));
         }
         let Some(f) = f.take() else {
             return Attempt::Done(Err(E::from(DbError::Unavailable {
