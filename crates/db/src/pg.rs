@@ -17,8 +17,10 @@
 //! row) runs on its own, without `BEGIN` and `COMMIT`.
 //!
 //! A connection that broke while idle (the server restarted) is found out
-//! when a transaction cannot begin on it; nothing of the operation has run
-//! then, so it begins once more on a new connection. One that breaks
+//! when a transaction cannot begin on it (for a single statement on a
+//! connection idle over [`IDLE_PROBE`], by an empty query first); nothing
+//! of the operation has run then, so it begins once more on a new
+//! connection. One that breaks
 //! during a transaction fails that operation with [`DbError::Unavailable`],
 //! which nothing retries (the user is told to try again; the transaction
 //! never committed, so nothing was half-written), and is replaced by the
@@ -26,7 +28,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use postgres::types::ToSql;
 use postgres::{Client, Config, NoTls, Row, Statement};
@@ -77,6 +79,11 @@ pub fn set_schema_version(
 /// How long connecting may take before the store counts as unavailable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A connection idle this long is checked (one empty query) before a
+/// single-statement write, which has no `BEGIN` to find a broken
+/// connection out before anything is sent.
+pub const IDLE_PROBE: Duration = Duration::from_secs(1);
+
 /// How long one statement may wait for a lock or run.
 pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -113,6 +120,8 @@ struct Live {
     /// A transaction was begun and not ended (its operation panicked): the
     /// connection is not used again.
     in_transaction: bool,
+    /// When an operation last ended on it.
+    used: Instant,
 }
 
 /// One connection to a PostgreSQL store, shared between threads; see the
@@ -385,9 +394,17 @@ impl PgDb {
             Mode::Write(key) => Some(format!("BEGIN; SELECT pg_advisory_xact_lock({key})")),
             Mode::Single => None,
         };
-        if let Some(begin) = &begin {
-            match live.client.batch_execute(begin) {
-                Ok(()) => live.in_transaction = true,
+        // What finds a connection broken while idle before anything of the
+        // operation is sent: its BEGIN, or for a single statement on a
+        // connection idle a while, an empty query.
+        let probe = match &begin {
+            Some(begin) => Some(begin.as_str()),
+            None if live.used.elapsed() >= IDLE_PROBE => Some(""),
+            None => None,
+        };
+        if let Some(probe) = probe {
+            match live.client.batch_execute(probe) {
+                Ok(()) => live.in_transaction = begin.is_some(),
                 // A connection found broken is replaced by the next `live()`.
                 Err(e) if e.is_closed() => return Attempt::Stale(err(e)),
                 Err(e) => return Attempt::Done(Err(err(e))),
@@ -403,6 +420,7 @@ impl PgDb {
             live: Mutex::new(&mut *live),
             target: &self.target,
         });
+        live.used = Instant::now();
         if begin.is_none() {
             return Attempt::Done(result);
         }
@@ -432,6 +450,7 @@ impl PgDb {
                 client,
                 statements: HashMap::new(),
                 in_transaction: false,
+                used: Instant::now(),
             });
         }
         Ok(guard)

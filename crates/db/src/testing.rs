@@ -238,7 +238,7 @@ impl Drop for PgCluster {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pg::PgDb;
+    use crate::pg::{PgDb, IDLE_PROBE};
     use crate::DbError;
 
     #[test]
@@ -294,6 +294,30 @@ mod tests {
             .read(|c| c.run(|tx| tx.query_one("SELECT 4", &[]).map(|r| r.get(0))))
             .unwrap();
         assert_eq!(again, 4);
+        // The same for a single-statement write (no BEGIN to find the
+        // broken connection out): it runs once, on a new connection. (The
+        // cluster runs without synchronous commits: a checkpoint keeps the
+        // table through the crash-like stop.)
+        db.write(1, |c| {
+            c.run(|tx| tx.batch_execute("CREATE TABLE y (v INT)"))
+        })
+        .unwrap();
+        db.write_one(|c| c.run(|tx| tx.batch_execute("CHECKPOINT")))
+            .unwrap();
+        std::thread::sleep(IDLE_PROBE);
+        cluster.stop().unwrap();
+        cluster.restart().unwrap();
+        db.write_one(|c| c.execute("INSERT INTO y VALUES (5)", &[]))
+            .unwrap();
+        let rows: i64 = db
+            .read(|c| {
+                c.run(|tx| {
+                    tx.query_one("SELECT count(*) FROM y", &[])
+                        .map(|r| r.get(0))
+                })
+            })
+            .unwrap();
+        assert_eq!(rows, 1, "written once");
 
         let dir = cluster.dir().to_path_buf();
         drop(cluster);
