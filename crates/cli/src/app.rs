@@ -32,6 +32,15 @@ pub const DATABASE_URL: &str = "DATABASE_URL";
 /// url`, else `DATABASE_URL`, else the home's SQLite file (created with the
 /// trade store's tables if needed).
 pub fn store_url(home: &Home, config: &Config) -> anyhow::Result<StoreUrl> {
+    let url = resolve_store_url(home, config)?;
+    if let StoreUrl::Sqlite(path) = &url {
+        Store::open(path)?;
+    }
+    Ok(url)
+}
+
+/// [`store_url`] without making the SQLite file.
+fn resolve_store_url(home: &Home, config: &Config) -> anyhow::Result<StoreUrl> {
     let from_env = std::env::var(DATABASE_URL)
         .ok()
         .filter(|v| !v.trim().is_empty());
@@ -42,10 +51,26 @@ pub fn store_url(home: &Home, config: &Config) -> anyhow::Result<StoreUrl> {
         }
         (None, None) => StoreUrl::Sqlite(home.store_path()),
     };
-    if let StoreUrl::Sqlite(path) = &url {
-        Store::open(path)?;
-    }
     Ok(url)
+}
+
+/// `home` with its trades in the shared store when `[store] url` is a
+/// PostgreSQL one (imports then write there and the home's SQLite store is
+/// its mirror); as it is otherwise.
+pub fn shared_home(home: &Home, config: &Config) -> anyhow::Result<Home> {
+    Ok(match resolve_store_url(home, config)? {
+        StoreUrl::Postgres(url) => home.clone().with_shared_store(Some(url)),
+        StoreUrl::Sqlite(_) => home.clone(),
+    })
+}
+
+/// The shared trade store of `home`, if it has one.
+pub fn shared_store(home: &Home) -> anyhow::Result<Option<tradebox_data::shared::Shared>> {
+    home.shared_store()
+        .map(|url| {
+            tradebox_data::shared::Shared::open(url).context("opening the shared trade store")
+        })
+        .transpose()
 }
 
 /// This process's name in the audit trail: `[store] replica`, else

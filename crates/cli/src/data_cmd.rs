@@ -163,17 +163,41 @@ pub struct InfoArgs {
 }
 
 pub fn run(cmd: &DataCommand, home: &Home, quiet: bool) -> anyhow::Result<()> {
+    // With `[store] url` on PostgreSQL the trades live there.
+    let home = &crate::app::shared_home(home, &crate::app::config(home)?)?;
     match cmd {
         DataCommand::Import(args) => run_import(args, home, quiet),
         DataCommand::Demo(args) => run_demo(args, home, quiet),
         DataCommand::Info(args) => run_info(args, home),
-        DataCommand::Sync(args) => run_sync(args, home, quiet),
+        DataCommand::Sync(args) => {
+            no_sources_with_shared(home)?;
+            run_sync(args, home, quiet)
+        }
         DataCommand::Sources(args) => run_sources(args, home),
         DataCommand::Snapshot => {
+            if let Some(shared) = crate::app::shared_store(home)? {
+                // The mirror first, so the version holds the shared trades.
+                shared.sync_home(home)?;
+            }
             let store = Store::open(&home.store_path())?;
             publish(&store, home)
         }
     }
+}
+
+/// Followed sources keep their state in the local store: with a shared
+/// store, imports go through `tradebox data import` instead.
+pub fn no_sources_with_shared(home: &Home) -> anyhow::Result<()> {
+    if home.shared_store().is_some() {
+        return Err(SetupError(
+            "followed sources ([[data.sources]]) are not supported with a PostgreSQL store \
+             ([store] url): import into the shared store with `tradebox data import` \
+             (from any machine), and every replica serves it"
+                .into(),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 fn run_import(args: &ImportArgs, home: &Home, quiet: bool) -> anyhow::Result<()> {
@@ -228,6 +252,9 @@ fn print_imports(reports: &[ImportReport]) {
 }
 
 fn run_demo(args: &DemoArgs, home: &Home, quiet: bool) -> anyhow::Result<()> {
+    if let Some(shared) = crate::app::shared_store(home)? {
+        return run_demo_shared(args, home, shared, quiet);
+    }
     let mut store = Store::open(&home.store_path())?;
     let existing = store.trade_count()?;
     if existing > 0 && !args.replace {
@@ -237,20 +264,29 @@ fn run_demo(args: &DemoArgs, home: &Home, quiet: bool) -> anyhow::Result<()> {
         ))
         .into());
     }
+    let progress = Terminal::new(quiet);
+    let started = Instant::now();
+    let report = demo::write(&mut store, &spec(args)?, args.replace, &progress)?;
+    print_demo(&report, started);
+    publish(&store, home)
+}
+
+/// The demo history `args` ask for.
+fn spec(args: &DemoArgs) -> anyhow::Result<demo::DemoSpec> {
     let end = match &args.end {
         Some(text) => timestamp::parse(text)
             .map_err(|e| tradebox_data::Error::InvalidArgument(format!("--end: {e}")))?,
         None => timestamp::now() / 1_000_000 * 1_000_000,
     };
-    let spec = demo::DemoSpec {
+    Ok(demo::DemoSpec {
         rows: args.rows,
         days: args.days,
         seed: args.seed,
         end,
-    };
-    let progress = Terminal::new(quiet);
-    let started = Instant::now();
-    let report = demo::write(&mut store, &spec, args.replace, &progress)?;
+    })
+}
+
+fn print_demo(report: &demo::DemoReport, started: Instant) {
     println!(
         "generated {} demo trades and {} daily balance snapshots ({} .. {}) in {:.1}s",
         report.trades,
@@ -259,7 +295,40 @@ fn run_demo(args: &DemoArgs, home: &Home, quiet: bool) -> anyhow::Result<()> {
         report.last_trade.as_deref().unwrap_or("-"),
         started.elapsed().as_secs_f64()
     );
-    publish(&store, home)
+}
+
+/// `data demo` into the shared store, then this home's mirror published.
+fn run_demo_shared(
+    args: &DemoArgs,
+    home: &Home,
+    mut shared: tradebox_data::shared::Shared,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let existing = shared.trade_count()?;
+    if existing > 0 && !args.replace {
+        return Err(tradebox_data::Error::InvalidArgument(format!(
+            "the shared store {} already holds {existing} trades; pass --replace to remove them \
+             (for every replica) and generate demo data",
+            shared.target()
+        ))
+        .into());
+    }
+    let progress = Terminal::new(quiet);
+    let started = Instant::now();
+    let report = demo::write(&mut shared, &spec(args)?, args.replace, &progress)?;
+    print_demo(&report, started);
+    sync_shared(&shared, home)
+}
+
+/// Brings this home's mirror to the shared store and says what was published.
+fn sync_shared(shared: &tradebox_data::shared::Shared, home: &Home) -> anyhow::Result<()> {
+    let synced = shared
+        .sync_home(home)
+        .with_context(|| format!("mirroring the shared store {}", shared.target()))?;
+    if let Some(p) = synced.published {
+        print_published(&p.manifest, p.took, home);
+    }
+    Ok(())
 }
 
 /// For `tradebox serve` without followed sources: generates the default
@@ -267,15 +336,22 @@ fn run_demo(args: &DemoArgs, home: &Home, quiet: bool) -> anyhow::Result<()> {
 /// snapshot when none exists, and publishes again when the current one is
 /// behind the store (a publication cut short) or damaged on disk.
 pub fn ensure_data(home: &Home, demo: bool, quiet: bool) -> anyhow::Result<()> {
+    if let Some(shared) = crate::app::shared_store(home)? {
+        if demo && shared.trade_count()? == 0 {
+            if !quiet {
+                eprintln!(
+                    "the shared store {} is empty: generating demo data ({DEMO_ROWS} trades over {DEMO_DAYS} days)",
+                    shared.target()
+                );
+            }
+            drop(shared);
+            return run_demo(&default_demo(), home, quiet);
+        }
+        return sync_shared(&shared, home);
+    }
     let store = Store::open(&home.store_path())?;
     if demo && store.trade_count()? == 0 {
-        let defaults = DemoArgs {
-            rows: DEMO_ROWS,
-            days: DEMO_DAYS,
-            seed: DEMO_SEED,
-            end: None,
-            replace: false,
-        };
+        let defaults = default_demo();
         if !quiet {
             eprintln!(
                 "the store {} is empty: generating demo data ({} trades over {} days)",
@@ -305,6 +381,17 @@ pub fn ensure_data(home: &Home, demo: bool, quiet: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The demo history `serve` makes for an empty store.
+fn default_demo() -> DemoArgs {
+    DemoArgs {
+        rows: DEMO_ROWS,
+        days: DEMO_DAYS,
+        seed: DEMO_SEED,
+        end: None,
+        replace: false,
+    }
 }
 
 fn publish(store: &Store, home: &Home) -> anyhow::Result<()> {
@@ -337,12 +424,18 @@ fn run_info(args: &InfoArgs, home: &Home) -> anyhow::Result<()> {
         return Ok(());
     }
     let store_path = home.store_path();
-    let summary = match Store::open_read_only(&store_path)? {
-        Some(store) => Some(store.summary()?),
-        None => None,
+    let (summary, shown) = match crate::app::shared_store(home)? {
+        Some(shared) => (Some(shared.summary()?), shared.target().to_string()),
+        None => (
+            match Store::open_read_only(&store_path)? {
+                Some(store) => Some(store.summary()?),
+                None => None,
+            },
+            store_path.display().to_string(),
+        ),
     };
     let current = snapshot::current(&home.snapshot_root())?;
-    println!("store      {}", store_path.display());
+    println!("store      {shown}");
     let Some(s) = summary.filter(|s| s.trades > 0 || s.snapshots > 0) else {
         println!("the store is empty: run `tradebox data demo` or `tradebox data import PATH`");
         return Ok(());

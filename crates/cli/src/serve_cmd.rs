@@ -156,6 +156,12 @@ pub fn run(args: &ServeArgs, home: &Home, quiet: bool) -> anyhow::Result<u8> {
         );
     }
 
+    // With `[store] url` on PostgreSQL the trades live there too, and this
+    // home's store is a mirror of them.
+    let home = &app::shared_home(home, &config)?;
+    if !config.data.sources.is_empty() {
+        data_cmd::no_sources_with_shared(home)?;
+    }
     let token = token(home)?;
     // Uploads a killed server was importing are gone with it.
     home.sweep_uploads();
@@ -184,6 +190,12 @@ pub fn run(args: &ServeArgs, home: &Home, quiet: bool) -> anyhow::Result<u8> {
             .name("tradebox-sources".into())
             .spawn(move || follow(follower, &stop_rx))
             .context("starting the source follower")?;
+    } else if let Some(shared) = app::shared_store(home)? {
+        let (home, replica) = (home.clone(), app::replica_name(&config));
+        std::thread::Builder::new()
+            .name("tradebox-shared".into())
+            .spawn(move || follow_shared(&shared, &home, &replica, &stop_rx))
+            .context("starting the shared store follower")?;
     }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -204,6 +216,41 @@ pub fn run(args: &ServeArgs, home: &Home, quiet: bool) -> anyhow::Result<u8> {
             started,
         },
     ))
+}
+
+/// Serves what any replica imports into the shared store: its mirror is
+/// synced when the store notifies a change (and every few seconds), and a
+/// new version published, which the pool takes by itself. A failure is
+/// logged once, and its end.
+fn follow_shared(
+    shared: &tradebox_data::shared::Shared,
+    home: &Home,
+    replica: &str,
+    stop: &std::sync::mpsc::Receiver<()>,
+) {
+    let mut failing = false;
+    shared.follow(home, replica, stop, |synced| match synced {
+        Ok(s) => {
+            if std::mem::take(&mut failing) {
+                tracing::info!("the shared trade store is reachable again");
+            }
+            if let Some(p) = s.published {
+                tracing::info!(
+                    generation = s.generation,
+                    pulled = s.pulled,
+                    version = p.manifest.version,
+                    trades = p.manifest.trades,
+                    ms = p.took.as_millis() as u64,
+                    "shared trades mirrored; snapshot published"
+                );
+            }
+        }
+        Err(e) => {
+            if !std::mem::replace(&mut failing, true) {
+                tracing::warn!(error = %e, "cannot mirror the shared trade store; trying again");
+            }
+        }
+    });
 }
 
 /// The first sync of every source, before the pool starts on its snapshot.
@@ -326,6 +373,21 @@ async fn serve(
         }
     });
     let server = tokio::spawn(async move { server.await });
+    // Audit rows kept while the store was unavailable are written as soon
+    // as it answers, even if no command comes to write them first.
+    let spool = tokio::spawn({
+        let pipeline = Arc::clone(&pipeline);
+        async move {
+            let mut tick = tokio::time::interval(SPOOL_FLUSH);
+            loop {
+                tick.tick().await;
+                if pipeline.audit().spooled() > 0 {
+                    let p = Arc::clone(&pipeline);
+                    let _ = tokio::task::spawn_blocking(move || p.audit().flush_spool()).await;
+                }
+            }
+        }
+    });
     let signal = stop_signal().await;
     eprintln!("{signal}: finishing running jobs, then stopping");
     let _ = stop_tx.send(true);
@@ -345,8 +407,21 @@ async fn serve(
             s.drain_limit
         );
     }
+    spool.abort();
+    let left = pipeline.audit().spooled();
+    if left > 0 {
+        let p = Arc::clone(&pipeline);
+        let flushed = tokio::task::spawn_blocking(move || p.audit().flush_spool()).await;
+        if !matches!(flushed, Ok(Ok(n)) if n == left) {
+            eprintln!("{left} audit row(s) could not be written: the store is unavailable");
+        }
+    }
     Ok(0)
 }
+
+/// How often rows the audit trail kept while its store was unavailable are
+/// tried again.
+const SPOOL_FLUSH: Duration = Duration::from_secs(1);
 
 /// Waits for SIGTERM or SIGINT and names it.
 async fn stop_signal() -> &'static str {

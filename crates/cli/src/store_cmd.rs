@@ -18,6 +18,7 @@ use tradebox_core::leases::Leases;
 use tradebox_core::ratelimit::RateLimiter;
 use tradebox_core::store::{inspect, StoreReport, StoreUrl};
 use tradebox_data::Home;
+use tradebox_data::Store;
 
 use crate::app;
 
@@ -126,6 +127,28 @@ fn copy(args: &CopyArgs, home: &Home) -> anyhow::Result<u8> {
         eprintln!("error: {}: {e}", to.redacted());
         return Ok(2);
     }
+    // Trades and balance snapshots go from a SQLite store into a shared
+    // PostgreSQL one (checked empty before anything is copied).
+    let trades_into = match (&from, &to) {
+        (StoreUrl::Sqlite(path), StoreUrl::Postgres(pg)) => {
+            let opened = tradebox_data::shared::Shared::open(pg).and_then(|shared| {
+                match shared.trade_count()? {
+                    0 => Ok((shared, Store::open(path)?)),
+                    n => Err(tradebox_data::Error::InvalidArgument(format!(
+                        "the shared store already holds {n} trades; trades are copied only into an empty one"
+                    ))),
+                }
+            });
+            match opened {
+                Ok(pair) => Some(pair),
+                Err(e) => {
+                    eprintln!("error: {}: {e}", to.redacted());
+                    return Ok(2);
+                }
+            }
+        }
+        _ => None,
+    };
     let copied = src_functions
         .copy_into(&dst_functions)
         .and_then(|(functions, versions)| {
@@ -140,13 +163,30 @@ fn copy(args: &CopyArgs, home: &Home) -> anyhow::Result<u8> {
             return Ok(2);
         }
     };
+    // The trades last: (read from the source, now in the shared store).
+    let trades = match trades_into {
+        Some((shared, mut local)) => {
+            let source = local.counts()?;
+            match shared.copy_from(&mut local) {
+                Ok(copied) => Some((source, copied)),
+                Err(e) => {
+                    eprintln!("error: copying the trades into {}: {e}", to.redacted());
+                    return Ok(2);
+                }
+            }
+        }
+        None => None,
+    };
     // The counts, read back from both sides.
     let counts = |f: &FunctionStore, a: &AuditLog| -> anyhow::Result<(u64, u64)> {
         Ok((f.stats()?.total_functions, a.count()?))
     };
     let (src_live, src_rows) = counts(&src_functions, &src_audit)?;
     let (dst_live, dst_rows) = counts(&dst_functions, &dst_audit)?;
-    let matched = src_live == dst_live && src_rows == dst_rows && audit == dst_rows;
+    let matched = src_live == dst_live
+        && src_rows == dst_rows
+        && audit == dst_rows
+        && trades.is_none_or(|(source, copied)| source == copied);
     if args.json {
         println!(
             "{}",
@@ -155,6 +195,9 @@ fn copy(args: &CopyArgs, home: &Home) -> anyhow::Result<u8> {
                 "functions": functions, "versions": versions, "audit_rows": audit,
                 "live_functions": {"from": src_live, "to": dst_live},
                 "audit_count": {"from": src_rows, "to": dst_rows},
+                "trades": trades.map(|((t, s), (ct, cs))| json!({
+                    "from": {"trades": t, "snapshots": s}, "to": {"trades": ct, "snapshots": cs},
+                })),
                 "ok": matched,
             }))?
         );
@@ -165,11 +208,20 @@ fn copy(args: &CopyArgs, home: &Home) -> anyhow::Result<u8> {
             functions - src_live
         );
         println!("  audit rows  {audit}");
+        match trades {
+            Some((_, (t, s))) => println!("  trades      {t}, {s} balance snapshots"),
+            None => println!(
+                "  trades      not copied (they move from a SQLite store into a PostgreSQL one)"
+            ),
+        }
         if matched {
             println!("  counts      match ({dst_live} live functions, {dst_rows} audit rows)");
         } else {
             println!(
-                "  counts      DIFFER: live functions {src_live} -> {dst_live}, audit rows {src_rows} -> {dst_rows}"
+                "  counts      DIFFER: live functions {src_live} -> {dst_live}, audit rows {src_rows} -> {dst_rows}{}",
+                trades.map_or(String::new(), |((t, s), (ct, cs))| format!(
+                    ", trades {t} -> {ct}, balance snapshots {s} -> {cs}"
+                ))
             );
         }
     }
@@ -184,7 +236,14 @@ fn migrate(args: &StoreArgs, home: &Home) -> anyhow::Result<u8> {
         .and_then(|_| RateLimiter::connect(&url, &config.rate_limit))
         .and_then(|_| Deliveries::connect(&url))
         .and_then(|_| Leases::connect(&url, &app::replica_name(&config)))
-        .and_then(|_| inspect(&url));
+        .map_err(anyhow::Error::from)
+        .and_then(|_| match &url {
+            StoreUrl::Postgres(pg) => tradebox_data::shared::Shared::open(pg)
+                .map(drop)
+                .map_err(anyhow::Error::from),
+            StoreUrl::Sqlite(_) => Ok(()),
+        })
+        .and_then(|()| inspect(&url).map_err(anyhow::Error::from));
     let report = match opened {
         Ok(report) => report,
         Err(e) => {
@@ -245,11 +304,17 @@ pub fn check(json: bool, home: &Home) -> anyhow::Result<u8> {
         ),
     };
     let ok = error.is_none() && verdict(&report);
+    // What the shared trade store is at, and what each replica serves.
+    let registry = match (&url, &error) {
+        (StoreUrl::Postgres(pg), None) => registry(pg),
+        _ => None,
+    };
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report_json(&report, error.as_deref()))?
-        );
+        let mut out = report_json(&report, error.as_deref());
+        if let Some((state, replicas)) = &registry {
+            out["trades"] = json!({"generation": state.generation, "replicas": replicas});
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(if ok { 0 } else { 2 });
     }
     println!("store {}", report.target);
@@ -276,5 +341,35 @@ pub fn check(json: bool, home: &Home) -> anyhow::Result<u8> {
         };
         println!("  {:<20} {skew:+} ms {verdict}", "clock skew");
     }
+    if let Some((state, replicas)) = &registry {
+        println!("  {:<20} generation {}", "shared trades", state.generation);
+        for r in replicas {
+            let status = if r.generation == state.generation {
+                "current"
+            } else {
+                "behind"
+            };
+            println!(
+                "  {:<20} generation {}, snapshot v{} ({} trades), recorded {:.0} s ago: {status}",
+                format!("replica {}", r.replica),
+                r.generation,
+                r.version,
+                r.trades,
+                r.age_seconds
+            );
+        }
+    }
     Ok(if ok { 0 } else { 2 })
+}
+
+/// The shared trade store's generation and its replicas' registry, when
+/// the store has them (`None` when unreadable: the checks above say why).
+fn registry(
+    url: &str,
+) -> Option<(
+    tradebox_data::shared::SharedState,
+    Vec<tradebox_data::shared::ReplicaSnapshot>,
+)> {
+    let shared = tradebox_data::shared::Shared::open_existing(url).ok()??;
+    Some((shared.state().ok()?, shared.replicas().ok()?))
 }

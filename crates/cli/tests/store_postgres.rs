@@ -66,7 +66,9 @@ fn two_replicas_share_one_postgres_store() {
         ("TRADEBOX_RATE_LIMIT_WINDOW_SECONDS", "600"),
         ("TRADEBOX_VALIDATOR_ENABLED", "no"),
     ];
-    let (home_a, home_b) = (common::fixture_home(), common::fixture_home());
+    // A holds the fixture (imported into the shared store); B nothing: it
+    // mirrors the shared trades when it starts.
+    let (home_a, home_b) = (shared_fixture_home(&url), tempfile::TempDir::new().unwrap());
     let a = common::serve(home_a.path(), &env, &["--no-demo"]);
     let b = common::serve(home_b.path(), &env, &["--no-demo"]);
 
@@ -204,7 +206,7 @@ fn a_slack_delivery_retried_against_the_other_replica_runs_once() {
         ("SLACK_SIGNING_SECRET", fake::SIGNING_SECRET),
         ("SLACK_API_URL", api.as_str()),
     ];
-    let home = common::fixture_home();
+    let home = shared_fixture_home(&url);
     let (a, b) = (
         common::serve(home.path(), &env, &["--no-demo"]),
         common::serve(home.path(), &env, &["--no-demo"]),
@@ -274,7 +276,7 @@ fn thirty_commands_at_once_over_three_replicas_run_ten() {
         ("TRADEBOX_STORE_URL", url.as_str()),
         ("TRADEBOX_VALIDATOR_ENABLED", "no"),
     ];
-    let home = common::fixture_home();
+    let home = shared_fixture_home(&url);
     let servers: Vec<common::Server> = (0..3)
         .map(|_| common::serve(home.path(), &env, &["--no-demo"]))
         .collect();
@@ -300,6 +302,26 @@ fn thirty_commands_at_once_over_three_replicas_run_ten() {
             "{text}"
         );
     }
+}
+
+/// A fresh home whose fixture trades and snapshots were imported into the
+/// shared store at `url` (and mirrored into the home).
+fn shared_fixture_home(url: &str) -> tempfile::TempDir {
+    let home = tempfile::TempDir::new().unwrap();
+    let data = common::fixtures();
+    let (db, snaps) = (data.join("trade_cache.db"), data.join("snapshots"));
+    let (code, out) = cli(
+        home.path(),
+        url,
+        &[
+            "data",
+            "import",
+            db.to_str().unwrap(),
+            snaps.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    home
 }
 
 /// Runs the CLI on `home` with the store at `url` (`""`: the home's file):
@@ -344,7 +366,10 @@ fn store_migrate_and_check() {
     assert_eq!(code, 0, "{out}");
     let report: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["ok"], true);
-    assert_eq!(report["schemas"].as_array().unwrap().len(), 5);
+    assert_eq!(report["schemas"].as_array().unwrap().len(), 6);
+    // The shared trades' generation, and no replica served them yet.
+    assert_eq!(report["trades"]["generation"], 0, "{report}");
+    assert_eq!(report["trades"]["replicas"], json!([]), "{report}");
     assert!(report["schemas"]
         .as_array()
         .unwrap()
@@ -398,6 +423,19 @@ fn store_copy_moves_a_home_into_postgres() {
     }
     let (code, out) = cli(h, "", &["func", "delete", "gone"]);
     assert_eq!(code, 0, "{out}");
+    let data = common::fixtures();
+    let (db, snaps) = (data.join("trade_cache.db"), data.join("snapshots"));
+    let (code, out) = cli(
+        h,
+        "",
+        &[
+            "data",
+            "import",
+            db.to_str().unwrap(),
+            snaps.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
 
     let (code, out) = cli(h, "", &["store", "copy", "--to", &url]);
     assert_eq!(code, 0, "{out}");
@@ -405,7 +443,23 @@ fn store_copy_moves_a_home_into_postgres() {
         out.contains("functions   2 (1 live, 1 deleted), 4 versions"),
         "{out}"
     );
+    let snapshots = common::expected()["snapshots"]["count"].as_u64().unwrap();
+    assert!(
+        out.contains(&format!(
+            "trades      {}, {snapshots} balance snapshots",
+            common::trade_count()
+        )),
+        "{out}"
+    );
     assert!(out.contains("counts      match"), "{out}");
+    // The trades are the shared store's now, and the home's file is its
+    // mirror (not refused as trades of its own).
+    let (code, out) = cli(h, &url, &["data", "info", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let info: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(info["trades"], common::trade_count(), "{info}");
+    let (code, out) = cli(h, &url, &["data", "snapshot"]);
+    assert_eq!(code, 0, "{out}");
 
     // The copy serves: its history, its audit trail.
     let (code, out) = cli(h, &url, &["func", "history", "weekly"]);
@@ -444,7 +498,7 @@ fn a_replica_killed_mid_job_frees_its_running_place_by_lease_expiry() {
         ("TRADEBOX_VALIDATOR_ENABLED", "no"),
         ("TRADEBOX_POOL_PER_USER_RUNNING", "1"),
     ];
-    let home = common::fixture_home();
+    let home = shared_fixture_home(&url);
     // One running place per user, across both replicas.
     let mut a = common::serve(home.path(), &env, &["--no-demo"]);
     let b = common::serve(home.path(), &env, &["--no-demo"]);
@@ -496,4 +550,217 @@ fn a_replica_killed_mid_job_frees_its_running_place_by_lease_expiry() {
     let started = Instant::now();
     assert_eq!(command(&b, "U8", "/analyze result = 8")["error"], false);
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// `result = len(load_trades(days=None))` on `server`, as a number.
+fn count_on(server: &common::Server) -> Option<u64> {
+    let a = post(
+        server,
+        "/api/v1/run",
+        &json!({"code": "result = len(load_trades(days=None))"}),
+    );
+    if a.status != 200 {
+        return None;
+    }
+    a.json()["result"].as_str()?.parse().ok()
+}
+
+#[test]
+fn an_import_through_one_replica_is_served_by_all_three() {
+    let cluster = PgCluster::start().unwrap();
+    let url = cluster.database().unwrap();
+    let env = [
+        ("TRADEBOX_STORE_URL", url.as_str()),
+        ("TRADEBOX_DATA_AS_OF", "latest"),
+        ("TRADEBOX_RATE_LIMIT_EXECUTIONS", "1000"),
+        ("TRADEBOX_VALIDATOR_ENABLED", "no"),
+    ];
+    let homes = [
+        shared_fixture_home(&url),
+        tempfile::TempDir::new().unwrap(),
+        tempfile::TempDir::new().unwrap(),
+    ];
+    let servers: Vec<common::Server> = homes
+        .iter()
+        .map(|h| common::serve(h.path(), &env, &["--no-demo"]))
+        .collect();
+    let before = common::trade_count();
+    for s in &servers {
+        assert_eq!(count_on(s), Some(before));
+    }
+
+    // Two new trades uploaded through the console API of replica A.
+    let csv = "timestamp,exchange,account,symbol,side,amount,price\n\
+               2025-10-20T01:02:03,kraken,desk,BTC,buy,1,100\n\
+               2025-10-20T01:02:04,kraken,desk,ETH,sell,2,50\n";
+    let a = &servers[0];
+    let answer = http(
+        &a.base,
+        "POST",
+        "/api/v1/data/import?name=more.csv",
+        &[("Authorization", &format!("Bearer {}", a.token))],
+        csv.as_bytes(),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let uploaded = Instant::now();
+
+    // Every replica answers with them: the others by the notification.
+    // (Given far longer than the 5 s it should take: the benchmark
+    // measures the lag.)
+    for (i, s) in servers.iter().enumerate() {
+        loop {
+            if count_on(s) == Some(before + 2) {
+                eprintln!(
+                    "replica {i} serves the import after {:?}",
+                    uploaded.elapsed()
+                );
+                break;
+            }
+            assert!(
+                uploaded.elapsed() < Duration::from_secs(60),
+                "replica {i} never served the import"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    // Each replica's file is a mirror; the trades are in the shared store.
+    let (code, out) = cli(homes[2].path(), &url, &["data", "info", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let info: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(info["trades"], before + 2, "{info}");
+    assert!(
+        info["store"].as_str().unwrap().starts_with("postgres "),
+        "{info}"
+    );
+    // The registry names every replica, each at the generation of the
+    // import (it may take a turn of their followers to record it).
+    let generation = |out: &str| -> Vec<String> {
+        out.lines()
+            .filter_map(|l| l.trim().strip_prefix("replica "))
+            .map(str::to_string)
+            .collect()
+    };
+    loop {
+        let (code, out) = cli(homes[2].path(), &url, &["store", "check"]);
+        assert_eq!(code, 0, "{out}");
+        let lines = generation(&out);
+        if lines.len() == 3 && lines.iter().all(|l| l.ends_with(": current")) {
+            break;
+        }
+        assert!(uploaded.elapsed() < Duration::from_secs(60), "{out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn postgres_restarting_under_load_loses_no_command_and_runs_none_twice() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Mutex;
+    let cluster = PgCluster::start().unwrap();
+    let url = cluster.database().unwrap();
+    let env = [
+        ("TRADEBOX_STORE_URL", url.as_str()),
+        ("TRADEBOX_RATE_LIMIT_EXECUTIONS", "100000"),
+        ("TRADEBOX_VALIDATOR_ENABLED", "no"),
+    ];
+    let home = shared_fixture_home(&url);
+    let servers = [
+        common::serve(home.path(), &env, &["--no-demo"]),
+        common::serve(home.path(), &env, &["--no-demo"]),
+    ];
+    const USERS: usize = 4;
+    let (stop, next) = (AtomicBool::new(false), AtomicU64::new(0));
+    // (user, the command's number, whether it ran, when it was answered)
+    let answers = Mutex::new(Vec::new());
+    let (mut stopped_at, mut started_at) = (Instant::now(), Instant::now());
+    std::thread::scope(|s| {
+        for u in 0..USERS {
+            let (stop, next, answers, servers) = (&stop, &next, &answers, &servers);
+            s.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    let server = &servers[(n % 2) as usize];
+                    let text = format!("/analyze result = {n}");
+                    // Every command is answered: a dropped connection or a
+                    // 5xx fails here.
+                    let reply = command(server, &format!("L{u}"), &text);
+                    let ran = reply["error"] == false;
+                    let shown = reply.to_string();
+                    if ran {
+                        assert!(
+                            shown.contains(&format!("Analysis complete: {n}")),
+                            "{reply}"
+                        );
+                    } else {
+                        // Refused only because the store is unavailable,
+                        // and the user is told to try again.
+                        assert!(shown.contains("try again"), "{reply}");
+                    }
+                    answers
+                        .lock()
+                        .unwrap()
+                        .push((format!("L{u}"), n, ran, Instant::now()));
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        stopped_at = Instant::now();
+        cluster.stop_clean().unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        cluster.restart().unwrap();
+        started_at = Instant::now();
+        std::thread::sleep(Duration::from_secs(3));
+        stop.store(true, Ordering::Relaxed);
+    });
+    let answers = answers.into_inner().unwrap();
+    let refused = answers.iter().filter(|a| !a.2).count();
+    let ran_after = answers.iter().filter(|a| a.2 && a.3 > started_at).count();
+    let ran_before = answers.iter().filter(|a| a.2 && a.3 < stopped_at).count();
+    eprintln!(
+        "{} commands: {ran_before} ran before the stop, {refused} refused, {ran_after} ran after the restart",
+        answers.len()
+    );
+    assert!(refused > 0, "the outage was never seen");
+    assert!(ran_before > 0 && ran_after > 0, "served before and after");
+
+    // Every command has its audit row (rows the store could not take while
+    // it was down were kept and written since), and no command ran twice.
+    let audit = |user: &str| -> Vec<Value> {
+        let a = http(
+            &servers[0].base,
+            "GET",
+            &format!("/api/v1/audit?action=analyze&user={user}&limit=5000"),
+            &[("Authorization", &format!("Bearer {}", servers[0].token))],
+            b"",
+        );
+        assert_eq!(a.status, 200, "{}", a.text());
+        a.json()["entries"].as_array().unwrap().clone()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for u in 0..USERS {
+        let user = format!("L{u}");
+        let mine: Vec<_> = answers.iter().filter(|a| a.0 == user).collect();
+        let rows = loop {
+            let rows = audit(&user);
+            if rows.len() >= mine.len() || Instant::now() > deadline {
+                break rows;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert_eq!(rows.len(), mine.len(), "{user}: one audit row per command");
+        let mut ran_rows: Vec<String> = rows
+            .iter()
+            .filter(|r| r["outcome"] == "ok")
+            .map(|r| r["code"].as_str().unwrap().to_string())
+            .collect();
+        let mut ran: Vec<String> = mine
+            .iter()
+            .filter(|a| a.2)
+            .map(|a| format!("result = {}", a.1))
+            .collect();
+        ran_rows.sort();
+        ran.sort();
+        assert_eq!(ran_rows, ran, "{user}: each command that ran, once");
+    }
 }

@@ -152,6 +152,10 @@ pub fn inspect(url: &StoreUrl) -> Result<StoreReport, StoreError> {
                     crate::deliveries::pg::VERSION,
                 ),
                 (crate::leases::pg::COMPONENT, crate::leases::pg::VERSION),
+                (
+                    tradebox_data::shared::COMPONENT,
+                    tradebox_data::shared::VERSION,
+                ),
             ];
             let before = tradebox_data::timestamp::now();
             let (server_us, schemas) = db.read(|c| {

@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 
 use crate::error::{Error, Result};
 use crate::model::{Side, Trade};
-use crate::store::{BalanceSnapshot, Store};
+use crate::store::{BalanceSnapshot, Target, Writer};
 use crate::timestamp::{self, Micros};
 
 const DAY_US: i64 = 86_400_000_000;
@@ -153,6 +153,9 @@ fn round(v: f64, decimals: i32) -> f64 {
     (v * f).round() / f
 }
 
+/// Trades generated before they are written.
+const BATCH: usize = 8192;
+
 /// Generates the history, calling `on_trade` for each trade in time order;
 /// returns one balance snapshot per day (the last one at `end`).
 pub fn generate(
@@ -280,7 +283,7 @@ fn snapshot(at: Micros, balances: &[BTreeMap<&'static str, f64>]) -> BalanceSnap
 /// removing what is there when `replace` is set; `progress` counts the
 /// trades and is finished at the end.
 pub fn write(
-    store: &mut Store,
+    store: &mut impl Target,
     spec: &DemoSpec,
     replace: bool,
     progress: &dyn Progress,
@@ -292,14 +295,23 @@ pub fn write(
             w.clear()?;
         }
         let mut trades = 0u64;
+        // Written a batch at a time (one statement each on a shared store).
+        let mut batch: Vec<Trade> = Vec::with_capacity(BATCH);
+        let mut flush = |batch: &mut Vec<Trade>, w: &mut Writer<'_>| {
+            trades += w.insert_trades(batch.iter().map(|t| (t, None)))?;
+            progress.advance(batch.len() as u64);
+            reported += batch.len() as u64;
+            batch.clear();
+            Ok::<(), Error>(())
+        };
         let snapshots = generate(spec, |t| {
-            trades += u64::from(w.insert_trade(t, None)?);
-            if trades.is_multiple_of(8192) && trades > reported {
-                progress.advance(trades - reported);
-                reported = trades;
+            batch.push(t.clone());
+            if batch.len() == BATCH {
+                flush(&mut batch, w)?;
             }
             Ok(())
         })?;
+        flush(&mut batch, w)?;
         for s in &snapshots {
             w.upsert_snapshot(s)?;
         }

@@ -5,10 +5,23 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The layout of a tradebox home directory.
-#[derive(Debug, Clone)]
+/// The layout of a tradebox home directory, and the shared trade store it
+/// mirrors, if any.
+#[derive(Clone)]
 pub struct Home {
     root: PathBuf,
+    /// `postgres://...` of the shared trade store ([`crate::shared`]); its
+    /// password never shows in `Debug`.
+    shared: Option<String>,
+}
+
+impl std::fmt::Debug for Home {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Home")
+            .field("root", &self.root)
+            .field("shared", &self.shared.as_ref().map(|_| "<postgres>"))
+            .finish()
+    }
 }
 
 /// A folder left without its lock file for this long was made by a process
@@ -17,14 +30,30 @@ const UNLOCKED_GRACE: Duration = Duration::from_secs(60);
 
 impl Home {
     pub fn new(root: impl Into<PathBuf>) -> Home {
-        Home { root: root.into() }
+        Home {
+            root: root.into(),
+            shared: None,
+        }
+    }
+
+    /// This home with its trades kept in the shared store at `url`
+    /// (PostgreSQL): imports write there, and the home's own SQLite store is
+    /// a mirror of it.
+    pub fn with_shared_store(mut self, url: Option<String>) -> Home {
+        self.shared = url;
+        self
+    }
+
+    /// The connection string of the shared trade store, if the home has one.
+    pub fn shared_store(&self) -> Option<&str> {
+        self.shared.as_deref()
     }
 
     pub fn root(&self) -> &Path {
         &self.root
     }
 
-    /// The SQLite trade store.
+    /// The SQLite trade store (with a shared store: its mirror).
     pub fn store_path(&self) -> PathBuf {
         self.root.join("tradebox.db")
     }

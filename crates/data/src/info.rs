@@ -14,9 +14,22 @@ use crate::{Home, Result, Store};
 /// created).
 pub fn info(home: &Home) -> Result<Value> {
     let store_path = home.store_path();
-    let (summary, states) = match Store::open_read_only(&store_path)? {
+    let (mut summary, states) = match Store::open_read_only(&store_path)? {
         Some(store) => (Some(store.summary()?), load_states(&store)?),
         None => (None, Vec::new()),
+    };
+    // With a shared store, the trades are those it holds (the home's file
+    // is a mirror, which may be behind).
+    let shared = home
+        .shared_store()
+        .map(crate::shared::Shared::open)
+        .transpose()?;
+    if let Some(shared) = &shared {
+        summary = Some(shared.summary()?);
+    }
+    let store_shown = match &shared {
+        Some(shared) => json!(shared.target()),
+        None => json!(store_path),
     };
     let current = snapshot::current(&home.snapshot_root())?;
     let now = crate::timestamp::now();
@@ -37,7 +50,7 @@ pub fn info(home: &Home) -> Result<Value> {
         by_exchange.insert(a.exchange.clone(), (n + a.trades).into());
     }
     Ok(json!({
-        "store": store_path,
+        "store": store_shown,
         "trades": summary.as_ref().map_or(0, |s| s.trades),
         "first_trade": summary.as_ref().and_then(|s| s.first_trade.clone()),
         "last_trade": summary.as_ref().and_then(|s| s.last_trade.clone()),

@@ -13,6 +13,7 @@ pub mod info;
 pub mod model;
 pub mod progress;
 pub mod publish;
+pub mod shared;
 pub mod snapshot;
 pub mod sources;
 pub mod store;

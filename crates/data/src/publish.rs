@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::home::Home;
 use crate::import::{self, CsvOptions, ImportReport};
 use crate::progress::Progress;
+use crate::shared::Shared;
 use crate::snapshot::{self, Manifest, Mode};
 use crate::store::Store;
 
@@ -49,6 +50,9 @@ pub fn import_and_publish(
     options: &CsvOptions,
     progress: &dyn Progress,
 ) -> Result<Imported> {
+    if let Some(url) = home.shared_store() {
+        return import_shared(home, url, paths, options, progress);
+    }
     let mut store = Store::open(&home.store_path())?;
     let imports = import::import_paths(&mut store, paths, options, progress)?;
     let root = home.snapshot_root();
@@ -57,6 +61,48 @@ pub fn import_and_publish(
         match snapshot::current(&root)? {
             Some((_, m)) if !changed => Ok((m, false, Duration::ZERO)),
             _ => {
+                let p = snapshot::publish(&store, &root, Mode::Compacted)?;
+                Ok((p.manifest, true, p.took))
+            }
+        }
+    };
+    match publish() {
+        Ok((manifest, published, export_time)) => Ok(Imported {
+            snapshot_dir: snapshot::version_dir(&root, manifest.version),
+            imports,
+            manifest,
+            published,
+            export_time,
+        }),
+        Err(source) => Err(Error::Publish {
+            root,
+            imports,
+            source: Box::new(source),
+        }),
+    }
+}
+
+/// [`import_and_publish`] for a home whose trades live in a shared store:
+/// imported there (the other replicas are notified at commit), then the
+/// home's mirror synced and published.
+fn import_shared(
+    home: &Home,
+    url: &str,
+    paths: &[PathBuf],
+    options: &CsvOptions,
+    progress: &dyn Progress,
+) -> Result<Imported> {
+    let mut shared = Shared::open(url)?;
+    let imports = import::import_paths(&mut shared, paths, options, progress)?;
+    let root = home.snapshot_root();
+    let publish = || -> Result<(Manifest, bool, Duration)> {
+        if let Some(p) = shared.sync_home(home)?.published {
+            return Ok((p.manifest, true, p.took));
+        }
+        match snapshot::current(&root)? {
+            Some((_, m)) => Ok((m, false, Duration::ZERO)),
+            None => {
+                let store = Store::open(&home.store_path())?;
                 let p = snapshot::publish(&store, &root, Mode::Compacted)?;
                 Ok((p.manifest, true, p.took))
             }

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
+use tradebox_db::pg::postgres::types::ToSql;
+use tradebox_db::pg::PgConn;
 use tradebox_db::{connect, Access, DbError};
 
 use crate::error::{Error, Result};
@@ -125,12 +127,15 @@ impl Store {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| store_error(&path, e))?;
         let mut writer = Writer {
-            tx,
+            tx: Tx::Local(tx),
             path: path.clone(),
             cached_at: timestamp::format(timestamp::now()),
+            changed: Changed::default(),
         };
         let value = f(&mut writer)?;
-        writer.tx.commit().map_err(|e| store_error(&path, e))?;
+        if let Tx::Local(tx) = writer.tx {
+            tx.commit().map_err(|e| store_error(&path, e))?;
+        }
         Ok(value)
     }
 
@@ -264,16 +269,89 @@ impl Store {
     }
 }
 
-/// A write transaction on the store; see [`Store::write`].
-pub struct Writer<'a> {
-    tx: rusqlite::Transaction<'a>,
-    path: PathBuf,
-    cached_at: String,
+/// A trade store imports write to: the local SQLite [`Store`] or the shared
+/// PostgreSQL one ([`crate::shared::Shared`]).
+pub trait Target {
+    /// Runs `f` in one write transaction; nothing is kept if it fails.
+    fn write<T>(&mut self, f: impl FnOnce(&mut Writer<'_>) -> Result<T>) -> Result<T>;
+    /// Counts, date ranges and per-account breakdown.
+    fn summary(&self) -> Result<StoreSummary>;
 }
 
-impl Writer<'_> {
-    pub(crate) fn tx(&self) -> &rusqlite::Transaction<'_> {
-        &self.tx
+impl Target for Store {
+    fn write<T>(&mut self, f: impl FnOnce(&mut Writer<'_>) -> Result<T>) -> Result<T> {
+        Store::write(self, f)
+    }
+    fn summary(&self) -> Result<StoreSummary> {
+        Store::summary(self)
+    }
+}
+
+/// A write transaction on the store, local ([`Store::write`]) or shared
+/// ([`crate::shared::Shared::write`]): the importers write through it and
+/// do not know which.
+pub struct Writer<'a> {
+    tx: Tx<'a>,
+    path: PathBuf,
+    cached_at: String,
+    changed: Changed,
+}
+
+/// The transaction under a [`Writer`].
+enum Tx<'a> {
+    Local(rusqlite::Transaction<'a>),
+    Shared(&'a (dyn SharedTx + 'a)),
+}
+
+/// What a write changed, so a shared store tells the replicas only when it
+/// has something new.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Changed {
+    pub trades: bool,
+    pub snapshots: bool,
+}
+
+/// The statements a shared (PostgreSQL) transaction offers a writer.
+pub(crate) trait SharedTx {
+    fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64>;
+}
+
+impl SharedTx for PgConn<'_> {
+    fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        Ok(PgConn::execute(self, sql, params)?)
+    }
+}
+
+/// How many rows one statement inserts into a shared store.
+const SHARED_BATCH: usize = 4096;
+
+impl<'a> Writer<'a> {
+    /// A writer on a shared store's transaction; `target` names it in messages.
+    pub(crate) fn shared(tx: &'a (dyn SharedTx + 'a), target: &str) -> Writer<'a> {
+        Writer {
+            tx: Tx::Shared(tx),
+            path: PathBuf::from(target),
+            cached_at: timestamp::format(timestamp::now()),
+            changed: Changed::default(),
+        }
+    }
+
+    /// What the write changed so far.
+    pub(crate) fn changed(&self) -> Changed {
+        self.changed
+    }
+
+    /// The local SQLite transaction: what only the local store keeps
+    /// (followed sources' state) is written through it.
+    pub(crate) fn local(&self) -> Result<&rusqlite::Transaction<'a>> {
+        match &self.tx {
+            Tx::Local(tx) => Ok(tx),
+            Tx::Shared(_) => Err(Error::InvalidArgument(format!(
+                "followed sources keep their state in the local SQLite store and cannot \
+                 write to the shared store {}; import with `tradebox data import` instead",
+                self.path.display()
+            ))),
+        }
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -289,43 +367,118 @@ impl Writer<'_> {
     /// returns whether it was new. `cached_at` defaults to now. The original
     /// table allows a NULL `trade_id`, and SQLite's UNIQUE treats NULLs as
     /// distinct: such a row is looked up first (`IS` matches NULL, through
-    /// the same index), so re-importing it adds nothing.
+    /// the same index), so re-importing it adds nothing. (The shared store's
+    /// key treats NULLs as equal: `NULLS NOT DISTINCT`.)
     pub fn insert_trade(&mut self, t: &Trade, cached_at: Option<&str>) -> Result<bool> {
-        if t.trade_id.is_none() {
-            let mut seen = self
-                .tx
-                .prepare_cached(
-                    "SELECT 1 FROM trades WHERE exchange = ?1 AND account_name = ?2
-                     AND trade_id IS NULL AND timestamp = ?3 AND symbol = ?4 AND side = ?5
-                     AND amount = ?6 AND price = ?7 LIMIT 1",
-                )
-                .map_err(|e| store_error(&self.path, e))?;
-            let exists = seen
-                .exists(params![
-                    t.exchange,
-                    t.account_name,
-                    timestamp::format(t.timestamp),
-                    t.symbol,
-                    t.side.as_str(),
-                    t.amount,
-                    t.price,
-                ])
-                .map_err(|e| store_error(&self.path, e))?;
-            if exists {
-                return Ok(false);
+        let added = match &self.tx {
+            Tx::Local(tx) => insert_local(tx, &self.path, t, cached_at.unwrap_or(&self.cached_at))?,
+            Tx::Shared(tx) => insert_shared(*tx, &[(t, cached_at)], &self.cached_at)? == 1,
+        };
+        self.changed.trades |= added;
+        Ok(added)
+    }
+
+    /// Inserts many trades, each as [`Writer::insert_trade`] would; how many
+    /// were new. A shared store takes them a few thousand per statement.
+    pub fn insert_trades<'t>(
+        &mut self,
+        trades: impl IntoIterator<Item = (&'t Trade, Option<&'t str>)>,
+    ) -> Result<u64> {
+        let mut added = 0;
+        match &self.tx {
+            Tx::Local(tx) => {
+                for (t, cached_at) in trades {
+                    let at = cached_at.unwrap_or(&self.cached_at);
+                    added += u64::from(insert_local(tx, &self.path, t, at)?);
+                }
+            }
+            Tx::Shared(tx) => {
+                let mut batch = Vec::with_capacity(SHARED_BATCH);
+                for row in trades {
+                    batch.push(row);
+                    if batch.len() == SHARED_BATCH {
+                        added += insert_shared(*tx, &batch, &self.cached_at)?;
+                        batch.clear();
+                    }
+                }
+                added += insert_shared(*tx, &batch, &self.cached_at)?;
             }
         }
-        let mut stmt = self
-            .tx
+        self.changed.trades |= added > 0;
+        Ok(added)
+    }
+
+    /// Inserts or replaces the snapshot of a date; returns whether anything changed.
+    pub fn upsert_snapshot(&mut self, s: &BalanceSnapshot) -> Result<bool> {
+        let balances = s.balances.to_string();
+        let n = match &self.tx {
+            Tx::Local(tx) => tx
+                .execute(
+                    "INSERT INTO balance_snapshots (date, timestamp, balances, imported_at)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(date) DO UPDATE SET timestamp = excluded.timestamp,
+                        balances = excluded.balances, imported_at = excluded.imported_at
+                     WHERE timestamp != excluded.timestamp OR balances != excluded.balances",
+                    params![s.date, s.timestamp, balances, self.cached_at],
+                )
+                .map_err(|e| store_error(&self.path, e))?,
+            Tx::Shared(tx) => tx.execute(
+                "INSERT INTO balance_snapshots (date, timestamp, balances, imported_at)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (date) DO UPDATE SET timestamp = EXCLUDED.timestamp,
+                    balances = EXCLUDED.balances, imported_at = EXCLUDED.imported_at
+                 WHERE balance_snapshots.timestamp <> EXCLUDED.timestamp
+                    OR balance_snapshots.balances <> EXCLUDED.balances",
+                &[&s.date, &s.timestamp, &balances, &self.cached_at],
+            )? as usize,
+        };
+        self.changed.snapshots |= n == 1;
+        Ok(n == 1)
+    }
+
+    /// Removes every trade and snapshot (for `data demo --replace`), giving
+    /// the store a new identity.
+    pub fn clear(&mut self) -> Result<()> {
+        match &self.tx {
+            Tx::Local(tx) => tx
+                .execute_batch(
+                    "DELETE FROM trades; DELETE FROM balance_snapshots;
+                     UPDATE store_meta SET value = lower(hex(randomblob(16))) WHERE key = 'identity';",
+                )
+                .map_err(|e| store_error(&self.path, e))?,
+            Tx::Shared(tx) => {
+                tx.execute("DELETE FROM trades", &[])?;
+                tx.execute("DELETE FROM balance_snapshots", &[])?;
+                tx.execute(
+                    "UPDATE trade_store_state SET identity = md5(random()::text || clock_timestamp()::text)",
+                    &[],
+                )?;
+            }
+        }
+        self.changed = Changed {
+            trades: true,
+            snapshots: true,
+        };
+        Ok(())
+    }
+}
+
+fn insert_local(
+    tx: &rusqlite::Transaction<'_>,
+    path: &Path,
+    t: &Trade,
+    cached_at: &str,
+) -> Result<bool> {
+    if t.trade_id.is_none() {
+        let mut seen = tx
             .prepare_cached(
-                "INSERT OR IGNORE INTO trades (trade_id, exchange, account_name, timestamp, symbol,
-                 side, amount, price, fee, fee_currency, cached_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                "SELECT 1 FROM trades WHERE exchange = ?1 AND account_name = ?2
+                 AND trade_id IS NULL AND timestamp = ?3 AND symbol = ?4 AND side = ?5
+                 AND amount = ?6 AND price = ?7 LIMIT 1",
             )
-            .map_err(|e| store_error(&self.path, e))?;
-        let n = stmt
-            .execute(params![
-                t.trade_id,
+            .map_err(|e| store_error(path, e))?;
+        let exists = seen
+            .exists(params![
                 t.exchange,
                 t.account_name,
                 timestamp::format(t.timestamp),
@@ -333,40 +486,80 @@ impl Writer<'_> {
                 t.side.as_str(),
                 t.amount,
                 t.price,
-                t.fee,
-                t.fee_currency,
-                cached_at.unwrap_or(&self.cached_at),
             ])
-            .map_err(|e| store_error(&self.path, e))?;
-        Ok(n == 1)
+            .map_err(|e| store_error(path, e))?;
+        if exists {
+            return Ok(false);
+        }
     }
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO trades (trade_id, exchange, account_name, timestamp, symbol,
+             side, amount, price, fee, fee_currency, cached_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )
+        .map_err(|e| store_error(path, e))?;
+    let n = stmt
+        .execute(params![
+            t.trade_id,
+            t.exchange,
+            t.account_name,
+            timestamp::format(t.timestamp),
+            t.symbol,
+            t.side.as_str(),
+            t.amount,
+            t.price,
+            t.fee,
+            t.fee_currency,
+            cached_at,
+        ])
+        .map_err(|e| store_error(path, e))?;
+    Ok(n == 1)
+}
 
-    /// Inserts or replaces the snapshot of a date; returns whether anything changed.
-    pub fn upsert_snapshot(&mut self, s: &BalanceSnapshot) -> Result<bool> {
-        let balances = s.balances.to_string();
-        let n = self
-            .tx
-            .execute(
-                "INSERT INTO balance_snapshots (date, timestamp, balances, imported_at)
-                 VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(date) DO UPDATE SET timestamp = excluded.timestamp,
-                    balances = excluded.balances, imported_at = excluded.imported_at
-                 WHERE timestamp != excluded.timestamp OR balances != excluded.balances",
-                params![s.date, s.timestamp, balances, self.cached_at],
-            )
-            .map_err(|e| store_error(&self.path, e))?;
-        Ok(n == 1)
+/// Inserts `rows` into a shared store in one statement (columns as arrays,
+/// unnested in order); how many were new.
+fn insert_shared(tx: &dyn SharedTx, rows: &[(&Trade, Option<&str>)], now: &str) -> Result<u64> {
+    if rows.is_empty() {
+        return Ok(0);
     }
-
-    /// Removes every trade and snapshot (for `data demo --replace`).
-    pub fn clear(&mut self) -> Result<()> {
-        self.tx
-            .execute_batch(
-                "DELETE FROM trades; DELETE FROM balance_snapshots;
-                 UPDATE store_meta SET value = lower(hex(randomblob(16))) WHERE key = 'identity';",
-            )
-            .map_err(|e| store_error(&self.path, e))
-    }
+    let text = |f: &dyn Fn(&Trade) -> Option<&str>| -> Vec<Option<String>> {
+        rows.iter().map(|(t, _)| f(t).map(str::to_string)).collect()
+    };
+    let trade_id = text(&|t| t.trade_id.as_deref());
+    let exchange = text(&|t| Some(&t.exchange));
+    let account = text(&|t| Some(&t.account_name));
+    let stamp: Vec<String> = rows
+        .iter()
+        .map(|(t, _)| timestamp::format(t.timestamp))
+        .collect();
+    let symbol = text(&|t| Some(&t.symbol));
+    let side = text(&|t| Some(t.side.as_str()));
+    let number = |f: fn(&Trade) -> f64| -> Vec<f64> { rows.iter().map(|(t, _)| f(t)).collect() };
+    let (amount, price, fee) = (number(|t| t.amount), number(|t| t.price), number(|t| t.fee));
+    let fee_currency = text(&|t| t.fee_currency.as_deref());
+    let cached_at: Vec<&str> = rows.iter().map(|(_, at)| at.unwrap_or(now)).collect();
+    tx.execute(
+        "INSERT INTO trades (trade_id, exchange, account_name, timestamp, symbol, side,
+                             amount, price, fee, fee_currency, cached_at)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                              $6::text[], $7::float8[], $8::float8[], $9::float8[],
+                              $10::text[], $11::text[])
+         ON CONFLICT DO NOTHING",
+        &[
+            &trade_id,
+            &exchange,
+            &account,
+            &stamp,
+            &symbol,
+            &side,
+            &amount,
+            &price,
+            &fee,
+            &fee_currency,
+            &cached_at,
+        ],
+    )
 }
 
 /// A SQLite failure on the store, mapped by the database layer (locked,

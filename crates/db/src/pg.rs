@@ -338,33 +338,77 @@ impl PgDb {
         self.transaction(Mode::Read, f)
     }
 
+    /// [`PgDb::write`] on the calling thread, for long operations (an
+    /// import) whose closure borrows what cannot cross threads. It must not
+    /// be called from an async task (the client would panic there): only
+    /// from plain threads, such as the CLI's, `spawn_blocking`'s or a
+    /// follower's.
+    pub fn write_here<T, E: From<DbError>>(
+        &self,
+        lock: LockKey,
+        f: impl FnOnce(&PgConn<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.transaction_retried(Mode::Write(lock), f)
+    }
+
+    /// [`PgDb::read`] on the calling thread; see [`PgDb::write_here`].
+    pub fn read_here<T, E: From<DbError>>(
+        &self,
+        f: impl FnOnce(&PgConn<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.transaction_retried(Mode::Read, f)
+    }
+
+    /// A connection of its own that listens on `channel` (`LISTEN`), for a
+    /// thread that waits for another process's `NOTIFY`.
+    pub fn listen(&self, channel: &str) -> Result<Listener, DbError> {
+        let mut client = self
+            .config
+            .connect(NoTls)
+            .map_err(|e| DbError::from_postgres(&self.target, e))?;
+        let quoted = format!("\"{}\"", channel.replace('"', "\"\""));
+        client
+            .batch_execute(&format!("LISTEN {quoted}"))
+            .map_err(|e| DbError::from_postgres(&self.target, e))?;
+        Ok(Listener {
+            client,
+            target: self.target.clone(),
+        })
+    }
+
     fn transaction<T: Send, E: From<DbError> + Send>(
         &self,
         mode: Mode,
         f: impl FnOnce(&PgConn<'_>) -> Result<T, E> + Send,
     ) -> Result<T, E> {
         std::thread::scope(|s| {
-            s.spawn(|| {
-                let mut f = Some(f);
-                match self.transaction_here(mode, &mut f) {
-                    // The connection broke while idle (the server
-                    // restarted): nothing of this operation ran yet, so it
-                    // begins once more, on a new connection.
-                    Attempt::Stale(_) => match self.transaction_here(mode, &mut f) {
-                        Attempt::Done(result) => result,
-                        Attempt::Stale(e) => Err(e),
-                    },
-                    Attempt::Done(result) => result,
-                }
-            })
-            .join()
-            .unwrap_or_else(|_| {
-                Err(E::from(DbError::Unavailable {
-                    target: self.target.clone(),
-                    detail: "a store operation panicked".into(),
-                }))
-            })
+            s.spawn(|| self.transaction_retried(mode, f))
+                .join()
+                .unwrap_or_else(|_| {
+                    Err(E::from(DbError::Unavailable {
+                        target: self.target.clone(),
+                        detail: "a store operation panicked".into(),
+                    }))
+                })
         })
+    }
+
+    /// A transaction on this thread, begun once more on a new connection
+    /// when the first could not begin (the connection broke while idle, as
+    /// when the server restarted: nothing of the operation ran yet).
+    fn transaction_retried<T, E: From<DbError>>(
+        &self,
+        mode: Mode,
+        f: impl FnOnce(&PgConn<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut f = Some(f);
+        match self.transaction_here(mode, &mut f) {
+            Attempt::Stale(_) => match self.transaction_here(mode, &mut f) {
+                Attempt::Done(result) => result,
+                Attempt::Stale(e) => Err(e),
+            },
+            Attempt::Done(result) => result,
+        }
     }
 
     /// One try at a transaction; `f` is taken only once it has begun.
@@ -454,5 +498,44 @@ impl PgDb {
             });
         }
         Ok(guard)
+    }
+}
+
+/// A connection listening for notifications; see [`PgDb::listen`].
+pub struct Listener {
+    client: Client,
+    target: String,
+}
+
+impl Listener {
+    /// Waits up to `timeout` for a notification; the payloads of those that
+    /// came (empty when none did). An error means the connection broke: make
+    /// a new listener.
+    pub fn wait(&mut self, timeout: Duration) -> Result<Vec<String>, DbError> {
+        use postgres::fallible_iterator::FallibleIterator;
+        let err = |e| DbError::from_postgres(&self.target, e);
+        let mut got = Vec::new();
+        let first = self
+            .client
+            .notifications()
+            .timeout_iter(timeout)
+            .next()
+            .map_err(err)?;
+        if let Some(first) = first {
+            got.push(first.payload().to_string());
+            // Whatever else already arrived, without waiting.
+            let mut notes = self.client.notifications();
+            let mut more = notes.iter();
+            while let Some(n) = more.next().map_err(err)? {
+                got.push(n.payload().to_string());
+            }
+        }
+        if self.client.is_closed() {
+            return Err(DbError::Unavailable {
+                target: self.target.clone(),
+                detail: "the listening connection closed".into(),
+            });
+        }
+        Ok(got)
     }
 }

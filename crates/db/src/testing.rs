@@ -173,9 +173,10 @@ impl PgCluster {
         let mut args = vec!["-D", &data, "-w", "-t", "60"];
         match action {
             "start" | "restart" => args.extend(["-l", &log, "-o", &options]),
+            "stop-fast" => args.extend(["-m", "fast"]),
             _ => args.extend(["-m", "immediate"]),
         }
-        args.push(action);
+        args.push(action.trim_end_matches("-fast"));
         // The log is written by the server's user.
         if self.as_nobody && !self.log().exists() {
             std::fs::write(self.log(), b"").map_err(|e| e.to_string())?;
@@ -191,6 +192,13 @@ impl PgCluster {
     /// Stops the server at once (as a crash would), keeping its data.
     pub fn stop(&self) -> Result<(), String> {
         self.pg_ctl("stop")
+    }
+
+    /// Stops the server cleanly, as an operator's restart does (`-m fast`:
+    /// sessions are ended and what was committed is kept, which
+    /// [`PgCluster::stop`] does not promise with this cluster's settings).
+    pub fn stop_clean(&self) -> Result<(), String> {
+        self.pg_ctl("stop-fast")
     }
 
     /// Starts the server again after [`PgCluster::stop`], on the same port.

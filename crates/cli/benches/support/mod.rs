@@ -48,14 +48,31 @@ impl Client {
 
     /// POSTs JSON and returns (status, body).
     pub fn post(&mut self, path: &str, body: &str) -> std::io::Result<(u16, String)> {
-        let req = format!(
+        self.request(path, "application/json", body.as_bytes())
+    }
+
+    /// POSTs bytes (an upload) and returns (status, body).
+    #[allow(dead_code)] // not every bench uploads
+    pub fn post_bytes(&mut self, path: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
+        self.request(path, "application/octet-stream", body)
+    }
+
+    fn request(
+        &mut self,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> std::io::Result<(u16, String)> {
+        let head = format!(
             "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+             Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
             self.host,
             self.token,
             body.len()
         );
-        self.reader.get_mut().write_all(req.as_bytes())?;
+        let mut req = head.into_bytes();
+        req.extend_from_slice(body);
+        self.reader.get_mut().write_all(&req)?;
         let bad =
             |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
         let mut line = String::new();

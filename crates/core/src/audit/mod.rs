@@ -34,7 +34,7 @@ mod tests;
 
 use std::fmt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tradebox_data::timestamp::{self, Micros};
@@ -248,11 +248,19 @@ pub trait AuditRows {
     fn append_audit(&self, entry: &AuditEntry, at: Micros) -> Result<i64, StoreError>;
 }
 
+/// How many rows the trail keeps in memory while its store cannot take
+/// them (see [`AuditLog::record_at`]).
+pub const SPOOL_LIMIT: usize = 10_000;
+
+/// Rows waiting for the store, oldest first, with their times.
+type Spool = std::sync::Mutex<std::collections::VecDeque<(AuditEntry, Micros)>>;
+
 /// The audit trail; see the module documentation.
 #[derive(Clone)]
 pub struct AuditLog {
     backend: Arc<dyn AuditBackend>,
     replica: Option<Arc<str>>,
+    spool: Arc<Spool>,
 }
 
 impl AuditLog {
@@ -283,6 +291,7 @@ impl AuditLog {
         AuditLog {
             backend,
             replica: None,
+            spool: Arc::default(),
         }
     }
 
@@ -305,16 +314,72 @@ impl AuditLog {
 
     /// Appends `entry` stamped with `at` (epoch microseconds): for callers
     /// that measured the time themselves, and for tests.
+    ///
+    /// When the store cannot take it for now (unavailable, as while
+    /// PostgreSQL restarts, or locked), the row is kept in memory with its
+    /// time, up to [`SPOOL_LIMIT`] rows, and written before the next one
+    /// (or by [`AuditLog::flush_spool`]) once the store answers again; the
+    /// error is still returned ([`StoreError::is_locked`]). A row is lost
+    /// only if this process ends before the store comes back, or the spool
+    /// is full.
     pub fn record_at(&self, entry: &AuditEntry, at: Micros) -> Result<i64, StoreError> {
         check_entry(entry)?;
-        match (&entry.replica, &self.replica) {
+        let stamped;
+        let entry = match (&entry.replica, &self.replica) {
             (None, Some(name)) => {
-                let mut stamped = entry.clone();
-                stamped.replica = Some(name.to_string());
-                self.backend.append(&stamped, at)
+                let mut e = entry.clone();
+                e.replica = Some(name.to_string());
+                stamped = e;
+                &stamped
             }
-            _ => self.backend.append(entry, at),
+            _ => entry,
+        };
+        let result = match self.flush_spool() {
+            Ok(_) => self.backend.append(entry, at),
+            // Still down: no second try for this row.
+            Err(e) => Err(e),
+        };
+        match result {
+            Err(e) if e.is_locked() => {
+                let mut spool = self.spool.lock().unwrap_or_else(PoisonError::into_inner);
+                if spool.len() < SPOOL_LIMIT {
+                    spool.push_back((entry.clone(), at));
+                } else {
+                    tracing::error!(
+                        "the audit spool is full ({SPOOL_LIMIT} rows waiting for the store): a row is lost"
+                    );
+                }
+                Err(e)
+            }
+            other => other,
         }
+    }
+
+    /// Writes the rows kept while the store was unavailable, oldest first;
+    /// how many. Stops at the first that fails (it stays, with those after it).
+    pub fn flush_spool(&self) -> Result<usize, StoreError> {
+        let mut spool = self.spool.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut written = 0;
+        while let Some((entry, at)) = spool.front() {
+            self.backend.append(entry, *at)?;
+            spool.pop_front();
+            written += 1;
+        }
+        if written > 0 {
+            tracing::info!(
+                rows = written,
+                "audit rows kept while the store was unavailable written"
+            );
+        }
+        Ok(written)
+    }
+
+    /// How many rows wait for the store.
+    pub fn spooled(&self) -> usize {
+        self.spool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// Entries matching `filter`, newest first.

@@ -507,3 +507,54 @@ fn copy_into_keeps_every_entry_its_time_and_replica() {
     assert!(matches!(err, StoreError::Invalid(_)), "{err}");
     assert_eq!(pg.count().unwrap(), 5);
 }
+
+#[test]
+fn rows_the_store_could_not_take_are_kept_and_written_once_it_answers() {
+    let cluster = PgCluster::start().unwrap();
+    let log = AuditLog::open_postgres(&cluster.database().unwrap())
+        .unwrap()
+        .with_replica("r1");
+    log.record_at(&entry("U0", Action::Analyze, Outcome::Ok), T0)
+        .unwrap();
+    cluster.stop_clean().unwrap();
+    // Down: each row is refused as "try again", and kept with its time.
+    for minute in 1..=3 {
+        let e = entry(&format!("U{minute}"), Action::Analyze, Outcome::Error);
+        let err = log.record_at(&e, T0 + minute * MINUTE).unwrap_err();
+        assert!(err.is_locked(), "{err}");
+    }
+    assert_eq!(log.spooled(), 3);
+    assert!(log.flush_spool().is_err());
+    assert_eq!(log.spooled(), 3, "a failed flush keeps every row");
+    cluster.restart().unwrap();
+    // Back: the next row writes the kept ones first, in order, each at its
+    // own time and with the replica's name.
+    log.record_at(&entry("U4", Action::Analyze, Outcome::Ok), T0 + 4 * MINUTE)
+        .unwrap();
+    assert_eq!(log.spooled(), 0);
+    let mut rows: Vec<(String, String, Option<String>)> = log
+        .query(&AuditFilter::default())
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.at, r.entry.user_id, r.entry.replica))
+        .collect();
+    rows.reverse();
+    let users: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(users, ["U0", "U1", "U2", "U3", "U4"]);
+    assert!(
+        rows.iter().all(|r| r.2.as_deref() == Some("r1")),
+        "{rows:?}"
+    );
+    let times: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    let mut sorted = times.clone();
+    sorted.sort();
+    assert_eq!(times, sorted, "kept rows keep their own times");
+    // Nothing kept: flushing writes nothing; a row the store refuses for
+    // another reason (an empty user) is not kept.
+    assert_eq!(log.flush_spool().unwrap(), 0);
+    let err = log
+        .record(&entry("", Action::Analyze, Outcome::Ok))
+        .unwrap_err();
+    assert!(!err.is_locked());
+    assert_eq!(log.spooled(), 0);
+}

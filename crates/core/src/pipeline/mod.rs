@@ -321,8 +321,14 @@ impl Pipeline {
 
     fn record(&self, entry: AuditEntry) {
         self.metrics.command(&entry);
-        if let Err(e) = self.audit.record(&entry) {
-            tracing::error!("audit trail: {e}");
+        match self.audit.record(&entry) {
+            Ok(_) => {}
+            Err(e) if e.is_locked() => {
+                tracing::warn!(
+                    "audit trail: {e}; the row is kept and written once the store answers"
+                )
+            }
+            Err(e) => tracing::error!("audit trail: {e}"),
         }
     }
 

@@ -126,10 +126,7 @@ pub(super) fn import(
         progress,
     };
     let trades = parse(input, path, opts)?;
-    let mut added = 0;
-    for t in &trades {
-        added += u64::from(w.insert_trade(t, None)?);
-    }
+    let added = w.insert_trades(trades.iter().map(|t| (t, None)))?;
     Ok((trades.len() as u64, added))
 }
 

@@ -18,7 +18,7 @@ use serde::Serialize;
 pub use self::csv::{CsvOptions, COLUMN_ALIASES};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::store::Store;
+use crate::store::Target;
 
 /// What a path to import holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -88,7 +88,7 @@ pub fn detect(path: &Path) -> Result<SourceKind> {
 /// Imports every path in one transaction and reports per path; `progress`
 /// has a stage per SQLite or CSV source and is finished at the end.
 pub fn import_paths(
-    store: &mut Store,
+    store: &mut impl Target,
     paths: &[PathBuf],
     csv_options: &CsvOptions,
     progress: &dyn Progress,

@@ -24,6 +24,9 @@ const REQUIRED: [&str; 8] = [
     "fee",
 ];
 
+/// Trades read before they are written.
+const BATCH: usize = 4096;
+
 /// Imports the `trades` table of `path`; returns (read, added).
 pub(super) fn import(
     w: &mut Writer<'_>,
@@ -39,18 +42,25 @@ pub(super) fn import(
         &format!("importing {}", path.display()),
         Some(u64::try_from(total).unwrap_or(0)),
     );
-    let mut reported = 0u64;
     let (mut read, mut added) = (0u64, 0u64);
+    // Written a batch at a time (one statement each on a shared store).
+    let mut batch: Vec<(Trade, Option<String>)> = Vec::with_capacity(BATCH);
+    let mut flush = |batch: &mut Vec<(Trade, Option<String>)>, w: &mut Writer<'_>| {
+        let rows = batch.iter().map(|(t, at)| (t, at.as_deref()));
+        added += w.insert_trades(rows)?;
+        progress.advance(batch.len() as u64);
+        batch.clear();
+        Ok::<(), Error>(())
+    };
     reader.each_after(0, None, |_, trade, cached_at| {
         read += 1;
-        added += u64::from(w.insert_trade(&trade, cached_at.as_deref())?);
-        if read.is_multiple_of(4096) {
-            progress.advance(read - reported);
-            reported = read;
+        batch.push((trade, cached_at));
+        if batch.len() == BATCH {
+            flush(&mut batch, w)?;
         }
         Ok(())
     })?;
-    progress.advance(read - reported);
+    flush(&mut batch, w)?;
     Ok((read, added))
 }
 

@@ -134,7 +134,7 @@ pub(crate) fn load(store: &Store, id: &str) -> Result<SourceState> {
 impl Writer<'_> {
     /// Writes a source's whole state (in the transaction of what it imported).
     pub(crate) fn save_source_state(&mut self, s: &SourceState) -> Result<()> {
-        self.tx()
+        self.local()?
             .execute(
                 &format!(
                     "INSERT OR REPLACE INTO source_state ({COLUMNS})
@@ -170,7 +170,7 @@ impl Writer<'_> {
         added: u64,
         refused: Option<&str>,
     ) -> Result<()> {
-        self.tx()
+        self.local()?
             .execute(
                 "INSERT INTO source_state (id, kind, path, added_total, rejected, rejected_total)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -200,7 +200,7 @@ impl Writer<'_> {
         added: u64,
     ) -> Result<()> {
         let at = self.now().to_string();
-        self.tx()
+        self.local()?
             .execute(
                 "INSERT OR REPLACE INTO source_files (source_id, fingerprint, name, added, imported_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
