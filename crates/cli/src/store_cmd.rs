@@ -275,6 +275,7 @@ fn report_json(report: &StoreReport, error: Option<&str>) -> serde_json::Value {
             "ok": found == wanted || *found == 0,
         })).collect::<Vec<_>>(),
         "clock_skew_ms": report.clock_skew_ms,
+        "tls": report.tls,
         "ok": error.is_none() && verdict(report),
     })
 }
@@ -299,6 +300,7 @@ pub fn check(json: bool, home: &Home) -> anyhow::Result<u8> {
                 target: url.redacted(),
                 schemas: Vec::new(),
                 clock_skew_ms: None,
+                tls: None,
             },
             Some(e.to_string()),
         ),
@@ -340,6 +342,9 @@ pub fn check(json: bool, home: &Home) -> anyhow::Result<u8> {
             format!("FAIL (over {MAX_SKEW_MS} ms: synchronise this machine's clock, e.g. with NTP)")
         };
         println!("  {:<20} {skew:+} ms {verdict}", "clock skew");
+    }
+    if let Some(tls) = &report.tls {
+        println!("  {:<20} {tls}", "encryption");
     }
     if let Some((state, replicas)) = &registry {
         println!("  {:<20} generation {}", "shared trades", state.generation);

@@ -764,3 +764,62 @@ fn postgres_restarting_under_load_loses_no_command_and_runs_none_twice() {
         assert_eq!(ran_rows, ran, "{user}: each command that ran, once");
     }
 }
+
+#[test]
+fn a_store_reached_over_verified_tls_serves_and_says_so() {
+    let cluster = PgCluster::start_tls().unwrap();
+    // A database of its own, then the URL that checks the server's
+    // certificate against the cluster's CA and name.
+    let plain = cluster.database().unwrap();
+    let base = plain.split('?').next().unwrap();
+    let url = format!(
+        "{base}?sslmode=verify-full&sslrootcert={}",
+        cluster.ca_file().display()
+    );
+    let home = shared_fixture_home(&url);
+    let (code, out) = cli(home.path(), &url, &["store", "check", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let tls = report["tls"].as_str().unwrap();
+    assert!(
+        tls.starts_with("TLSv1.") && tls.ends_with("(sslmode=verify-full)"),
+        "{report}"
+    );
+    // Served over it: a command, and an import another replica follows.
+    let env = [
+        ("TRADEBOX_STORE_URL", url.as_str()),
+        ("TRADEBOX_VALIDATOR_ENABLED", "no"),
+    ];
+    let second = tempfile::TempDir::new().unwrap();
+    let (a, b) = (
+        common::serve(home.path(), &env, &["--no-demo"]),
+        common::serve(second.path(), &env, &["--no-demo"]),
+    );
+    let reply = command(&a, "U1", "/analyze result = 6 * 7");
+    assert_eq!(reply["error"], false, "{reply}");
+    let before = common::trade_count();
+    assert_eq!(count_on(&b), Some(before));
+    let csv = "timestamp,exchange,account,symbol,side,amount,price\n\
+               2025-10-20T01:02:03,kraken,desk,BTC,buy,1,100\n";
+    let answer = http(
+        &a.base,
+        "POST",
+        "/api/v1/data/import?name=more.csv",
+        &[("Authorization", &format!("Bearer {}", a.token))],
+        csv.as_bytes(),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let started = Instant::now();
+    while count_on(&b) != Some(before + 1) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "B never served it"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A certificate check that fails refuses to start, saying why.
+    let wrong = format!("{base}?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem");
+    let (code, out) = cli(home.path(), &wrong, &["store", "check"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("sslrootcert=/nonexistent/ca.pem"), "{out}");
+}

@@ -106,6 +106,9 @@ pub struct StoreReport {
     /// (PostgreSQL only): replicas stamp times with their own clocks, so a
     /// large skew shifts the rate limit's window and the audit's order.
     pub clock_skew_ms: Option<i64>,
+    /// How the connection is secured (PostgreSQL only): the TLS version the
+    /// server reports, or `none`, and the `sslmode` asked for.
+    pub tls: Option<String>,
 }
 
 impl StoreReport {
@@ -133,6 +136,7 @@ pub fn inspect(url: &StoreUrl) -> Result<StoreReport, StoreError> {
                 target: url.redacted(),
                 schemas: Vec::new(),
                 clock_skew_ms: None,
+                tls: None,
             })
         }
         StoreUrl::Postgres(pg) => {
@@ -174,10 +178,19 @@ pub fn inspect(url: &StoreUrl) -> Result<StoreReport, StoreError> {
             })?;
             let after = tradebox_data::timestamp::now();
             let midpoint = before + (after - before) / 2;
+            let encryption = db.read(|c| {
+                c.query_one(
+                    "SELECT coalesce((SELECT version FROM pg_stat_ssl
+                                      WHERE pid = pg_backend_pid() AND ssl), 'none')",
+                    &[],
+                )
+                .map(|r| r.get::<_, String>(0))
+            })?;
             Ok(StoreReport {
                 target: url.redacted(),
                 schemas,
                 clock_skew_ms: Some((server_us - midpoint) / 1000),
+                tls: Some(format!("{encryption} (sslmode={})", db.sslmode())),
             })
         }
     }

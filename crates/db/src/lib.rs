@@ -25,6 +25,7 @@ pub mod schema;
 pub mod sqlite;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
+mod tls;
 
 pub use error::DbError;
 pub use pg::{PgConn, PgDb};

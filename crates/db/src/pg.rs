@@ -31,7 +31,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use postgres::types::ToSql;
-use postgres::{Client, Config, NoTls, Row, Statement};
+use postgres::{Client, Config, Row, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::DbError;
 
@@ -131,6 +132,10 @@ pub struct PgDb {
     /// Where the store is, for messages: host, port and database, never the
     /// password.
     target: String,
+    /// The TLS connector `sslmode` and `sslrootcert` asked for.
+    tls: MakeRustlsConnect,
+    /// `sslmode` as given (`prefer` when not).
+    sslmode: String,
     live: Mutex<Option<Live>>,
 }
 
@@ -248,18 +253,17 @@ pub fn describe(config: &Config) -> String {
 
 impl PgDb {
     /// Connects to the store at `url` (`postgres://user:pass@host:port/db`
-    /// or `host=... dbname=...`). TLS is not supported yet: a connection
-    /// string that requires it (`sslmode=require`) is refused.
+    /// or `host=... dbname=...`), over TLS as its `sslmode` and
+    /// `sslrootcert` say (see [`crate::tls`]).
     pub fn open(url: &str) -> Result<PgDb, DbError> {
-        let mut config: Config = url.parse().map_err(|e: postgres::Error| DbError::Config {
-            detail: format!("not a PostgreSQL connection string: {e}"),
-        })?;
-        if config.get_ssl_mode() == postgres::config::SslMode::Require {
-            return Err(DbError::Config {
-                detail: "sslmode=require: TLS connections to PostgreSQL are not supported yet"
-                    .into(),
-            });
-        }
+        let tls = crate::tls::settings(url)?;
+        let mut config: Config =
+            tls.conninfo
+                .parse()
+                .map_err(|e: postgres::Error| DbError::Config {
+                    detail: format!("not a PostgreSQL connection string: {e}"),
+                })?;
+        config.ssl_mode(tls.mode);
         config.connect_timeout(CONNECT_TIMEOUT);
         config.options(&format!(
             "-c statement_timeout={} -c lock_timeout={}",
@@ -270,6 +274,8 @@ impl PgDb {
         let db = PgDb {
             config,
             target,
+            tls: tls.connector,
+            sslmode: tls.shown,
             live: Mutex::new(None),
         };
         // Connect now, so that a wrong address is said at start.
@@ -280,6 +286,11 @@ impl PgDb {
     /// Where the store is, for messages (no password).
     pub fn target(&self) -> &str {
         &self.target
+    }
+
+    /// The connection's `sslmode` (see [`crate::tls`]).
+    pub fn sslmode(&self) -> &str {
+        &self.sslmode
     }
 
     /// Brings `component`'s schema to `version` by running `ddl` when the
@@ -364,7 +375,7 @@ impl PgDb {
     pub fn listen(&self, channel: &str) -> Result<Listener, DbError> {
         let mut client = self
             .config
-            .connect(NoTls)
+            .connect(self.tls.clone())
             .map_err(|e| DbError::from_postgres(&self.target, e))?;
         let quoted = format!("\"{}\"", channel.replace('"', "\"\""));
         client
@@ -488,7 +499,7 @@ impl PgDb {
         if !usable {
             let client = self
                 .config
-                .connect(NoTls)
+                .connect(self.tls.clone())
                 .map_err(|e| DbError::from_postgres(&self.target, e))?;
             *guard = Some(Live {
                 client,

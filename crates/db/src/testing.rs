@@ -15,8 +15,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use postgres::{Client, NoTls};
-
 /// The unprivileged user a root caller runs the server as.
 const NOBODY: (u32, u32) = (65534, 65534);
 
@@ -27,6 +25,8 @@ pub struct PgCluster {
     port: u16,
     as_nobody: bool,
     databases: AtomicU32,
+    /// TLS only ([`PgCluster::start_tls`]).
+    tls: bool,
 }
 
 fn bin_dir() -> Result<PathBuf, String> {
@@ -77,6 +77,18 @@ fn is_root() -> bool {
 impl PgCluster {
     /// Makes and starts a cluster.
     pub fn start() -> Result<PgCluster, String> {
+        PgCluster::start_with(false)
+    }
+
+    /// Makes and starts a cluster that takes TLS connections only, with a
+    /// server certificate for `localhost` and `127.0.0.1` signed by a CA of
+    /// its own ([`PgCluster::ca_file`]); [`PgCluster::url`] asks for
+    /// `sslmode=require`.
+    pub fn start_tls() -> Result<PgCluster, String> {
+        PgCluster::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Result<PgCluster, String> {
         let bin = bin_dir()?;
         let dir = tempfile::Builder::new()
             .prefix("tradebox-pg-")
@@ -100,6 +112,7 @@ impl PgCluster {
             port: 0,
             as_nobody,
             databases: AtomicU32::new(0),
+            tls,
         };
         cluster.run(
             "initdb",
@@ -113,6 +126,9 @@ impl PgCluster {
                 "--no-sync",
             ],
         )?;
+        if tls {
+            cluster.make_tls()?;
+        }
         // A port taken between its choice and the start is tried again.
         let mut last = String::new();
         for _ in 0..5 {
@@ -123,6 +139,63 @@ impl PgCluster {
             }
         }
         Err(last)
+    }
+
+    /// The CA file of a [`PgCluster::start_tls`] cluster (PEM).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    /// Writes a CA, the server's certificate and key, and the settings
+    /// that make TLS the only way in.
+    fn make_tls(&self) -> Result<(), String> {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let e = |e: rcgen::Error| e.to_string();
+        let ca_key = KeyPair::generate().map_err(e)?;
+        let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "tradebox test CA");
+        let ca = ca.self_signed(&ca_key).map_err(e)?;
+        let key = KeyPair::generate().map_err(e)?;
+        let mut server =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .map_err(e)?;
+        server
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let server = server.signed_by(&key, &ca, &ca_key).map_err(e)?;
+        let io = |e: std::io::Error| e.to_string();
+        std::fs::write(self.ca_file(), ca.pem()).map_err(io)?;
+        let data = self.data();
+        let (crt, pem) = (data.join("server.crt"), data.join("server.key"));
+        std::fs::write(&crt, server.pem()).map_err(io)?;
+        std::fs::write(&pem, key.serialize_pem()).map_err(io)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&pem, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        }
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "hostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .map_err(io)?;
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .map_err(io)?;
+        std::io::Write::write_all(
+            &mut conf,
+            b"ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+        )
+        .map_err(io)?;
+        if self.as_nobody {
+            for f in [&crt, &pem, &data.join("pg_hba.conf")] {
+                std::os::unix::fs::chown(f, Some(NOBODY.0), Some(NOBODY.1))
+                    .map_err(|e| format!("chown {}: {e}", f.display()))?;
+            }
+        }
+        Ok(())
     }
 
     fn command(&self, program: &str) -> Command {
@@ -208,26 +281,22 @@ impl PgCluster {
 
     /// The connection string of database `db`.
     pub fn url(&self, db: &str) -> String {
-        format!("postgres://tradebox@127.0.0.1:{}/{db}", self.port)
+        let tls = if self.tls { "?sslmode=require" } else { "" };
+        format!("postgres://tradebox@127.0.0.1:{}/{db}{tls}", self.port)
+    }
+
+    /// The port it listens on (loopback).
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// A new empty database, for one test; its connection string.
     pub fn database(&self) -> Result<String, String> {
         let n = self.databases.fetch_add(1, Ordering::SeqCst);
         let name = format!("t{n}");
-        // A thread of its own: the client must not run inside a test's
-        // async runtime (see `crate::pg`).
-        let url = self.url("postgres");
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let mut client = Client::connect(&url, NoTls).map_err(|e| e.to_string())?;
-                client
-                    .batch_execute(&format!("CREATE DATABASE {name}"))
-                    .map_err(|e| e.to_string())
-            })
-            .join()
-            .map_err(|_| "creating a database panicked".to_string())?
-        })?;
+        let db = crate::PgDb::open(&self.url("postgres")).map_err(|e| e.to_string())?;
+        db.write_one(|c| c.run(|client| client.batch_execute(&format!("CREATE DATABASE {name}"))))
+            .map_err(|e: crate::DbError| e.to_string())?;
         Ok(self.url(&name))
     }
 
@@ -336,7 +405,8 @@ mod tests {
     #[test]
     fn settings_that_cannot_be_used_are_refused() {
         for bad in [
-            "postgres://h/db?sslmode=require",
+            "postgres://h/db?sslmode=allow",
+            "postgres://h/db?sslmode=verify-full&sslrootcert=/nonexistent.pem",
             "postgres://h:notaport/db",
         ] {
             let e = PgDb::open(bad).unwrap_err();
