@@ -1,12 +1,16 @@
-//! Two `tradebox serve` replicas sharing one PostgreSQL store (a throwaway
-//! cluster): what one saves the other runs, the rate limit is exact across
-//! both, every command has its audit row in the shared store, and nothing
-//! of it lands in the homes' SQLite files. Then the database stops: commands
-//! are refused with "store unavailable" at once, and served again once it is
-//! back, without restarting the replicas. A Slack command retried against
-//! the other replica (HTTP mode behind a load balancer) runs once. The
-//! stores' own contract tests
-//! (crates/core) run every case on both backends; this is the binary's
+//! `tradebox serve` replicas sharing one PostgreSQL store (a throwaway
+//! cluster): what one saves the others run; the rate limit and running
+//! places are exact across them; an import through one is served by all;
+//! every command has its audit row in the shared store, and nothing of it
+//! lands in the homes' SQLite files. The database stopped (commands refused
+//! at once, served again without restarting the replicas) and restarted
+//! under load (none run twice, none lost, an audit row each). Slack: a
+//! command retried against the other replica (HTTP mode behind a load
+//! balancer) runs once; in Socket Mode every replica's connections get
+//! their share, an envelope delivered on every connection runs once, and
+//! one left unacknowledged by a replica that died runs once elsewhere. TLS:
+//! served over `verify-full`. The stores' own contract tests (crates/core,
+//! crates/data) run every case on both backends; this is the binary's
 //! wiring of `[store] url`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -822,4 +826,168 @@ fn a_store_reached_over_verified_tls_serves_and_says_so() {
     let (code, out) = cli(home.path(), &wrong, &["store", "check"]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("sslrootcert=/nonexistent/ca.pem"), "{out}");
+}
+
+/// The audit rows of `/analyze` with `code`, through `server`.
+fn analyze_rows(server: &common::Server, code: &str) -> Vec<Value> {
+    let a = http(
+        &server.base,
+        "GET",
+        "/api/v1/audit?action=analyze&limit=5000",
+        &[("Authorization", &format!("Bearer {}", server.token))],
+        b"",
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    a.json()["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["code"] == code)
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn socket_mode_spreads_over_replicas_and_runs_every_envelope_once() {
+    let cluster = PgCluster::start().unwrap();
+    let url = cluster.database().unwrap();
+    let slack = FakeSlack::start().unwrap();
+    let api = slack.api_url();
+    let env = [
+        ("TRADEBOX_STORE_URL", url.as_str()),
+        ("TRADEBOX_DATA_AS_OF", "latest"),
+        ("TRADEBOX_RATE_LIMIT_EXECUTIONS", "1000"),
+        ("TRADEBOX_VALIDATOR_ENABLED", "no"),
+        ("SLACK_BOT_TOKEN", fake::BOT_TOKEN),
+        ("SLACK_APP_TOKEN", fake::APP_TOKEN),
+        ("SLACK_API_URL", api.as_str()),
+    ];
+    let homes = [
+        shared_fixture_home(&url),
+        tempfile::TempDir::new().unwrap(),
+        tempfile::TempDir::new().unwrap(),
+    ];
+    let mut servers: Vec<common::Server> = homes
+        .iter()
+        .map(|h| common::serve(h.path(), &env, &["--no-demo"]))
+        .collect();
+    // Each replica opens its own connection to the one app.
+    slack
+        .block_on(slack.wait_for_sockets(3, Duration::from_secs(60)))
+        .unwrap();
+    let answered = |n: u64| {
+        slack
+            .block_on(
+                slack.wait_for("an answer", Duration::from_secs(60), move |v| {
+                    v.messages()
+                        .iter()
+                        .find(|m| m.all_text().contains(&format!("Analysis complete: {n}")))
+                        .cloned()
+                }),
+            )
+            .unwrap_or_else(|e| panic!("{e}: {:#?}", slack.messages()));
+    };
+    let answers_of = |n: u64| {
+        slack
+            .messages()
+            .iter()
+            .filter(|m| !m.deleted && m.all_text().contains(&format!("Analysis complete: {n}")))
+            .count()
+    };
+    let send_all = |ns: &[u64]| {
+        let commands: Vec<SlashCommand> = ns
+            .iter()
+            .map(|n| SlashCommand::new("/analyze", &format!("result = {n}")))
+            .collect();
+        // At once, each from a thread of its own.
+        std::thread::scope(|s| {
+            let sent: Vec<_> = commands
+                .iter()
+                .map(|c| {
+                    let slack = &slack;
+                    s.spawn(move || {
+                        slack
+                            .block_on(slack.send_command(c, Duration::from_secs(60)))
+                            .unwrap()
+                    })
+                })
+                .collect();
+            sent.into_iter()
+                .map(|t| t.join().unwrap())
+                .collect::<Vec<_>>()
+        })
+    };
+
+    // Spread: six commands, two on each replica's connection.
+    let first: Vec<u64> = (1001..=1006).collect();
+    send_all(&first);
+    let mut ran_by = std::collections::BTreeSet::new();
+    for &n in &first {
+        answered(n);
+        let rows = analyze_rows(&servers[0], &format!("result = {n}"));
+        assert_eq!(rows.len(), 1, "{n}: {rows:?}");
+        ran_by.insert(rows[0]["replica"].as_str().unwrap().to_string());
+    }
+    assert_eq!(ran_by.len(), 3, "every replica took its share: {ran_by:?}");
+
+    // The same envelope on every connection, so on every replica: it
+    // runs once.
+    let sockets = slack.live_sockets();
+    slack.duplicate_deliveries(1);
+    let ack = send_all(&[2002]).remove(0);
+    answered(2002);
+    let started = Instant::now();
+    while slack
+        .acks()
+        .iter()
+        .filter(|a| a.envelope_id == ack.envelope_id)
+        .count()
+        < sockets
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not acknowledged on every connection"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(answers_of(2002), 1, "{:#?}", slack.messages());
+    assert_eq!(analyze_rows(&servers[0], "result = 2002").len(), 1);
+
+    // A replica that stops answering (stopped, then killed with -9) holds
+    // an envelope it never acknowledged: Slack delivers it again on
+    // another connection, where it runs, once.
+    let pid = servers[0].child.id().to_string();
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    // One envelope per open connection: round robin gives A's its share.
+    let sockets = slack.live_sockets() as u64;
+    eprintln!("{sockets} connections open");
+    let third: Vec<u64> = (3001..=3000 + sockets).collect();
+    let acks = std::thread::scope(|s| {
+        let sent = s.spawn(|| send_all(&third));
+        std::thread::sleep(Duration::from_secs(2));
+        servers[0].child.kill().unwrap();
+        servers[0].child.wait().unwrap();
+        sent.join().unwrap()
+    });
+    assert!(
+        acks.iter().any(|a| a.deliveries >= 2),
+        "one envelope was delivered again: {acks:?}"
+    );
+    for &n in &third {
+        answered(n);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    for &n in &third {
+        assert_eq!(answers_of(n), 1, "{n}");
+        assert_eq!(
+            analyze_rows(&servers[1], &format!("result = {n}")).len(),
+            1,
+            "{n}"
+        );
+    }
 }

@@ -210,6 +210,14 @@ impl FakeSlack {
         self.shared.lock().drop_after_delivery += n;
     }
 
+    /// The next `n` envelopes are each delivered on every open connection
+    /// at once, as Slack may deliver one again elsewhere when its
+    /// acknowledgement seems late: with several replicas, each of them gets
+    /// the same command.
+    pub fn duplicate_deliveries(&self, n: u32) {
+        self.shared.lock().duplicate += n;
+    }
+
     /// Drops every open socket (no closing handshake).
     pub fn drop_sockets(&self) {
         let data = self.shared.lock();

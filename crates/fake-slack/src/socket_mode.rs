@@ -1,8 +1,11 @@
 //! The Socket Mode server: accepts WebSockets (`hello` on connect), spreads
-//! envelopes over the open connections (round robin), matches acks to
-//! envelopes, and redelivers what was not acknowledged on the next
-//! connection (with `retry_attempt`), as Slack does; and the methods that
-//! send slash commands and button presses over it and wait for the ack.
+//! envelopes over the open connections (round robin: with several
+//! replicas, each gets its share), matches acks to envelopes, and
+//! redelivers what was not acknowledged when its connection closes on
+//! another one (with `retry_attempt`), as Slack does; on request it
+//! delivers an envelope on every open connection at once
+//! ([`FakeSlack::duplicate_deliveries`]). And the methods that send slash
+//! commands and button presses over it and wait for the ack.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -239,10 +242,19 @@ fn deliver_pending(data: &mut Data) {
         p.sent_at = Instant::now();
         let frame = p.envelope.to_string();
         let _ = tx.send(if drop_now {
-            WsCommand::SendThenDrop(frame)
+            WsCommand::SendThenDrop(frame.clone())
         } else {
-            WsCommand::Send(frame)
+            WsCommand::Send(frame.clone())
         });
+        // The same envelope on every other connection too, when asked.
+        if data.duplicate > 0 && conns.len() > 1 {
+            data.duplicate -= 1;
+            for other in conns.iter().filter(|&&c| c != conn) {
+                if let Some(tx) = data.sockets.get(other) {
+                    let _ = tx.send(WsCommand::Send(frame.clone()));
+                }
+            }
+        }
     }
 }
 

@@ -214,6 +214,8 @@ pub(crate) struct Data {
     pub(crate) opens: u32,
     pub(crate) connects: u32,
     pub(crate) drop_after_delivery: u32,
+    /// Envelopes still to be delivered on two connections at once.
+    pub(crate) duplicate: u32,
     /// Every Web API method answers 503 until then.
     pub(crate) outage_until: Option<Instant>,
 }
