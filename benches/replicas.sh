@@ -7,8 +7,9 @@
 # scripts/test does): each store operation a command makes, the rate-limit
 # check from 50 users at once, /runfunc and /listfuncs through a real
 # `tradebox serve` on each (what PostgreSQL adds per command, target 1 ms),
-# and 1, 2 and 3 replicas sharing the PostgreSQL store (answers per second
-# and CPU per answer).
+# 1, 2 and 3 replicas sharing the PostgreSQL store (answers per second
+# and CPU per answer), and the publication lag: an import through one of
+# three replicas until all three answer with it (target 5 s).
 # Usage: benches/replicas.sh [--n N] [--requests N] [--seconds S]
 #   env: ROWS (100000), BENCH_N (2000), BENCH_REQUESTS (300), BENCH_SECONDS (8),
 #        BENCH_RUNTIME (default: target/tmp/bench-runtime, reused)

@@ -6,15 +6,21 @@
 //! The client is the synchronous `postgres` crate, which runs its own small
 //! async runtime for each call; calling it from a thread that is already
 //! inside a runtime (a tokio worker, where the pipeline runs) would panic.
-//! Every transaction therefore runs on a scoped thread of its own, which
-//! borrows the caller's closure (no `'static` needed) and costs tens of
-//! microseconds beside the round trips.
+//! On a worker of a multi-threaded runtime (`serve`) a transaction runs in
+//! place after `block_in_place` has handed the worker's other tasks on;
+//! on a single-threaded runtime's thread it runs on a scoped thread of its
+//! own, which borrows the caller's closure (no `'static` needed); on a
+//! plain thread, in place. Long operations of plain threads
+//! (an import, a mirror's sync) run where they are called
+//! ([`PgDb::write_here`], [`PgDb::read_here`]). TLS follows libpq's
+//! `sslmode` and `sslrootcert` ([`crate::tls`]).
 //!
 //! Round trips are what a command pays here, so: each connection keeps its
 //! prepared statements (one round trip per statement after the first use,
 //! not a prepare and an execute each time); a write's `BEGIN` and its
-//! advisory lock go in one round trip; a write of one statement (an audit
-//! row) runs on its own, without `BEGIN` and `COMMIT`.
+//! advisory lock go in one round trip; an operation of one statement (an
+//! audit row, fetching a function, counting its use) runs on its own,
+//! without `BEGIN` and `COMMIT` ([`PgDb::write_one`], [`PgDb::read_one`]).
 //!
 //! A connection that broke while idle (the server restarted) is found out
 //! when a transaction cannot begin on it (for a single statement on a
@@ -340,6 +346,16 @@ impl PgDb {
         self.transaction(Mode::Single, f)
     }
 
+    /// Runs `f`, which must run exactly one statement (consistent by
+    /// itself), without a transaction around it: [`PgDb::write_one`] for a
+    /// read.
+    pub fn read_one<T: Send, E: From<DbError> + Send>(
+        &self,
+        f: impl FnOnce(&PgConn<'_>) -> Result<T, E> + Send,
+    ) -> Result<T, E> {
+        self.transaction(Mode::Single, f)
+    }
+
     /// Runs `f` in one read transaction (`REPEATABLE READ`: a consistent
     /// snapshot).
     pub fn read<T: Send, E: From<DbError> + Send>(
@@ -392,6 +408,20 @@ impl PgDb {
         mode: Mode,
         f: impl FnOnce(&PgConn<'_>) -> Result<T, E> + Send,
     ) -> Result<T, E> {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        match Handle::try_current().map(|h| h.runtime_flavor()) {
+            // A plain thread: here.
+            Err(_) => return self.transaction_retried(mode, f),
+            // A worker of a multi-threaded runtime (`serve`): here too, once
+            // the worker has handed its other tasks on (no thread to start
+            // and wait for, which with idle CPUs costs a wake-up each time).
+            Ok(RuntimeFlavor::MultiThread) => {
+                return tokio::task::block_in_place(|| self.transaction_retried(mode, f))
+            }
+            // A single-threaded runtime cannot hand its tasks on: a thread
+            // of its own.
+            Ok(_) => {}
+        }
         std::thread::scope(|s| {
             s.spawn(|| self.transaction_retried(mode, f))
                 .join()

@@ -161,6 +161,20 @@ pub trait FunctionBackend: Send + Sync {
 
     /// Runs `body` in one read transaction (a consistent snapshot).
     fn read(&self, body: FunctionTx<'_>) -> Result<(), StoreError>;
+
+    /// [`FunctionBackend::read`] of `body`, which makes exactly one
+    /// statement (consistent by itself): a backend may run it without a
+    /// transaction around it (one round trip instead of three on
+    /// PostgreSQL).
+    fn read_one(&self, body: FunctionTx<'_>) -> Result<(), StoreError> {
+        self.read(body)
+    }
+
+    /// [`FunctionBackend::write`] of `body`, which makes exactly one
+    /// statement (atomic by itself), as [`FunctionBackend::read_one`].
+    fn write_one(&self, body: FunctionTx<'_>) -> Result<(), StoreError> {
+        self.write(body)
+    }
 }
 
 /// The functions and their versions inside a transaction of a
@@ -305,6 +319,26 @@ impl FunctionStore {
         out.ok_or_else(body_not_run)
     }
 
+    /// Runs `f`, which makes one statement (a write when `write`), as
+    /// [`FunctionBackend::read_one`] and [`FunctionBackend::write_one`].
+    fn one<T: Send>(
+        &self,
+        write: bool,
+        mut f: impl FnMut(&dyn FunctionRows) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        let mut out = None;
+        let mut body = |rows: &dyn FunctionRows| {
+            out = Some(f(rows)?);
+            Ok(())
+        };
+        if write {
+            self.backend.write_one(&mut body)?;
+        } else {
+            self.backend.read_one(&mut body)?;
+        }
+        out.ok_or_else(body_not_run)
+    }
+
     /// Runs `f` in one read transaction and returns what it produced.
     fn read<T: Send>(
         &self,
@@ -394,14 +428,16 @@ impl FunctionStore {
 
     /// The live function called exactly `name` (case-sensitive).
     pub fn get(&self, name: &str) -> Result<Option<Function>, StoreError> {
-        self.read(|rows| live(rows, name))
+        // One statement: no transaction needed around it.
+        self.one(false, |rows| live(rows, name))
     }
 
     /// Counts one use of `name` (`use_count + 1`, `last_used` = now) and
     /// returns the function as updated, in one transaction: the count is
     /// exact however many runs finish at once.
     pub fn record_use(&self, name: &str) -> Result<Function, StoreError> {
-        self.write(|rows| {
+        // One UPDATE, atomic by itself (its row lock orders concurrent ones).
+        self.one(true, |rows| {
             rows.count_use(name, &now_text())?
                 .ok_or_else(|| not_found(name))
         })

@@ -87,6 +87,14 @@ impl FunctionBackend for PgFunctions {
     fn read(&self, body: FunctionTx<'_>) -> Result<(), StoreError> {
         self.db.read(|c| body(c))
     }
+
+    fn read_one(&self, body: FunctionTx<'_>) -> Result<(), StoreError> {
+        self.db.read_one(|c| body(c))
+    }
+
+    fn write_one(&self, body: FunctionTx<'_>) -> Result<(), StoreError> {
+        self.db.write_one(|c| body(c))
+    }
 }
 
 fn to_u64(n: i64) -> u64 {

@@ -105,6 +105,23 @@ pub trait RateLimitRows {
         self.forget(Some(user), cutoff)?;
         self.count_after(user, cutoff)
     }
+
+    /// [`RateLimitRows::forget_and_count`], then [`RateLimitRows::add`] of
+    /// an event at `at` when the count is below `limit`: the count before
+    /// the event. A backend may do it all at once.
+    fn forget_count_and_add(
+        &self,
+        user: &str,
+        cutoff: Micros,
+        at: Micros,
+        limit: u64,
+    ) -> Result<u64, StoreError> {
+        let counted = self.forget_and_count(user, cutoff)?;
+        if counted < limit {
+            self.add(user, at)?;
+        }
+        Ok(counted)
+    }
 }
 
 /// The shared sliding-window limiter; see the module documentation.
@@ -202,9 +219,8 @@ impl RateLimiter {
         let limit = u64::from(self.executions);
         self.write(|rows| {
             // Events at or before the cut-off no longer count: drop them.
-            let counted = rows.forget_and_count(user, cutoff)?;
+            let counted = rows.forget_count_and_add(user, cutoff, now_us, limit)?;
             if counted < limit {
-                rows.add(user, now_us)?;
                 let remaining = u32::try_from(limit - counted - 1).unwrap_or(0);
                 return Ok(Decision::Allowed { remaining });
             }

@@ -97,6 +97,34 @@ impl RateLimitRows for PgConn<'_> {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
+    fn forget_count_and_add(
+        &self,
+        user: &str,
+        cutoff: Micros,
+        at: Micros,
+        limit: u64,
+    ) -> Result<u64, StoreError> {
+        // One statement (one round trip): its parts see the same snapshot,
+        // taken after the transaction's lock, so the count is exact; the new
+        // event goes in only below the limit, and is not in the count.
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let n: i64 = self
+            .query_one(
+                "WITH forgotten AS (
+                     DELETE FROM rate_limit_events WHERE user_id = $1 AND at <= $2
+                 ), counted AS (
+                     SELECT count(*) AS n FROM rate_limit_events WHERE user_id = $1 AND at > $2
+                 ), added AS (
+                     INSERT INTO rate_limit_events (user_id, at)
+                     SELECT $1, $3 FROM counted WHERE n < $4
+                 )
+                 SELECT n FROM counted",
+                &[&user, &cutoff, &at, &limit],
+            )?
+            .get(0);
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     fn add(&self, user: &str, at: Micros) -> Result<(), StoreError> {
         self.execute(
             "INSERT INTO rate_limit_events (user_id, at) VALUES ($1, $2)",
