@@ -60,7 +60,7 @@ fn text_of(reply: &Value) -> String {
 }
 
 #[test]
-fn two_replicas_share_one_postgres_store() {
+fn three_replicas_share_one_postgres_store() {
     let cluster = PgCluster::start().unwrap();
     let url = cluster.database().unwrap();
     let env = [
@@ -70,13 +70,18 @@ fn two_replicas_share_one_postgres_store() {
         ("TRADEBOX_RATE_LIMIT_WINDOW_SECONDS", "600"),
         ("TRADEBOX_VALIDATOR_ENABLED", "no"),
     ];
-    // A holds the fixture (imported into the shared store); B nothing: it
-    // mirrors the shared trades when it starts.
-    let (home_a, home_b) = (shared_fixture_home(&url), tempfile::TempDir::new().unwrap());
+    // A holds the fixture (imported into the shared store); B and C
+    // nothing: they mirror the shared trades when they start.
+    let (home_a, home_b, home_c) = (
+        shared_fixture_home(&url),
+        tempfile::TempDir::new().unwrap(),
+        tempfile::TempDir::new().unwrap(),
+    );
     let a = common::serve(home_a.path(), &env, &["--no-demo"]);
     let b = common::serve(home_b.path(), &env, &["--no-demo"]);
+    let c = common::serve(home_c.path(), &env, &["--no-demo"]);
 
-    // Saved on A, listed and run on B.
+    // Saved on A, listed on B, run on C.
     let saved = command(
         &a,
         "U1",
@@ -85,7 +90,7 @@ fn two_replicas_share_one_postgres_store() {
     assert_eq!(saved["error"], false, "{saved}");
     let listed = command(&b, "U2", "/listfuncs");
     assert!(text_of(&listed).contains("shared_count"), "{listed}");
-    let ran = command(&b, "U1", "/runfunc shared_count");
+    let ran = command(&c, "U1", "/runfunc shared_count");
     assert_eq!(ran["error"], false, "{ran}");
     let expected = common::trade_count().to_string();
     assert!(text_of(&ran).contains(&expected), "{ran}");
@@ -158,7 +163,7 @@ fn two_replicas_share_one_postgres_store() {
         deleted_by.contains(&format!(":{}", b.child.id())),
         "{deleted_by}"
     );
-    for home in [&home_a, &home_b] {
+    for home in [&home_a, &home_b, &home_c] {
         let conn = rusqlite::Connection::open(home.path().join("tradebox.db")).unwrap();
         let has: i64 = conn
             .query_row(

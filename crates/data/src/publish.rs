@@ -57,16 +57,24 @@ pub fn import_and_publish(
     let imports = import::import_paths(&mut store, paths, options, progress)?;
     let root = home.snapshot_root();
     let changed = imports.iter().any(|r| r.added > 0);
-    let publish = || -> Result<(Manifest, bool, Duration)> {
-        match snapshot::current(&root)? {
-            Some((_, m)) if !changed => Ok((m, false, Duration::ZERO)),
-            _ => {
-                let p = snapshot::publish(&store, &root, Mode::Compacted)?;
-                Ok((p.manifest, true, p.took))
-            }
+    let published = match snapshot::current(&root) {
+        Ok(Some((_, m))) if !changed => Ok((m, false, Duration::ZERO)),
+        Ok(_) => {
+            snapshot::publish(&store, &root, Mode::Compacted).map(|p| (p.manifest, true, p.took))
         }
+        Err(e) => Err(e),
     };
-    match publish() {
+    finish(root, imports, published)
+}
+
+/// What an import whose trades were committed returns: the version current
+/// after its publication, or [`Error::Publish`] with the import's reports.
+fn finish(
+    root: PathBuf,
+    imports: Vec<ImportReport>,
+    published: Result<(Manifest, bool, Duration)>,
+) -> Result<Imported> {
+    match published {
         Ok((manifest, published, export_time)) => Ok(Imported {
             snapshot_dir: snapshot::version_dir(&root, manifest.version),
             imports,
@@ -108,20 +116,8 @@ fn import_shared(
             }
         }
     };
-    match publish() {
-        Ok((manifest, published, export_time)) => Ok(Imported {
-            snapshot_dir: snapshot::version_dir(&root, manifest.version),
-            imports,
-            manifest,
-            published,
-            export_time,
-        }),
-        Err(source) => Err(Error::Publish {
-            root,
-            imports,
-            source: Box::new(source),
-        }),
-    }
+    let published = publish();
+    finish(root, imports, published)
 }
 
 #[cfg(test)]

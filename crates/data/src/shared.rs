@@ -293,6 +293,25 @@ impl Shared {
                     after = tx
                         .query_row("SELECT coalesce(max(id), 0) FROM trades", [], |r| r.get(0))
                         .map_err(err)?;
+                    // Written by nothing but this: an import into the file
+                    // itself (without the store's URL) is said, not merged.
+                    let mirrored: Option<String> = tx
+                        .query_row(
+                            "SELECT value FROM store_meta WHERE key = 'mirror_max_id'",
+                            [],
+                            |r| r.get(0),
+                        )
+                        .optional()
+                        .map_err(err)?;
+                    if mirrored.is_some_and(|m| m != after.to_string()) {
+                        return Err(Error::InvalidArgument(format!(
+                            "the local store {} was changed outside the shared store {} (an \
+                             import without [store] url?); move the file away: it is made \
+                             again from the shared store",
+                            w.path().display(),
+                            self.db.target()
+                        )));
+                    }
                 }
                 let mut pulled = 0u64;
                 let mut insert = tx
@@ -352,19 +371,7 @@ impl Shared {
                         .map_err(err)?;
                     }
                 }
-                // The mirror takes the shared identity: a snapshot version
-                // made from it names the shared store's content.
-                tx.execute(
-                    "INSERT OR REPLACE INTO store_meta (key, value) VALUES
-                     ('identity', ?1), ('mirror_identity', ?1),
-                     ('mirror_generation', ?2), ('mirror_snapshots_generation', ?3)",
-                    params![
-                        state.identity,
-                        state.generation.to_string(),
-                        state.snapshots_generation.to_string()
-                    ],
-                )
-                .map_err(err)?;
+                mark_mirror(w, &state)?;
                 Ok(Some(pulled))
             })
         })
@@ -587,20 +594,7 @@ impl Shared {
         })?;
         // `local` holds exactly what the shared store now holds.
         let state = self.state()?;
-        local.write(|w| {
-            w.local()?
-                .execute(
-                    "INSERT OR REPLACE INTO store_meta (key, value) VALUES
-                     ('identity', ?1), ('mirror_identity', ?1),
-                     ('mirror_generation', ?2), ('mirror_snapshots_generation', ?3)",
-                    params![
-                        state.identity,
-                        state.generation.to_string(),
-                        state.snapshots_generation.to_string()
-                    ],
-                )
-                .map_err(|e| store_error(w.path(), e))
-        })?;
+        local.write(|w| mark_mirror(w, &state))?;
         Ok(counts)
     }
 }
@@ -646,6 +640,26 @@ impl Target for Shared {
     fn summary(&self) -> Result<StoreSummary> {
         Shared::summary(self)
     }
+}
+
+/// Records in a local store that it holds what the shared store held at
+/// `state`; it takes the shared identity, so a snapshot version made from it
+/// names the shared store's content.
+fn mark_mirror(w: &Writer<'_>, state: &SharedState) -> Result<()> {
+    w.local()?
+        .execute(
+            "INSERT OR REPLACE INTO store_meta (key, value) VALUES
+             ('identity', ?1), ('mirror_identity', ?1),
+             ('mirror_generation', ?2), ('mirror_snapshots_generation', ?3),
+             ('mirror_max_id', (SELECT CAST(coalesce(max(id), 0) AS TEXT) FROM trades))",
+            params![
+                state.identity,
+                state.generation.to_string(),
+                state.snapshots_generation.to_string()
+            ],
+        )
+        .map(drop)
+        .map_err(|e| store_error(w.path(), e))
 }
 
 fn read_state(c: &PgConn<'_>) -> Result<SharedState> {

@@ -201,6 +201,34 @@ fn a_removal_is_mirrored_whole_and_a_foreign_local_store_is_never_overwritten() 
         500
     );
 
+    // Trades imported into the mirror itself (without the store's URL):
+    // said at the next sync, not merged or overwritten.
+    let csv = dirs[1].path().join("local.csv");
+    std::fs::write(
+        &csv,
+        "timestamp,exchange,account,symbol,side,amount,price\n\
+         2025-01-02T03:04:05,kraken,desk,BTC,buy,1,100\n",
+    )
+    .unwrap();
+    let plain = Home::new(dirs[0].path());
+    import_and_publish(
+        &plain,
+        std::slice::from_ref(&csv),
+        &CsvOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
+    demo::write(&mut shared, &spec(10, 4), false, &NoProgress).unwrap();
+    let err = shared.sync_home(&a).unwrap_err().to_string();
+    assert!(
+        err.contains("was changed outside the shared store"),
+        "{err}"
+    );
+    assert_eq!(
+        Store::open(&a.store_path()).unwrap().trade_count().unwrap(),
+        501
+    );
+
     // A home whose own store holds trades it never mirrored: refused, and
     // its file keeps every trade.
     let own = Home::new(dirs[1].path());
