@@ -633,6 +633,12 @@ fn an_import_through_one_replica_is_served_by_all_three() {
         }
     }
 
+    // Each replica says its mirror keeps up.
+    for s in &servers {
+        let ready = http(&s.base, "GET", "/readyz", &[], b"").json();
+        assert_eq!(ready["checks"]["mirror"]["ok"], true, "{ready}");
+    }
+
     // Each replica's file is a mirror; the trades are in the shared store.
     let (code, out) = cli(homes[2].path(), &url, &["data", "info", "--json"]);
     assert_eq!(code, 0, "{out}");

@@ -13,6 +13,8 @@ pub struct Home {
     /// `postgres://...` of the shared trade store ([`crate::shared`]); its
     /// password never shows in `Debug`.
     shared: Option<String>,
+    /// How mirroring the shared store goes, shared by every clone.
+    mirror: std::sync::Arc<crate::shared::MirrorHealth>,
 }
 
 impl std::fmt::Debug for Home {
@@ -33,6 +35,7 @@ impl Home {
         Home {
             root: root.into(),
             shared: None,
+            mirror: Default::default(),
         }
     }
 
@@ -47,6 +50,12 @@ impl Home {
     /// The connection string of the shared trade store, if the home has one.
     pub fn shared_store(&self) -> Option<&str> {
         self.shared.as_deref()
+    }
+
+    /// How the follower's mirroring of the shared store goes (for
+    /// readiness), the same for every clone of this home.
+    pub fn mirror_health(&self) -> &crate::shared::MirrorHealth {
+        &self.mirror
     }
 
     pub fn root(&self) -> &Path {

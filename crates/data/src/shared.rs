@@ -137,6 +137,64 @@ pub struct ReplicaSnapshot {
     pub age_seconds: f64,
 }
 
+/// How a replica's follower is doing: when it last brought the mirror to
+/// the shared store, and its last error since. `/readyz` fails a replica
+/// whose mirror has not been brought up to date for [`MirrorHealth::STALE`].
+#[derive(Debug, Default)]
+pub struct MirrorHealth {
+    state: std::sync::Mutex<MirrorState>,
+}
+
+#[derive(Debug, Default)]
+struct MirrorState {
+    ok_at: Option<Instant>,
+    generation: i64,
+    error: Option<String>,
+}
+
+impl MirrorHealth {
+    /// How long a mirror may go without a successful sync and still be
+    /// ready (a follower looks every [`POLL`]).
+    pub const STALE: Duration = Duration::from_secs(30);
+
+    fn record(&self, synced: &Result<Synced>) {
+        let mut s = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match synced {
+            Ok(synced) => {
+                s.ok_at = Some(Instant::now());
+                s.generation = synced.generation;
+                s.error = None;
+            }
+            Err(e) => s.error = Some(e.to_string()),
+        }
+    }
+
+    /// `Ok` with what it serves, or `Err` with why the mirror is stale;
+    /// `None` while no follower has run.
+    pub fn check(&self) -> Option<std::result::Result<String, String>> {
+        let s = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let error = s.error.as_deref().unwrap_or("no sync has succeeded");
+        match s.ok_at {
+            None if s.error.is_none() => None,
+            None => Some(Err(format!(
+                "the shared trades were never mirrored: {error}"
+            ))),
+            Some(at) if at.elapsed() > Self::STALE => Some(Err(format!(
+                "the shared trades were last mirrored {:.0} s ago (generation {}): {error}",
+                at.elapsed().as_secs_f64(),
+                s.generation
+            ))),
+            Some(_) => Some(Ok(format!("generation {} mirrored", s.generation))),
+        }
+    }
+}
+
 /// The shared trade store; see the module documentation.
 pub struct Shared {
     db: PgDb,
@@ -455,6 +513,7 @@ impl Shared {
         let mut recorded: Option<i64> = None;
         loop {
             let synced = self.sync_home(home);
+            home.mirror_health().record(&synced);
             if let Ok(s) = &synced {
                 // The registry learns each generation this replica serves
                 // (also one another process synced into its home).
@@ -724,4 +783,38 @@ pub fn balance_snapshots(shared: &Shared) -> Result<Vec<BalanceSnapshot>> {
         })
         .collect()
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_health_says_whether_the_mirror_keeps_up() {
+        let health = MirrorHealth::default();
+        assert_eq!(health.check(), None, "no follower yet");
+        let failed: Result<Synced> = Err(Error::InvalidArgument("store down".into()));
+        health.record(&failed);
+        let err = health.check().unwrap().unwrap_err();
+        assert!(err.contains("never mirrored: store down"), "{err}");
+        let synced: Result<Synced> = Ok(Synced {
+            generation: 7,
+            pulled: 3,
+            published: None,
+        });
+        health.record(&synced);
+        assert_eq!(health.check(), Some(Ok("generation 7 mirrored".into())));
+        // A failure after a recent success is not stale yet.
+        health.record(&failed);
+        assert!(health.check().unwrap().is_ok());
+        // One long past is.
+        health.state.lock().unwrap().ok_at =
+            Instant::now().checked_sub(MirrorHealth::STALE + Duration::from_secs(1));
+        let err = health.check().unwrap().unwrap_err();
+        assert!(
+            err.contains("last mirrored 31 s ago (generation 7): store down"),
+            "{err}"
+        );
+    }
 }

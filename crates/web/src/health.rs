@@ -96,12 +96,17 @@ fn check(name: &'static str, result: Result<String, String>) -> Check {
 
 /// Every check, run off the async threads (the store read blocks).
 fn readiness(state: &AppState) -> Vec<Check> {
-    checks(
+    let mut checks = checks(
         state.pipeline.executor_status().as_ref(),
         state.pipeline.runs_code(),
         state.pipeline.check_store().map_err(|e| e.to_string()),
         published(&state.home.snapshot_root()),
-    )
+    );
+    // With a shared trade store: whether this replica's mirror keeps up.
+    if let Some(mirror) = state.home.mirror_health().check() {
+        checks.push(check("mirror", mirror));
+    }
+    checks
 }
 
 /// The checks from what was found: the executor's state, whether there is
