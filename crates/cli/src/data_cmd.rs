@@ -177,7 +177,7 @@ pub fn run(cmd: &DataCommand, home: &Home, quiet: bool) -> anyhow::Result<()> {
         DataCommand::Snapshot => {
             if let Some(shared) = crate::app::shared_store(home)? {
                 // The mirror first, so the version holds the shared trades.
-                shared.sync_home(home)?;
+                shared.sync_home_with(home, &Terminal::new(quiet))?;
             }
             let store = Store::open(&home.store_path())?;
             publish(&store, home)
@@ -317,13 +317,17 @@ fn run_demo_shared(
     let started = Instant::now();
     let report = demo::write(&mut shared, &spec(args)?, args.replace, &progress)?;
     print_demo(&report, started);
-    sync_shared(&shared, home)
+    sync_shared(&shared, home, quiet)
 }
 
 /// Brings this home's mirror to the shared store and says what was published.
-fn sync_shared(shared: &tradebox_data::shared::Shared, home: &Home) -> anyhow::Result<()> {
+fn sync_shared(
+    shared: &tradebox_data::shared::Shared,
+    home: &Home,
+    quiet: bool,
+) -> anyhow::Result<()> {
     let synced = shared
-        .sync_home(home)
+        .sync_home_with(home, &Terminal::new(quiet))
         .with_context(|| format!("mirroring the shared store {}", shared.target()))?;
     if let Some(p) = synced.published {
         print_published(&p.manifest, p.took, home);
@@ -347,7 +351,7 @@ pub fn ensure_data(home: &Home, demo: bool, quiet: bool) -> anyhow::Result<()> {
             drop(shared);
             return run_demo(&default_demo(), home, quiet);
         }
-        return sync_shared(&shared, home);
+        return sync_shared(&shared, home, quiet);
     }
     let store = Store::open(&home.store_path())?;
     if demo && store.trade_count()? == 0 {

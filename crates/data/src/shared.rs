@@ -34,6 +34,7 @@ use tradebox_db::{DbError, PgConn, PgDb};
 
 use crate::error::{Error, Result};
 use crate::home::Home;
+use crate::progress::{NoProgress, Progress};
 use crate::snapshot::{self, Manifest, Mode, Published};
 use crate::store::{
     store_error, AccountSummary, BalanceSnapshot, Store, StoreSummary, Target, Writer,
@@ -313,7 +314,7 @@ impl Shared {
     /// Brings `local` (a home's SQLite store) to the shared store; the
     /// trades copied, `None` when it was current. A local store that holds
     /// trades and never mirrored this one is refused, not overwritten.
-    pub fn pull_into(&self, local: &mut Store) -> Result<Option<u64>> {
+    pub fn pull_into(&self, local: &mut Store, progress: &dyn Progress) -> Result<Option<u64>> {
         let mine = mirrored(local)?;
         let local_trades = if mine.is_none() {
             local.trade_count()?
@@ -372,6 +373,15 @@ impl Shared {
                     }
                 }
                 let mut pulled = 0u64;
+                let behind: i64 = c
+                    .query_one("SELECT count(*) FROM trades WHERE id > $1", &[&after])?
+                    .get(0);
+                if behind > 0 {
+                    progress.stage(
+                        &format!("mirroring the shared trades into {}", w.path().display()),
+                        u64::try_from(behind).ok(),
+                    );
+                }
                 let mut insert = tx
                     .prepare_cached(
                         "INSERT INTO trades (id, trade_id, exchange, account_name, timestamp,
@@ -407,6 +417,7 @@ impl Shared {
                             .map_err(err)?;
                     }
                     pulled += rows.len() as u64;
+                    progress.advance(rows.len() as u64);
                 }
                 if snapshots {
                     tx.execute("DELETE FROM balance_snapshots", [])
@@ -439,8 +450,20 @@ impl Shared {
     /// snapshot version when anything came (or the current version is
     /// behind the mirror or damaged).
     pub fn sync_home(&self, home: &Home) -> Result<Synced> {
+        self.sync_home_with(home, &NoProgress)
+    }
+
+    /// [`Shared::sync_home`], saying how the copy goes to `progress` (and
+    /// finishing it).
+    pub fn sync_home_with(&self, home: &Home, progress: &dyn Progress) -> Result<Synced> {
+        let synced = self.sync_home_inner(home, progress);
+        progress.finish();
+        synced
+    }
+
+    fn sync_home_inner(&self, home: &Home, progress: &dyn Progress) -> Result<Synced> {
         let mut local = Store::open(&home.store_path())?;
-        let pulled = self.pull_into(&mut local)?;
+        let pulled = self.pull_into(&mut local, progress)?;
         let root = home.snapshot_root();
         let due = match pulled {
             Some(_) => true,

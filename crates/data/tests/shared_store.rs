@@ -50,6 +50,21 @@ fn rows(store: &Store) -> Vec<String> {
     out
 }
 
+/// The stages reported: (message, total, units done).
+#[derive(Default)]
+struct Stages(std::cell::RefCell<Vec<(String, Option<u64>, u64)>>);
+
+impl tradebox_data::progress::Progress for Stages {
+    fn stage(&self, message: &str, total: Option<u64>) {
+        self.0.borrow_mut().push((message.to_string(), total, 0));
+    }
+    fn advance(&self, n: u64) {
+        if let Some(last) = self.0.borrow_mut().last_mut() {
+            last.2 += n;
+        }
+    }
+}
+
 fn shared_home(dir: &Path, url: &str) -> Home {
     Home::new(dir).with_shared_store(Some(url.to_string()))
 }
@@ -97,11 +112,20 @@ fn imports_land_in_the_shared_store_and_every_home_mirrors_it() {
         assert!(!again.published, "nothing new, nothing published");
     }
 
-    // Home B has nothing yet: a sync copies everything, then nothing.
+    // Home B has nothing yet: a sync copies everything (saying how far it
+    // is), then nothing.
     let shared = Shared::open(&url).unwrap();
-    let synced = shared.sync_home(&b).unwrap();
+    let progress = Stages::default();
+    let synced = shared.sync_home_with(&b, &progress).unwrap();
     let expected = here.manifest.trades + 2;
     assert_eq!(synced.pulled, expected);
+    let stages = progress.0.borrow().clone();
+    assert_eq!(stages.len(), 1, "{stages:?}");
+    assert!(
+        stages[0].0.starts_with("mirroring the shared trades"),
+        "{stages:?}"
+    );
+    assert_eq!((stages[0].1, stages[0].2), (Some(expected), expected));
     let published = synced.published.expect("a first version");
     assert_eq!(published.manifest.trades, expected);
     let again = shared.sync_home(&b).unwrap();
