@@ -245,15 +245,7 @@ impl Shared {
             let value = f(&mut w)?;
             let changed = w.changed();
             if changed.trades || changed.snapshots {
-                c.execute(
-                    "UPDATE trade_store_state SET generation = generation + 1,
-                        snapshots_generation = snapshots_generation + $1, changed_at = now()",
-                    &[&i64::from(changed.snapshots)],
-                )?;
-                c.execute(
-                    "SELECT pg_notify($1, generation::text) FROM trade_store_state",
-                    &[&CHANNEL],
-                )?;
+                announce(c, changed.snapshots, None)?;
             }
             Ok(value)
         })
@@ -456,17 +448,27 @@ impl Shared {
     /// [`Shared::sync_home`], saying how the copy goes to `progress` (and
     /// finishing it).
     pub fn sync_home_with(&self, home: &Home, progress: &dyn Progress) -> Result<Synced> {
-        let synced = self.sync_home_inner(home, progress);
+        let synced = self.sync_home_inner(home, progress, false);
         progress.finish();
         synced
     }
 
-    fn sync_home_inner(&self, home: &Home, progress: &dyn Progress) -> Result<Synced> {
+    /// One sync; `caught_up`: an earlier one of this caller succeeded, so
+    /// when nothing came only a damaged file of the current version calls
+    /// for a publication (a stat each), not a count of the whole mirror, as
+    /// the sources' follower does.
+    fn sync_home_inner(
+        &self,
+        home: &Home,
+        progress: &dyn Progress,
+        caught_up: bool,
+    ) -> Result<Synced> {
         let mut local = Store::open(&home.store_path())?;
         let pulled = self.pull_into(&mut local, progress)?;
         let root = home.snapshot_root();
         let due = match pulled {
             Some(_) => true,
+            None if caught_up => snapshot::damaged(&root)?,
             None => snapshot::stale(&local, &root)?,
         };
         let published = if due {
@@ -534,8 +536,12 @@ impl Shared {
         let mut listener: Option<Listener> = None;
         let mut listen_failed_at: Option<Instant> = None;
         let mut recorded: Option<i64> = None;
+        // Until a sync succeeds, each one also looks for a publication cut
+        // short (a count of the mirror); then only for damaged files.
+        let mut caught_up = false;
         loop {
-            let synced = self.sync_home(home);
+            let synced = self.sync_home_inner(home, &NoProgress, caught_up);
+            caught_up |= synced.is_ok();
             home.mirror_health().record(&synced);
             if let Ok(s) = &synced {
                 // The registry learns each generation this replica serves
@@ -596,11 +602,7 @@ impl Shared {
     pub fn copy_from(&self, local: &mut Store) -> Result<(u64, u64)> {
         let identity = local.identity()?;
         let counts = self.db.write_here(LOCK, |c| {
-            let r = c.query_one(
-                "SELECT (SELECT count(*) FROM trades), (SELECT count(*) FROM balance_snapshots)",
-                &[],
-            )?;
-            let (trades, snapshots): (i64, i64) = (r.get(0), r.get(1));
+            let (trades, snapshots) = counts(c)?;
             if trades > 0 || snapshots > 0 {
                 return Err(Error::InvalidArgument(format!(
                     "the shared store {} already holds {trades} trades and {snapshots} balance \
@@ -658,21 +660,8 @@ impl Shared {
                     &[date, stamp, balances, at],
                 )?;
             }
-            c.execute(
-                "UPDATE trade_store_state SET identity = coalesce($1, identity),
-                    generation = generation + 1, snapshots_generation = snapshots_generation + 1,
-                    changed_at = now()",
-                &[&identity],
-            )?;
-            c.execute(
-                "SELECT pg_notify($1, generation::text) FROM trade_store_state",
-                &[&CHANNEL],
-            )?;
-            let r = c.query_one(
-                "SELECT (SELECT count(*) FROM trades), (SELECT count(*) FROM balance_snapshots)",
-                &[],
-            )?;
-            Ok((r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64))
+            announce(c, true, identity.as_deref())?;
+            counts(c)
         })?;
         // `local` holds exactly what the shared store now holds.
         let state = self.state()?;
@@ -742,6 +731,32 @@ fn mark_mirror(w: &Writer<'_>, state: &SharedState) -> Result<()> {
         )
         .map(drop)
         .map_err(|e| store_error(w.path(), e))
+}
+
+/// Moves the store's generation (and its snapshots' when `snapshots`; its
+/// identity to `identity` when given) and notifies the replicas at commit:
+/// what every write that changed something ends with.
+fn announce(c: &PgConn<'_>, snapshots: bool, identity: Option<&str>) -> Result<()> {
+    c.execute(
+        "UPDATE trade_store_state SET identity = coalesce($1, identity),
+            generation = generation + 1, snapshots_generation = snapshots_generation + $2,
+            changed_at = now()",
+        &[&identity, &i64::from(snapshots)],
+    )?;
+    c.execute(
+        "SELECT pg_notify($1, generation::text) FROM trade_store_state",
+        &[&CHANNEL],
+    )?;
+    Ok(())
+}
+
+/// How many trades and balance snapshots the shared store holds.
+fn counts(c: &PgConn<'_>) -> Result<(u64, u64)> {
+    let r = c.query_one(
+        "SELECT (SELECT count(*) FROM trades), (SELECT count(*) FROM balance_snapshots)",
+        &[],
+    )?;
+    Ok((r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64))
 }
 
 fn read_state(c: &PgConn<'_>) -> Result<SharedState> {
