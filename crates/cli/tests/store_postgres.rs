@@ -38,6 +38,17 @@ fn post(server: &common::Server, path: &str, body: &Value) -> common::Answer {
     )
 }
 
+/// A GET of `path` on `server`, with its token.
+fn get(server: &common::Server, path: &str) -> common::Answer {
+    http(
+        &server.base,
+        "GET",
+        path,
+        &[("Authorization", &format!("Bearer {}", server.token))],
+        b"",
+    )
+}
+
 fn command(server: &common::Server, user: &str, text: &str) -> Value {
     let a = post(
         server,
@@ -119,14 +130,7 @@ fn three_replicas_share_one_postgres_store() {
 
     // Every command has its row in the shared audit trail, whichever
     // replica took it; the homes' own files have none.
-    let audit = http(
-        &a.base,
-        "GET",
-        "/api/v1/audit?limit=100",
-        &[("Authorization", &format!("Bearer {}", a.token))],
-        b"",
-    )
-    .json();
+    let audit = get(&a, "/api/v1/audit?limit=100").json();
     let rows = audit["entries"].as_array().unwrap().clone();
     let actions: Vec<&str> = rows.iter().map(|r| r["action"].as_str().unwrap()).collect();
     assert_eq!(
@@ -265,14 +269,7 @@ fn a_slack_delivery_retried_against_the_other_replica_runs_once() {
         .filter(|m| !m.deleted && m.all_text().contains("Analysis complete: 42"))
         .count();
     assert_eq!(answers, 1, "{:#?}", slack.messages());
-    let audit = http(
-        &a.base,
-        "GET",
-        "/api/v1/audit?action=analyze",
-        &[("Authorization", &format!("Bearer {}", a.token))],
-        b"",
-    )
-    .json();
+    let audit = get(&a, "/api/v1/audit?action=analyze").json();
     assert_eq!(audit["count"], 2, "{audit}");
 }
 
@@ -531,13 +528,7 @@ fn a_replica_killed_mid_job_frees_its_running_place_by_lease_expiry() {
     // The job runs on A (its worker busy), holding U9's place.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let m = http(
-            &a.base,
-            "GET",
-            "/metrics",
-            &[("Authorization", &format!("Bearer {}", a.token))],
-            b"",
-        );
+        let m = get(&a, "/metrics");
         if m.text().lines().any(|l| l == "tradebox_workers_busy 1") {
             break;
         }
@@ -742,12 +733,9 @@ fn postgres_restarting_under_load_loses_no_command_and_runs_none_twice() {
     // Every command has its audit row (rows the store could not take while
     // it was down were kept and written since), and no command ran twice.
     let audit = |user: &str| -> Vec<Value> {
-        let a = http(
-            &servers[0].base,
-            "GET",
+        let a = get(
+            &servers[0],
             &format!("/api/v1/audit?action=analyze&user={user}&limit=5000"),
-            &[("Authorization", &format!("Bearer {}", servers[0].token))],
-            b"",
         );
         assert_eq!(a.status, 200, "{}", a.text());
         a.json()["entries"].as_array().unwrap().clone()
@@ -841,13 +829,7 @@ fn a_store_reached_over_verified_tls_serves_and_says_so() {
 
 /// The audit rows of `/analyze` with `code`, through `server`.
 fn analyze_rows(server: &common::Server, code: &str) -> Vec<Value> {
-    let a = http(
-        &server.base,
-        "GET",
-        "/api/v1/audit?action=analyze&limit=5000",
-        &[("Authorization", &format!("Bearer {}", server.token))],
-        b"",
-    );
+    let a = get(server, "/api/v1/audit?action=analyze&limit=5000");
     assert_eq!(a.status, 200, "{}", a.text());
     a.json()["entries"]
         .as_array()
