@@ -335,6 +335,7 @@ fn http_request(client: &mut Client, item: &Item) -> Result<(), String> {
 
 struct Phase {
     name: &'static str,
+    started: Instant,
     elapsed: Duration,
     done: Vec<Done>,
     hostile: BTreeMap<&'static str, BTreeMap<String, usize>>,
@@ -574,6 +575,7 @@ fn run_phase(
     audited += hostile_sent.into_inner();
     Phase {
         name,
+        started,
         elapsed: started.elapsed(),
         done,
         hostile: outcomes.into_inner().unwrap(),
@@ -739,6 +741,68 @@ fn is_zygote(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// A thread that sleeps `STALL_TICK` at a time and keeps every oversleep
+/// over `STALL_MIN`: when the whole machine (a virtual one, say) or this
+/// process pauses, it shows here whatever tradebox was doing, so a failure
+/// can be told apart from a pause of the host.
+struct StallProbe {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(Instant, Duration)>>,
+}
+
+const STALL_TICK: Duration = Duration::from_millis(5);
+const STALL_MIN: Duration = Duration::from_millis(50);
+/// A pause this long before a failed request is reported beside it.
+const STALL_BLAME: Duration = Duration::from_millis(250);
+
+impl StallProbe {
+    fn start() -> StallProbe {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut stalls = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                let before = Instant::now();
+                std::thread::sleep(STALL_TICK);
+                let over = before.elapsed().saturating_sub(STALL_TICK);
+                if over > STALL_MIN {
+                    stalls.push((before, over));
+                }
+            }
+            stalls
+        });
+        StallProbe { stop, thread }
+    }
+
+    fn finish(self) -> Vec<(Instant, Duration)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+/// The probe's pauses during `ph`: (how many, the longest, failed requests
+/// due within 5 s after a pause over `STALL_BLAME`, failed requests).
+fn stalls_in(ph: &Phase, stalls: &[(Instant, Duration)]) -> (usize, Duration, usize, usize) {
+    let end = ph.started + ph.elapsed;
+    let within: Vec<_> = stalls
+        .iter()
+        .filter(|(at, _)| *at >= ph.started && *at < end)
+        .collect();
+    let longest = within.iter().map(|(_, d)| *d).max().unwrap_or_default();
+    let failed: Vec<&Done> = ph.done.iter().filter(|d| !d.ok).collect();
+    let near = failed
+        .iter()
+        .filter(|d| {
+            within.iter().any(|(at, over)| {
+                *over > STALL_BLAME
+                    && *at <= d.due + d.latency
+                    && d.due < *at + Duration::from_secs(5)
+            })
+        })
+        .count();
+    (within.len(), longest, near, failed.len())
+}
+
 fn main() {
     let a = args();
     let total = a.total.as_secs_f64();
@@ -797,6 +861,7 @@ fn main() {
     let cap = capacity(&ctx, cap_len);
     let rate = a.rate.unwrap_or(0.7 * cap);
     let watch = Watch::start(pid);
+    let probe = StallProbe::start();
     let audit_before = audit_rows(&a.home);
     let start_mem = support::rss_and_fds(pid);
     let mut rng = Rng(0x5eed_50a4);
@@ -826,6 +891,7 @@ fn main() {
         &mut rng,
     );
     let half_mem = halfway.join().unwrap_or_default();
+    let stalls = probe.finish();
     // Every job has answered; the last zygote replacements settle.
     std::thread::sleep(Duration::from_secs(2));
     let end_mem = support::rss_and_fds(pid);
@@ -870,6 +936,7 @@ fn main() {
             audit: (audit_after - audit_before, audit_want),
             processes_seen: seen.len(),
             left,
+            stalls,
         },
     );
 }
@@ -886,6 +953,8 @@ struct Report {
     audit: (u64, u64),
     processes_seen: usize,
     left: Vec<String>,
+    /// The stall probe's oversleeps over the two phases.
+    stalls: Vec<(Instant, Duration)>,
 }
 
 fn met(ok: bool) -> &'static str {
@@ -916,6 +985,7 @@ fn report(a: &Args, r: Report) {
     let replaced = r.zygotes.saturating_sub(r.workers);
     if a.json {
         let phase = |ph: &Phase| {
+            let (n, longest, near, failed) = stalls_in(ph, &r.stalls);
             json!({
                 "seconds": ph.elapsed.as_secs_f64(),
                 "requests": ph.done.len(),
@@ -930,6 +1000,8 @@ fn report(a: &Args, r: Report) {
                     .into_iter()
                     .map(|(what, n, slow, p50)| json!({"running": what, "requests": n, "slow": slow, "p50_ms": p50}))
                     .collect::<Vec<_>>(),
+                "stalls": {"over_50ms": n, "longest_ms": longest.as_secs_f64() * 1e3,
+                           "failures_after_a_stall": near, "failures": failed},
             })
         };
         let out = json!({
@@ -1081,8 +1153,19 @@ fn report(a: &Args, r: Report) {
     for p in &r.left {
         println!("  left: {p}");
     }
+    for ph in &r.phases {
+        let (n, longest, near, failed) = stalls_in(ph, &r.stalls);
+        println!(
+            "host pauses, {:<8} {n} over {} ms, the longest {:.0} ms; failed requests due within 5 s after one over {} ms: {near} of {failed}",
+            ph.name,
+            STALL_MIN.as_millis(),
+            longest.as_secs_f64() * 1e3,
+            STALL_BLAME.as_millis(),
+        );
+    }
     println!(
         "\nlatency: executing requests (/analyze, /runfunc, POST /api/v1/run) that succeeded, from when each was due\n\
-         (open loop) to its answer: over HTTP the response, over Slack the last Web API call in its channel."
+         (open loop) to its answer: over HTTP the response, over Slack the last Web API call in its channel.\n\
+         host pauses: a probe thread in this load generator sleeping 5 ms at a time, by how much it overslept."
     );
 }

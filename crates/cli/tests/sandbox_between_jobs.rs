@@ -506,6 +506,84 @@ fn a_long_job_yields_the_cpu_to_every_other_job_and_cannot_take_it_back() {
     assert_eq!(r.result.as_deref(), Some("(True, 0, [])"), "{r:#?}");
 }
 
+/// Polls `f` until it holds or `within` has passed; whether it held.
+fn eventually(within: Duration, f: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+#[test]
+fn demoted_jobs_are_held_to_a_cpu_quota_while_another_job_runs() {
+    let pool = pool(2);
+    let dir = match pool.idle_group() {
+        Ok(dir) => dir.to_path_buf(),
+        Err(why) => {
+            println!("[quota] no idle group: {why}");
+            assert!(
+                !is_root() || !Path::new("/sys/fs/cgroup/cpu").is_dir(),
+                "root with a cgroup-v1 cpu hierarchy, but no idle group: {why}"
+            );
+            return;
+        }
+    };
+    let read = |file: &str| {
+        std::fs::read_to_string(dir.join(file))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(read("cpu.cfs_quota_us"), "-1", "no quota before any job");
+    let job = |code: &str| tradebox_sandbox::Job {
+        code: code.to_string(),
+        timeout: Duration::from_secs(30),
+        as_of: Some("latest".into()),
+        ..tradebox_sandbox::Job::default()
+    };
+    let spinner = pool
+        .submit(job(
+            "import time\nend = time.monotonic() + 5\nwhile time.monotonic() < end:\n    pass\n\
+             result = 'spun'",
+        ))
+        .unwrap();
+    // Demoted after a second, then moved into the group within a tick.
+    assert!(
+        eventually(Duration::from_secs(4), || !read("cgroup.procs").is_empty()),
+        "the spinner never reached the idle group"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        read("cpu.cfs_quota_us"),
+        "-1",
+        "alone, a demoted job has the whole machine"
+    );
+    // Any job that is not demoted puts the quota on while it runs (a
+    // sleeping one as well: the quota follows the pool's jobs, not the CPU).
+    let other = pool
+        .submit(job("import time\ntime.sleep(1.5)\nresult = 'other'"))
+        .unwrap();
+    assert!(
+        eventually(Duration::from_millis(500), || read("cpu.cfs_quota_us")
+            == "10000"),
+        "no quota while another job ran: {}",
+        read("cpu.cfs_quota_us")
+    );
+    assert_eq!(read("cpu.cfs_period_us"), "100000");
+    let r = other.blocking_recv().unwrap();
+    assert_eq!(r.result.as_deref(), Some("other"), "{r:#?}");
+    assert!(
+        eventually(Duration::from_secs(1), || read("cpu.cfs_quota_us") == "-1"),
+        "the quota stayed on after the other job ended"
+    );
+    let r = spinner.blocking_recv().unwrap();
+    assert_eq!(r.result.as_deref(), Some("spun"), "{r:#?}");
+}
+
 // ------------------------------------------------ 5. limits reported right
 
 #[test]

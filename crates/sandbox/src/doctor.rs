@@ -125,8 +125,11 @@ pub fn host_checks() -> Vec<HostCheck> {
         ok: true,
         detail: match &idle {
             Ok(group) => format!(
-                "a job running past 1 s is demoted (nice 19, SCHED_IDLE) and moved into an idle CPU group under {}",
-                group.dir().parent().unwrap_or(group.dir()).display()
+                "a job running past 1 s is demoted (nice 19, SCHED_IDLE) and moved into an idle CPU group \
+                 under {}, held to {} ms of CPU per {} ms while other jobs run",
+                group.dir().parent().unwrap_or(group.dir()).display(),
+                crate::idle_group::THROTTLED_QUOTA.as_millis(),
+                crate::idle_group::QUOTA_PERIOD.as_millis()
             ),
             Err(why) => format!(
                 "a job running past 1 s is demoted (nice 19, SCHED_IDLE) within its own scheduling \

@@ -9,8 +9,19 @@
 //! the supervisor and every other job. (Keeping jobs in the zygote's session
 //! instead was measured and made the soak far worse.) So the pool also moves
 //! each demoted child into a CPU cgroup marked idle (`cpu.idle` = 1), which
-//! weighs against every other group as `SCHED_IDLE` weighs against tasks:
-//! the job gets the CPU no one else wants, and all of it on an idle machine.
+//! weighs against every other group as `SCHED_IDLE` weighs against tasks.
+//!
+//! That is not enough either. On the 6.x kernels measured here a demoted
+//! spinner in an idle group still takes most of a core beside work that
+//! forks and waits (as the pool does for every job): a loop of short forked
+//! jobs ran 37% slower beside it, while plain CPU loops were not slowed at
+//! all. So the group also gets a CPU quota while other jobs run: whenever
+//! the pool has a job running that is not demoted, the demoted ones
+//! together get at most [`THROTTLED_QUOTA`] of CPU time per
+//! [`QUOTA_PERIOD`] (a tenth of one core; the loop above then ran 4% slower),
+//! and no quota otherwise, so a long job alone still has the whole machine.
+//! The pool wakes the watcher as a job starts, so the quota is on before
+//! that job has run for more than a moment.
 //!
 //! This needs a writable cgroup-v1 `cpu` hierarchy (the supervisor's own
 //! cgroup in it, usually as root). On a cgroup-v2-only host the group is not
@@ -23,13 +34,38 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::Receiver;
 
 /// How often the pool looks for children its zygotes have demoted.
 pub const WATCH_TICK: Duration = Duration::from_millis(100);
+
+/// The CPU time all demoted jobs together get per [`QUOTA_PERIOD`] while
+/// a job that is not demoted runs.
+pub const THROTTLED_QUOTA: Duration = Duration::from_millis(10);
+
+/// The period of the group's CPU quota.
+pub const QUOTA_PERIOD: Duration = Duration::from_millis(100);
+
+/// What the pool and the watcher know of each other: how many demoted jobs
+/// are in the group, and whether its quota is on.
+#[derive(Debug, Default)]
+pub struct Demotion {
+    /// Demoted jobs moved into the group and still running.
+    pub demoted: AtomicUsize,
+    /// Whether the group's CPU quota is on.
+    pub throttled: AtomicBool,
+}
+
+impl Demotion {
+    /// Whether a job starting now should wake the watcher: there are
+    /// demoted jobs and their quota is off.
+    pub fn wants_wake(&self) -> bool {
+        self.demoted.load(Ordering::Relaxed) > 0 && !self.throttled.load(Ordering::Relaxed)
+    }
+}
 
 /// `SCHED_IDLE`, as /proc/PID/stat reports a thread's policy.
 const SCHED_IDLE: u32 = 5;
@@ -64,7 +100,21 @@ impl IdleGroup {
         let group = IdleGroup { dir };
         std::fs::write(group.dir.join("cpu.idle"), "1")
             .map_err(|e| format!("{}: {e}", group.dir.join("cpu.idle").display()))?;
+        let period = group.dir.join("cpu.cfs_period_us");
+        std::fs::write(&period, QUOTA_PERIOD.as_micros().to_string())
+            .map_err(|e| format!("{}: {e}", period.display()))?;
         Ok(group)
+    }
+
+    /// Puts the group's CPU quota on ([`THROTTLED_QUOTA`] per
+    /// [`QUOTA_PERIOD`]) or off.
+    pub fn throttle(&self, on: bool) -> std::io::Result<()> {
+        let quota = if on {
+            THROTTLED_QUOTA.as_micros().to_string()
+        } else {
+            "-1".to_string()
+        };
+        std::fs::write(self.dir.join("cpu.cfs_quota_us"), quota)
     }
 
     /// The group's folder.
@@ -135,36 +185,80 @@ fn own_cpu_dir(mountinfo: &str, cgroups: &str) -> Option<PathBuf> {
 }
 
 /// Moves every child the zygotes have demoted into `group`, every
-/// [`WATCH_TICK`], until `stop` is closed (at once, not at the next tick).
-/// `launchers` gives the pids of the zygotes' launchers: launcher, zygote
-/// and job form a chain.
-pub fn watch(group: &IdleGroup, launchers: impl Fn() -> Vec<u32>, stop: &Receiver<()>) {
+/// [`WATCH_TICK`], and keeps the group's quota on while a job that is not
+/// demoted runs (`busy()` counts the workers with a job; a message on
+/// `wake`, sent as a job starts, has it checked at once), until `stop` is
+/// closed (at once, not at the next tick). `launchers` gives the pids of
+/// the zygotes' launchers: launcher, zygote and job form a chain.
+pub fn watch(
+    group: &IdleGroup,
+    launchers: impl Fn() -> Vec<u32>,
+    busy: impl Fn() -> usize,
+    demotion: &Demotion,
+    wake: &Receiver<()>,
+    stop: &Receiver<()>,
+) {
     let mut adopted: HashSet<(u32, u64)> = HashSet::new();
-    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(WATCH_TICK) {
-        let mut seen = HashSet::new();
-        for launcher in launchers() {
-            for zygote in children(launcher) {
-                for child in children(zygote) {
-                    let Some((policy, start)) = policy_and_start(child) else {
-                        continue;
-                    };
-                    seen.insert((child, start));
-                    if policy != SCHED_IDLE || adopted.contains(&(child, start)) {
-                        continue;
+    let mut warned = false;
+    loop {
+        let tick = crossbeam_channel::select! {
+            recv(stop) -> _ => return,
+            recv(wake) -> message => {
+                if message.is_err() {
+                    return; // the pool is gone
+                }
+                false
+            }
+            default(WATCH_TICK) => true,
+        };
+        if tick {
+            adopt_demoted(group, &launchers, &mut adopted);
+            demotion.demoted.store(adopted.len(), Ordering::Relaxed);
+        }
+        let on = !adopted.is_empty() && busy() > adopted.len();
+        if on != demotion.throttled.load(Ordering::Relaxed) {
+            match group.throttle(on) {
+                Ok(()) => demotion.throttled.store(on, Ordering::Relaxed),
+                Err(e) if !warned => {
+                    warned = true;
+                    tracing::warn!("the idle CPU group's quota cannot be set: {e}");
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+/// One look for demoted children: each found is moved into `group` once,
+/// and `adopted` keeps those still running.
+fn adopt_demoted(
+    group: &IdleGroup,
+    launchers: &impl Fn() -> Vec<u32>,
+    adopted: &mut HashSet<(u32, u64)>,
+) {
+    let mut seen = HashSet::new();
+    for launcher in launchers() {
+        for zygote in children(launcher) {
+            for child in children(zygote) {
+                let Some((policy, start)) = policy_and_start(child) else {
+                    continue;
+                };
+                seen.insert((child, start));
+                if policy != SCHED_IDLE || adopted.contains(&(child, start)) {
+                    continue;
+                }
+                match group.adopt(child) {
+                    // The same process still (not a pid used again)?
+                    Ok(()) if policy_and_start(child).map(|p| p.1) == Some(start) => {
+                        adopted.insert((child, start));
                     }
-                    match group.adopt(child) {
-                        // The same process still (not a pid used again)?
-                        Ok(()) if policy_and_start(child).map(|p| p.1) == Some(start) => {
-                            adopted.insert((child, start));
-                        }
-                        Ok(()) => {}
-                        Err(e) => tracing::warn!(pid = child, "moving a demoted job: {e}"),
-                    }
+                    Ok(()) => {}
+                    Err(e) => tracing::warn!(pid = child, "moving a demoted job: {e}"),
                 }
             }
         }
-        adopted.retain(|p| seen.contains(p));
     }
+    adopted.retain(|p| seen.contains(p));
 }
 
 /// The children of process `pid` (its main thread's, which is where a

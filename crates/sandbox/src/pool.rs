@@ -25,7 +25,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::idle_group::IdleGroup;
+use crate::idle_group::{Demotion, IdleGroup};
 use crate::launcher::LaunchSpec;
 use crate::protocol::MAX_FRAME;
 
@@ -163,6 +163,11 @@ struct Shared {
     /// that cannot start on the wanted version falls back to.
     good: Mutex<Option<PathBuf>>,
     slots: Vec<Mutex<SlotStatus>>,
+    /// The demoted jobs in the idle CPU group, and whether their quota is on.
+    demotion: Demotion,
+    /// Wakes the idle group's watcher (a job started while demoted jobs
+    /// run without their quota).
+    wake: Sender<()>,
 }
 
 impl Shared {
@@ -214,7 +219,7 @@ struct IdleWatch {
 }
 
 impl IdleWatch {
-    fn start(shared: &Arc<Shared>) -> Result<IdleWatch, String> {
+    fn start(shared: &Arc<Shared>, wake: Receiver<()>) -> Result<IdleWatch, String> {
         let group = IdleGroup::create()?;
         let dir = group.dir().to_path_buf();
         let (stop, stopped) = crossbeam_channel::bounded(0);
@@ -226,9 +231,27 @@ impl IdleWatch {
                 .filter_map(|s| s.lock().ok().and_then(|s| s.pid))
                 .collect()
         };
+        let slots = Arc::clone(shared);
+        let busy = move || {
+            slots
+                .slots
+                .iter()
+                .filter(|s| s.lock().is_ok_and(|s| s.busy))
+                .count()
+        };
+        let watched = Arc::clone(shared);
         let thread = std::thread::Builder::new()
             .name("idle-group".into())
-            .spawn(move || crate::idle_group::watch(&group, launchers, &stopped))
+            .spawn(move || {
+                crate::idle_group::watch(
+                    &group,
+                    launchers,
+                    busy,
+                    &watched.demotion,
+                    &wake,
+                    &stopped,
+                )
+            })
             .map_err(|e| e.to_string())?;
         Ok(IdleWatch {
             dir,
@@ -261,7 +284,10 @@ impl Pool {
             .map_err(|e| PoolError::Start(format!("{}: {e}", config.run_dir.display())))?;
         let size = config.size.max(1);
         let queue = config.queue.max(1);
+        let (wake, woken) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared {
+            demotion: Demotion::default(),
+            wake,
             config: Mutex::new(config),
             rolling: Mutex::new(()),
             refused: Mutex::new(Vec::new()),
@@ -316,7 +342,7 @@ impl Pool {
             }
         }
         pool.queue = queue;
-        pool.idle = IdleWatch::start(&pool.shared);
+        pool.idle = IdleWatch::start(&pool.shared, woken);
         if let Err(e) = &pool.idle {
             tracing::info!("demoted jobs stay in their own CPU group: {e}");
         }
@@ -505,6 +531,9 @@ fn slot_loop(i: usize, first: Zygote, rx: &Receiver<Work>, shared: &Shared) {
         let started = Instant::now();
         let mut delivered_to_dead = false;
         shared.update(i, |s| s.busy = true);
+        if shared.demotion.wants_wake() {
+            let _ = shared.wake.try_send(()); // a wake-up already pending does as well
+        }
         let result = loop {
             if zygote.is_none() {
                 zygote = replace();
