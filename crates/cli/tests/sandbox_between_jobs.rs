@@ -547,7 +547,7 @@ fn demoted_jobs_are_held_to_a_cpu_quota_while_another_job_runs() {
     };
     let spinner = pool
         .submit(job(
-            "import time\nend = time.monotonic() + 5\nwhile time.monotonic() < end:\n    pass\n\
+            "import time\nend = time.monotonic() + 8\nwhile time.monotonic() < end:\n    pass\n\
              result = 'spun'",
         ))
         .unwrap();
@@ -565,10 +565,10 @@ fn demoted_jobs_are_held_to_a_cpu_quota_while_another_job_runs() {
     // Any job that is not demoted puts the quota on while it runs (a
     // sleeping one as well: the quota follows the pool's jobs, not the CPU).
     let other = pool
-        .submit(job("import time\ntime.sleep(1.5)\nresult = 'other'"))
+        .submit(job("import time\ntime.sleep(2.5)\nresult = 'other'"))
         .unwrap();
     assert!(
-        eventually(Duration::from_millis(500), || read("cpu.cfs_quota_us")
+        eventually(Duration::from_secs(2), || read("cpu.cfs_quota_us")
             == "10000"),
         "no quota while another job ran: {}",
         read("cpu.cfs_quota_us")
@@ -577,8 +577,12 @@ fn demoted_jobs_are_held_to_a_cpu_quota_while_another_job_runs() {
     let r = other.blocking_recv().unwrap();
     assert_eq!(r.result.as_deref(), Some("other"), "{r:#?}");
     assert!(
-        eventually(Duration::from_secs(1), || read("cpu.cfs_quota_us") == "-1"),
+        eventually(Duration::from_secs(2), || read("cpu.cfs_quota_us") == "-1"),
         "the quota stayed on after the other job ended"
+    );
+    assert!(
+        !read("cgroup.procs").is_empty(),
+        "the spinner had ended: the quota was not seen off while it ran"
     );
     let r = spinner.blocking_recv().unwrap();
     assert_eq!(r.result.as_deref(), Some("spun"), "{r:#?}");

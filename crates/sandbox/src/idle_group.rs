@@ -35,7 +35,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
@@ -200,20 +200,25 @@ pub fn watch(
 ) {
     let mut adopted: HashSet<(u32, u64)> = HashSet::new();
     let mut warned = false;
+    let mut next_look = Instant::now() + WATCH_TICK;
     loop {
-        let tick = crossbeam_channel::select! {
+        // Wake-ups never put the next look off: they may come more often
+        // than the tick (a quota that cannot be set is asked for at every
+        // job).
+        let wait = next_look.saturating_duration_since(Instant::now());
+        crossbeam_channel::select! {
             recv(stop) -> _ => return,
             recv(wake) -> message => {
                 if message.is_err() {
                     return; // the pool is gone
                 }
-                false
             }
-            default(WATCH_TICK) => true,
-        };
-        if tick {
+            default(wait) => {}
+        }
+        if Instant::now() >= next_look {
             adopt_demoted(group, &launchers, &mut adopted);
             demotion.demoted.store(adopted.len(), Ordering::Relaxed);
+            next_look = Instant::now() + WATCH_TICK;
         }
         let on = !adopted.is_empty() && busy() > adopted.len();
         if on != demotion.throttled.load(Ordering::Relaxed) {
