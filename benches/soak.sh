@@ -6,7 +6,8 @@
 # fake Slack over Socket Mode: capacity measured first, then normal traffic
 # at 70% of it over HTTP and Slack, clean and then beside a hostile user.
 # Prints success rate, p50/p99 against the clean run, zygotes replaced, the
-# supervisor's memory and descriptors, audit rows and leftover processes.
+# supervisor's memory and descriptors, audit rows, leftover processes, and
+# pauses of a probe thread in the load generator (a host pause, not tradebox).
 # Usage: benches/soak.sh [--quick] [--minutes M] [--rate N] [--hostile NAME,...] [--json]
 #   --quick: 60 s in all (default: 10 minutes); --hostile "output flood": only those
 #   hostile jobs (by the names the report prints), to see what one of them costs
