@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::procs::children_of;
-use common::{error_kind, pool, run, run_with};
+use common::{error_kind, pool, run, run_with, wait_until};
 use tradebox_sandbox::{ExecResult, Pool};
 
 fn random_hex(bytes: usize) -> String {
@@ -506,18 +506,6 @@ fn a_long_job_yields_the_cpu_to_every_other_job_and_cannot_take_it_back() {
     assert_eq!(r.result.as_deref(), Some("(True, 0, [])"), "{r:#?}");
 }
 
-/// Polls `f` until it holds or `within` has passed; whether it held.
-fn eventually(within: Duration, f: impl Fn() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f()
-}
-
 #[test]
 fn demoted_jobs_are_held_to_a_cpu_quota_while_another_job_runs() {
     let pool = pool(2);
@@ -552,9 +540,10 @@ fn demoted_jobs_are_held_to_a_cpu_quota_while_another_job_runs() {
         ))
         .unwrap();
     // Demoted after a second, then moved into the group within a tick.
-    assert!(
-        eventually(Duration::from_secs(4), || !read("cgroup.procs").is_empty()),
-        "the spinner never reached the idle group"
+    wait_until(
+        "the spinner in the idle group",
+        Duration::from_secs(4),
+        || !read("cgroup.procs").is_empty(),
     );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
@@ -567,18 +556,18 @@ fn demoted_jobs_are_held_to_a_cpu_quota_while_another_job_runs() {
     let other = pool
         .submit(job("import time\ntime.sleep(2.5)\nresult = 'other'"))
         .unwrap();
-    assert!(
-        eventually(Duration::from_secs(2), || read("cpu.cfs_quota_us")
-            == "10000"),
-        "no quota while another job ran: {}",
-        read("cpu.cfs_quota_us")
+    wait_until(
+        "the quota on while another job runs",
+        Duration::from_secs(2),
+        || read("cpu.cfs_quota_us") == "10000",
     );
     assert_eq!(read("cpu.cfs_period_us"), "100000");
     let r = other.blocking_recv().unwrap();
     assert_eq!(r.result.as_deref(), Some("other"), "{r:#?}");
-    assert!(
-        eventually(Duration::from_secs(2), || read("cpu.cfs_quota_us") == "-1"),
-        "the quota stayed on after the other job ended"
+    wait_until(
+        "the quota off once the other job ended",
+        Duration::from_secs(2),
+        || read("cpu.cfs_quota_us") == "-1",
     );
     assert!(
         !read("cgroup.procs").is_empty(),

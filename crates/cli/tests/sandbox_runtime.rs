@@ -13,6 +13,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::wait_until;
+
 use tradebox_sandbox::{Pool, PythonPaths};
 
 fn copy(from: &Path, to: &Path) {
@@ -35,15 +37,6 @@ fn alive(pid: u32) -> bool {
         s.rfind(')')
             .is_some_and(|i| !s[i + 1..].trim_start().starts_with('Z'))
     })
-}
-
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    started.elapsed()
 }
 
 #[test]

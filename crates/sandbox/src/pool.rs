@@ -223,31 +223,16 @@ impl IdleWatch {
         let group = IdleGroup::create()?;
         let dir = group.dir().to_path_buf();
         let (stop, stopped) = crossbeam_channel::bounded(0);
-        let slots = Arc::clone(shared);
-        let launchers = move || {
-            slots
-                .slots
-                .iter()
-                .filter_map(|s| s.lock().ok().and_then(|s| s.pid))
-                .collect()
-        };
-        let slots = Arc::clone(shared);
-        let busy = move || {
-            slots
-                .slots
-                .iter()
-                .filter(|s| s.lock().is_ok_and(|s| s.busy))
-                .count()
-        };
-        let watched = Arc::clone(shared);
+        let shared = Arc::clone(shared);
         let thread = std::thread::Builder::new()
             .name("idle-group".into())
             .spawn(move || {
+                let slots = || shared.slots.iter().filter_map(|s| s.lock().ok());
                 crate::idle_group::watch(
                     &group,
-                    launchers,
-                    busy,
-                    &watched.demotion,
+                    || slots().filter_map(|s| s.pid).collect(),
+                    || slots().filter(|s| s.busy).count(),
+                    &shared.demotion,
                     &wake,
                     &stopped,
                 )

@@ -11,7 +11,7 @@ pub mod procs;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tradebox_sandbox::{runtime, ExecResult, Job, Pool, PoolConfig, PythonPaths};
 
@@ -499,4 +499,15 @@ pub fn assert_run_fields(v: &serde_json::Value) {
         ],
         "{v}"
     );
+}
+
+/// Polls `done` every 50 ms until it holds, failing the test ("`what`: not
+/// within `limit`") if it does not within `limit`; how long it took.
+pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    started.elapsed()
 }
