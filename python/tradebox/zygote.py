@@ -47,8 +47,9 @@ a job costs its own run time plus one round trip. While it waits, the child
 runs a typical query (`_warm_up`, cut short as soon as the job comes: the
 zygote sends SIGUSR1 just before it writes the job) to pay its copy-on-write
 faults and first-call costs before the job rather than during it; the
-zygote's own objects are frozen (`gc.freeze`), so a child's garbage
-collector never writes to their pages, and its heap is on huge pages
+zygote's own objects are made immortal on Python 3.12+ (`immortalize`), so
+a child never writes their reference counts, and frozen (`gc.freeze`), so a
+child's garbage collector never writes to their pages; its heap is on huge pages
 (`huge_heap`), so a fork copies fewer page-table entries.
 
 A job that runs longer than DEMOTE_AFTER_S is demoted, again every
@@ -81,7 +82,9 @@ import shutil
 import signal
 import struct
 import sys
+import sysconfig
 import time
+import types
 
 MAX_JOB = 4 << 20
 MAX_RESULT = 256 << 20  # virtual room; the job's "result_bytes" is the real cap
@@ -120,6 +123,86 @@ def huge_heap():
     return sum(2 for chunk in range(start, end, HUGE_PAGE)
                if _libc.madvise(ctypes.c_void_p(chunk), ctypes.c_size_t(HUGE_PAGE),
                                 MADV_COLLAPSE) == 0)
+
+
+IMMORTAL_REFCNT = 0xFFFFFFFF  # _Py_IMMORTAL_REFCNT of 64-bit CPython 3.12 and 3.13
+# What is never entered when looking for the objects a snapshot holds: the
+# program (modules, classes, functions, code), not its data.
+_PROGRAM = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType,
+            types.MethodType, types.CodeType, types.CellType)
+
+
+def can_immortalize():
+    """Whether this interpreter has immortal objects that a refcount of
+    IMMORTAL_REFCNT makes (PEP 683): CPython 3.12 and 3.13, 64-bit, with the
+    GIL, not a debug build. Elsewhere `immortalize` does nothing."""
+    return (sys.implementation.name == "cpython" and (3, 12) <= sys.version_info[:2] <= (3, 13)
+            and sys.maxsize > 2**32 and not hasattr(sys, "gettotalrefcount")
+            and not sysconfig.get_config_var("Py_GIL_DISABLED"))
+
+
+def _data_types():
+    """The types whose objects may hold a mapped segment's memory."""
+    import numpy
+    import pyarrow
+    return (numpy.ndarray, pyarrow.Buffer, pyarrow.Array, pyarrow.ChunkedArray,
+            pyarrow.Table, pyarrow.RecordBatch, pyarrow.Scalar, pyarrow.NativeFile)
+
+
+def _reachable(roots):
+    """The ids of the objects reachable from `roots` through data (lists,
+    dicts, instances, Arrow tables, arrays), never through `_PROGRAM`."""
+    found, todo = set(), list(roots)
+    while todo:
+        obj = todo.pop()
+        if id(obj) in found or isinstance(obj, _PROGRAM):
+            continue
+        found.add(id(obj))
+        todo.extend(gc.get_referents(obj))
+        # An instance's dict, once made, is not among its referents while
+        # its attributes are kept inline (3.13), yet outlives it if immortal.
+        with contextlib.suppress(AttributeError, TypeError):
+            todo.append(object.__getattribute__(obj, "__dict__"))
+    return found
+
+
+def immortalize(*mortal):
+    """Make the objects the zygote holds immortal, so that a forked child
+    never writes to their pages: on CPython 3.12 and 3.13 an immortal
+    object's reference count is never changed (PEP 683), while any other
+    object's is, each time a job's code as much as names it (a module, a
+    function, a class, a constant), and that write copies the whole 4 KiB
+    page in the child. It is what most of a job's copy-on-write faults were.
+
+    Every object the collector tracks (after a collection) and the objects
+    they refer to directly (strings, numbers) is made immortal, except
+    those reachable from `mortal` (the snapshot and the data caches) and
+    any array, table or buffer (`_data_types`): an immortal object is never freed, and a
+    version the zygote moves away from must be unmapped once no snapshot
+    uses it. A job's child may
+    still change an immortal object (its pages are then copied, as
+    before); only reference counts stop being written. Returns how many
+    objects were made immortal: 0 on an interpreter without immortal
+    objects (`can_immortalize`), where nothing changes."""
+    if not can_immortalize():
+        return 0
+    gc.collect()
+    tracked = gc.get_objects()
+    referred = gc.get_referents(*tracked)
+    objects = dict(zip(map(id, referred), referred))
+    objects.update(zip(map(id, tracked), tracked))
+    for key in _reachable(mortal) | {id(tracked), id(referred), id(mortal)}:
+        objects.pop(key, None)
+    data_types = {t for t in set(map(type, objects.values())) if issubclass(t, _data_types())}
+    refcount, at = sys.getrefcount, ctypes.c_ssize_t.from_address
+    made = 0
+    for obj in objects.values():
+        # Arrays, tables and buffers may hold a mapped segment; some objects
+        # are immortal already (None, small numbers, interned strings).
+        if type(obj) not in data_types and refcount(obj) < IMMORTAL_REFCNT:
+            at(id(obj)).value = IMMORTAL_REFCNT
+            made += 1
+    return made
 
 
 def _address(m):
@@ -605,6 +688,13 @@ def _readable(fd, timeout):
 
 
 def main():
+    """Serve (`_serve`), then exit at once: the interpreter's teardown is
+    not for a process whose objects were made immortal (`immortalize`)."""
+    _serve()
+    os._exit(0)
+
+
+def _serve():
     """Warm up, report ready, then serve jobs until stdin closes."""
     # As pid 1 of its namespace the zygote ignores signals it has no handler
     # for when they come from inside: a job cannot kill it.
@@ -632,14 +722,17 @@ def main():
     filters = confine.load_filters()
     scratch = shutil.disk_usage("/tmp").total
     _warm_up(snapshot, runner)
-    gc.freeze()  # what the zygote holds is never traversed (or written) by a child's GC
+    # What the zygote holds now is never written by a child: no reference
+    # count changes (on Python 3.12+), and no garbage collector traversal.
+    immortal = immortalize(snapshot, data._SEGMENTS, data._BALANCES)
+    gc.freeze()
     huge_heap()
     problem = wipe_scratch()
     if problem:
         send({"type": "error", "layer": "scratch", "message": problem})
         return
     send({"type": "ready", "pid": os.getpid(), "rss_kb": _rss_kb(), "threads": _threads(),
-          "python": sys.version.split()[0],
+          "python": sys.version.split()[0], "immortal": immortal,
           "versions": {"pandas": pandas.__version__, "numpy": numpy.__version__,
                        "pyarrow": pyarrow.__version__, "matplotlib": matplotlib.__version__},
           "snapshot": None if snapshot is None else snapshot.manifest.get("version")})

@@ -314,6 +314,12 @@ pub fn run(args: &DoctorArgs, home: &Home, quiet: bool) -> anyhow::Result<u8> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!("python     {} ({})", rt.version, rt.venv.display());
+        if !runtime::has_immortal_objects(&rt.version) {
+            println!(
+                "           (with Python 3.12 or 3.13, e.g. TRADEBOX_PYTHON=python3.13, each \
+                 job's worker copies about a quarter less memory)"
+            );
+        }
         let pkgs: Vec<String> = packages
             .iter()
             .map(|p| {
