@@ -27,15 +27,15 @@ import pyarrow.ipc
 SCHEMA = pa.schema(
     [
         pa.field("timestamp", pa.timestamp("us", tz="UTC"), nullable=False),
-        pa.field("exchange", pa.utf8()),
-        pa.field("account_name", pa.utf8()),
-        pa.field("symbol", pa.utf8()),
-        pa.field("side", pa.utf8()),
+        pa.field("exchange", pa.large_utf8()),
+        pa.field("account_name", pa.large_utf8()),
+        pa.field("symbol", pa.large_utf8()),
+        pa.field("side", pa.large_utf8()),
         pa.field("amount", pa.float64()),
         pa.field("price", pa.float64()),
         pa.field("fee", pa.float64()),
-        pa.field("fee_currency", pa.utf8()),
-        pa.field("trade_id", pa.utf8()),
+        pa.field("fee_currency", pa.large_utf8()),
+        pa.field("trade_id", pa.large_utf8()),
     ]
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

@@ -42,7 +42,10 @@ __all__ = [
 ]
 
 FORMATS = (1, 2)
-_STR, _F64 = pa.utf8(), pa.float64()
+# Text is written with 64-bit offsets (large_utf8): pandas keeps its strings
+# that way, so a column goes to pandas without a copy. Files written before
+# (utf8) are still read; their rows are converted as a query takes them.
+_STR, _OLD_STR, _F64 = pa.large_utf8(), pa.utf8(), pa.float64()
 SCHEMA = {"timestamp": pa.timestamp("us", tz="UTC"), "exchange": _STR,
           "account_name": _STR, "symbol": _STR, "side": _STR, "amount": _F64,
           "price": _F64, "fee": _F64, "fee_currency": _STR, "trade_id": _STR}
@@ -155,13 +158,23 @@ def _map_trades(file: Path) -> pa.Table:
         raise SnapshotError(f"{file}: missing columns {missing}")
     table = table.select(list(COLUMNS))
     wrong = [f"{f.name} is {f.type}, expected {SCHEMA[f.name]}"
-             for f in table.schema if f.type != SCHEMA[f.name]]
+             for f in table.schema if f.type != SCHEMA[f.name]
+             and not (SCHEMA[f.name] == _STR and f.type == _OLD_STR)]
     if wrong:
         raise SnapshotError(f"{file}: wrong column types: {'; '.join(wrong)}")
     if table.column("timestamp").null_count:
         raise SnapshotError(f"{file}: timestamp has nulls")
-    # One schema for every file (no metadata, all nullable), so segments concatenate.
-    return pa.Table.from_arrays(table.columns, schema=_ARROW_SCHEMA)
+    # No metadata, all nullable: segments of the same types concatenate.
+    return pa.Table.from_arrays(table.columns, names=list(COLUMNS))
+
+
+def _current(table: pa.Table) -> pa.Table:
+    """`table` with the text columns of an older file (utf8) converted to
+    large_utf8, so that every part of a query has `_ARROW_SCHEMA`."""
+    if table.schema == _ARROW_SCHEMA:
+        return table
+    return pa.Table.from_arrays([column.cast(SCHEMA[name]) for name, column
+                                 in zip(COLUMNS, table.columns)], schema=_ARROW_SCHEMA)
 
 
 class _Segment:
@@ -364,7 +377,8 @@ class Snapshot:
     def table(self) -> pa.Table:
         """All trades as one table, in order (merged at each access: for tests
         and introspection; `load_trades` reads the segments themselves)."""
-        return _merge([(s.table, s.ts[0], s.ts[-1]) for s in self._segments if len(s.ts)])
+        return _merge([(_current(s.table), s.ts[0], s.ts[-1]) for s in self._segments
+                       if len(s.ts)])
 
     def __repr__(self) -> str:
         return f"Snapshot({str(self.path)!r}, as_of={self.as_of!r}, trades={len(self)})"
@@ -381,13 +395,13 @@ class Snapshot:
         named = [(col, _names(val, arg)) for col, val, arg in (
             ("exchange", exchange, "exchange"), ("symbol", asset, "asset"),
             ("account_name", account, "account"))]
-        filters = [(col, pa.array(names, pa.utf8())) for col, names in named
+        filters = [(col, pa.array(names, _STR)) for col, names in named
                    if names is not None]
         bounds = self._bounds(days, since, until)
         parts = []  # each segment's rows in the window, filtered, if any
         for segment in self._segments:
             start, stop = segment.window(*bounds)
-            table = segment.table.slice(start, stop - start)
+            table = _current(segment.table.slice(start, stop - start))
             for column, names in filters:
                 table = table.filter(pc.is_in(pc.utf8_lower(table.column(column)),
                                               value_set=names))

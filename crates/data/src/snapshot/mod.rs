@@ -177,7 +177,7 @@ pub enum Mode {
 
 /// The Arrow schema of every segment.
 pub fn trades_schema() -> Schema {
-    let text = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
+    let text = |name: &str, nullable: bool| Field::new(name, DataType::LargeUtf8, nullable);
     let float = |name: &str| Field::new(name, DataType::Float64, false);
     Schema::new(vec![
         Field::new(

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use arrow_array::builder::StringBuilder;
+use arrow_array::builder::LargeStringBuilder;
 use arrow_array::{ArrayRef, Float64Array, RecordBatch, TimestampMicrosecondArray, UInt32Array};
 
 use super::trades_schema;
@@ -41,9 +41,9 @@ pub(super) fn read(store: &Store, after: i64, upto: Option<i64>) -> Result<Rows>
         )
         .map_err(err)?;
     let mut ts = Vec::with_capacity(n);
-    let mut text: Vec<StringBuilder> = [8, 4, 8, 4, 4, 24]
+    let mut text: Vec<LargeStringBuilder> = [8, 4, 8, 4, 4, 24]
         .iter()
-        .map(|avg| StringBuilder::with_capacity(n, n * avg))
+        .map(|avg| LargeStringBuilder::with_capacity(n, n * avg))
         .collect();
     let mut floats = [
         Vec::with_capacity(n),

@@ -5,7 +5,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use arrow_array::{Array, StringArray, TimestampMicrosecondArray};
+use arrow_array::{Array, LargeStringArray, TimestampMicrosecondArray};
 use tempfile::TempDir;
 
 use super::*;
@@ -66,7 +66,7 @@ fn merged(dir: &Path) -> Vec<(i64, String)> {
             let ts = batch.column(0).as_any();
             let ts = ts.downcast_ref::<TimestampMicrosecondArray>().unwrap();
             let ids = batch.column(9).as_any();
-            let ids = ids.downcast_ref::<StringArray>().unwrap();
+            let ids = ids.downcast_ref::<LargeStringArray>().unwrap();
             for i in 0..batch.num_rows() {
                 rows.push((ts.value(i), ids.value(i).to_string()));
             }
