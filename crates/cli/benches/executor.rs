@@ -474,6 +474,8 @@ fn main() {
         t.elapsed().as_secs_f64(),
         rt.version
     ));
+    // Per-job memory depends on it (immortal objects on 3.12 and 3.13).
+    let python_version = rt.version.clone();
     let python = PythonPaths {
         python: rt.python.clone(),
         venv: rt.venv.clone(),
@@ -752,6 +754,7 @@ fn main() {
             "as_of": "latest",
             "result": warm_result,
             "cores": cores,
+            "python": python_version,
             "warm_pool_start_ms": warm_start.as_secs_f64() * 1000.0,
             "latency": {
                 "warm": stats_json(warm),
@@ -796,7 +799,7 @@ fn main() {
 
     println!();
     println!(
-        "store {} ({} trades), snapshot {}, as_of latest; {cores} cores",
+        "store {} ({} trades), snapshot {}, as_of latest; {cores} cores; Python {python_version}",
         args.home.display(),
         trades,
         snapshot.display()

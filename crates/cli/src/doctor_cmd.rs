@@ -317,7 +317,7 @@ pub fn run(args: &DoctorArgs, home: &Home, quiet: bool) -> anyhow::Result<u8> {
         if !runtime::has_immortal_objects(&rt.version) {
             println!(
                 "           (with Python 3.12 or 3.13, e.g. TRADEBOX_PYTHON=python3.13, each \
-                 job's worker copies about a quarter less memory)"
+                 job's worker copies about a third less memory)"
             );
         }
         let pkgs: Vec<String> = packages
