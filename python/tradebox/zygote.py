@@ -194,7 +194,8 @@ def immortalize(*mortal):
     objects.update(zip(map(id, tracked), tracked))
     for key in _reachable(mortal) | {id(tracked), id(referred), id(mortal)}:
         objects.pop(key, None)
-    data_types = {t for t in set(map(type, objects.values())) if issubclass(t, _data_types())}
+    holders = _data_types()
+    data_types = {t for t in set(map(type, objects.values())) if issubclass(t, holders)}
     refcount, at = sys.getrefcount, ctypes.c_ssize_t.from_address
     made = 0
     for obj in objects.values():
