@@ -3,6 +3,8 @@ framing, the payload buffers (dropped to zeros after a job), the scratch
 wipe, and the checks on the seccomp programs. The whole zygote, confined,
 is tested end to end from Rust (crates/cli/tests/sandbox_*.rs)."""
 
+import errno
+import mmap
 import os
 import select
 import signal
@@ -445,3 +447,68 @@ def test_huge_heap_backs_the_heap_and_a_child_still_copies_small_pages():
     mib, huge_kb, copied_kb = map(int, report.split())
     assert mib >= 2 and huge_kb >= 2048, report
     assert 0 < copied_kb < 512, f"a write in the child copied {copied_kb} KiB"
+
+
+def _killed_child():
+    """A zygote.Child as the zygote holds one right after its answer: a
+    real forked process (here one that sleeps), its answer pipe, pidfd and
+    output mapping, killed."""
+    res_r, res_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(60)
+        os._exit(0)
+    os.close(res_w)
+    child = object.__new__(zygote.Child)
+    child.pid, child.res_r, child.pidfd = pid, res_r, os.pidfd_open(pid)
+    child.mirror = mmap.mmap(-1, 4096)
+    child.kill()
+    return child
+
+
+def _gone(child):
+    """Whether the child was reaped, and the zygote holds nothing of it."""
+    for fd in (child.res_r, child.pidfd):
+        with pytest.raises(OSError):
+            os.fstat(fd)
+    assert child.mirror.closed
+    with pytest.raises(ChildProcessError):
+        os.waitpid(child.pid, os.WNOHANG)
+    return True
+
+
+def test_the_next_child_is_forked_once_the_last_is_let_go_and_before_it_is_reaped():
+    killed = _killed_child()
+    seen = []
+
+    def fork():
+        for fd in (killed.res_r, killed.pidfd):  # nothing of it to inherit
+            with pytest.raises(OSError):
+                os.fstat(fd)
+        seen.append(os.path.exists(f"/proc/{killed.pid}"))  # not reaped yet
+        return "next"
+
+    assert zygote.fork_beside(killed, fork) == "next"
+    assert seen == [True]
+    assert _gone(killed)
+
+
+def test_a_fork_refused_for_a_moment_is_left_to_after_the_reap():
+    killed = _killed_child()
+
+    def fork():
+        raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+
+    assert zygote.fork_beside(killed, fork) is None
+    assert _gone(killed)
+
+
+def test_any_other_fork_failure_is_raised():
+    killed = _killed_child()
+
+    def fork():
+        raise OSError(errno.ENOMEM, os.strerror(errno.ENOMEM))
+
+    with pytest.raises(OSError, match="memory"):
+        zygote.fork_beside(killed, fork)
+    os.waitpid(killed.pid, 0)

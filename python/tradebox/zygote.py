@@ -65,9 +65,11 @@ sched_setscheduler and setpgid.
 
 Between jobs: the child is killed as soon as its answer is whole (nothing it
 does afterwards counts), reaped, and the scratch folder is emptied and
-checked (empty, writable, no space or inode in use) before the next child is
-forked; a scratch that cannot be reset makes the zygote report "unhealthy"
-and exit, so no later job starts on what a job left.
+checked (empty, writable, no space or inode in use) before "idle" is sent,
+and so before the next job; a scratch that cannot be reset makes the zygote
+report "unhealthy" and exit, so no later job starts on what a job left.
+After an answer the next child is forked while the killed one is torn down
+(`fork_beside`), after a timeout or crash only once it is reaped.
 """
 
 import contextlib
@@ -423,7 +425,13 @@ class Child:
         # Shared with this child alone: unmapped here after its job, before
         # the next child is forked.
         self.mirror = mmap.mmap(-1, MIRROR_HEADER.size + MAX_OUTPUT)
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (job_r, job_w, res_r, res_w):
+                os.close(fd)
+            self.mirror.close()
+            raise
         if pid == 0:  # the child: never returns
             os.close(job_w)
             os.close(res_r)
@@ -504,6 +512,18 @@ class Child:
     def kill(self):
         signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
 
+    def let_go(self):
+        """Close what the zygote holds of a child it has killed (its answer
+        pipe, its pidfd, the output mapping), so that the next child, which
+        is forked before this one is reaped (`reap`), inherits none of it."""
+        os.close(self.pidfd)
+        os.close(self.res_r)
+        self.mirror.close()
+
+    def reap(self):
+        """Wait until a child let go of is gone, every thread of it."""
+        os.waitpid(self.pid, 0)
+
     def finish(self, kill):
         """Make sure the child is gone (killing it if asked, or at the
         deadline) and return how it ended, for the result header: "signal"
@@ -545,6 +565,26 @@ class Child:
 
     def close(self):
         self.mirror.close()
+
+
+def fork_beside(killed, fork):
+    """Fork the next child (`fork()`) while `killed`, a child killed once its
+    answer was whole, is still being torn down, then reap `killed`: its
+    teardown (unmapping its copy of the zygote takes milliseconds) runs
+    beside the fork rather than before it. The next child inherits nothing
+    of `killed` (`let_go` comes first), `killed` runs no code meanwhile
+    (SIGKILL is pending for every thread of it), and the caller resets the
+    scratch and only then says "idle", so the next job finds nothing of it.
+    Returns the next child, or None if the fork was refused for a moment
+    (EAGAIN: the dying threads still count against the sandbox's task
+    limit); the caller then forks after the reap, as before."""
+    killed.let_go()
+    try:
+        ahead = fork()
+    except BlockingIOError:
+        ahead = None
+    killed.reap()
+    return ahead
 
 
 def _no_data(*args, **kwargs):
@@ -741,16 +781,29 @@ def _serve():
     job, result = Buffer(MAX_JOB), Buffer(MAX_RESULT)
     buffers = (job.region, result.region)
 
-    def next_child(problem, reply):
+    def next_child(problem, reply, ahead=None):
         """The next child, forked on the current snapshot once the scratch
-        is reset, with `reply` sent; None, with "unhealthy" sent, when
-        `problem` says the scratch (or the last child) could not be reset."""
+        is reset (or `ahead`, forked already: see `replace`), with `reply`
+        sent; None, with "unhealthy" sent, when `problem` says the scratch
+        (or the last child) could not be reset."""
         if problem:
+            if ahead is not None:
+                ahead.kill()
+                ahead.finish(kill=True)
+                ahead.close()
             send({"type": "unhealthy", "reason": problem})
             return None
-        forked = Child(filters, snapshot, scratch, buffers)
+        forked = Child(filters, snapshot, scratch, buffers) if ahead is None else ahead
         send(reply)
         return forked
+
+    def replace(killed):
+        """The next child after `killed`, a child killed once its answer was
+        whole (see `fork_beside`), with "idle" sent once `killed` is reaped
+        and the scratch reset; None, with "unhealthy" sent, as in
+        `next_child`."""
+        ahead = fork_beside(killed, lambda: Child(filters, snapshot, scratch, buffers))
+        return next_child(wipe_scratch(), {"type": "idle"}, ahead)
 
     child = Child(filters, snapshot, scratch, buffers)
     while True:
@@ -795,7 +848,8 @@ def _serve():
             child.kill()  # the answer is final: nothing the job does after it counts
             send({"type": "result", "status": "ok", "elapsed_ms": elapsed()})
             write_frame(result.view[4:size])
-            child.finish(kill=True)
+            result.drop()
+            child = replace(child)
         else:
             header = {"type": "result", "status": status}
             if status == "confine":
@@ -808,9 +862,9 @@ def _serve():
             header["output_total"] = child.output_total()
             send(header)
             child.send_output(int(msg.get("output_bytes", MAX_OUTPUT)))
-        result.drop()
-        child.close()
-        child = next_child(wipe_scratch() or (status == "confine" and header["message"]),
-                           {"type": "idle"})
+            result.drop()
+            child.close()
+            child = next_child(wipe_scratch() or (status == "confine" and header["message"]),
+                               {"type": "idle"})
         if child is None:
             return

@@ -304,6 +304,66 @@ fn a_job_that_answers_early_loses_the_worker_at_once() {
     assert_eq!(restarts(&pool), 0);
 }
 
+/// The next job reads every pipe it holds open: what the job before it
+/// wrote to its answer pipe beyond the answer (still in the pipe when it
+/// was killed) must not be there, nor that pipe at all.
+const PIPES: &str = r#"
+import fcntl, os, stat
+ends, found = [], b''
+for name in os.listdir('/proc/self/fd'):
+    fd = int(name)
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        continue
+    if not stat.S_ISFIFO(st.st_mode):
+        continue
+    mode = fcntl.fcntl(fd, fcntl.F_GETFL)
+    ends.append('read' if mode & os.O_ACCMODE == os.O_RDONLY else 'write')
+    if mode & os.O_ACCMODE == os.O_RDONLY:
+        fcntl.fcntl(fd, fcntl.F_SETFL, mode | os.O_NONBLOCK)
+        try:
+            while chunk := os.read(fd, 1 << 16):
+                found += chunk
+        except BlockingIOError:
+            pass
+result = sorted(ends), found.count(@SECRET@.encode())
+"#;
+
+/// Every way the last job's answer pipe could still hold its bytes when
+/// the next child is forked: written with the answer, after it, and
+/// blocked on a full pipe when it is killed.
+#[test]
+fn bytes_a_job_wrote_past_its_answer_never_reach_the_next_job() {
+    let pool = pool(1);
+    for (i, how) in [
+        "os.write(res_w, secret * 2)",
+        "import time\nfor _ in range(20):\n    os.write(res_w, secret)\ntime.sleep(25)",
+        "while True:\n    os.write(res_w, secret * 100)",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let secret = random_hex(16);
+        let attack = forge_then(&format!("secret = {}.encode() * 64\n{how}", py(&secret)));
+        let a = run(&pool, &attack);
+        assert_eq!(a.result.as_deref(), Some("forged"), "{a:#?}");
+        for idle in [0u64, 50] {
+            std::thread::sleep(Duration::from_millis(idle));
+            let v = run(&pool, &PIPES.replace("@SECRET@", &py(&secret)));
+            println!(
+                "[pipes] after an answer then writes ({i}), {idle} ms idle: {:?}",
+                v.result
+            );
+            assert_eq!(
+                v.result.as_deref(),
+                Some("(['read', 'write'], 0)"),
+                "the next job holds other pipes or the last job's bytes: {v:#?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn two_early_answers_do_not_hold_a_pool_of_two() {
     let pool = std::sync::Arc::new(pool(2));
@@ -432,6 +492,28 @@ fn threads_are_bounded_per_sandbox_even_for_a_root_caller() {
         "{ids:#?}"
     );
     assert_ne!(expected, 0);
+}
+
+/// A job that answers with every thread it may still running: they count
+/// against the sandbox's task limit until the child is reaped, and the
+/// zygote forks the next child while the last one is torn down, so that
+/// fork may be refused for a moment. The next jobs run all the same, on
+/// the same worker.
+#[test]
+fn answering_with_every_thread_running_does_not_cost_the_next_job() {
+    let pool = pool(1);
+    let keep = "import threading, time\nthreading.stack_size(64 << 10)\nn = 0\ntry:\n    \
+                while True:\n        threading.Thread(target=time.sleep, args=(25,)).start()\n        \
+                n += 1\nexcept RuntimeError:\n    pass\nresult = n";
+    for round in 0..5 {
+        let a = run(&pool, keep);
+        assert_eq!(a.result.as_deref(), Some("16"), "{a:#?}");
+        let (v, took) = timed(&pool, "result = 40 + 2");
+        println!("[threads] the job after one that kept 16 threads (round {round}): {took:?}");
+        assert_eq!(v.result.as_deref(), Some("42"), "{v:#?}");
+        assert!(took < Duration::from_secs(1), "{took:?}");
+    }
+    assert_eq!(restarts(&pool), 0, "the worker was replaced");
 }
 
 #[test]
