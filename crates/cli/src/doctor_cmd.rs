@@ -314,7 +314,13 @@ pub fn run(args: &DoctorArgs, home: &Home, quiet: bool) -> anyhow::Result<u8> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!("python     {} ({})", rt.version, rt.venv.display());
-        if !runtime::has_immortal_objects(&rt.version) {
+        // The zygote says how many of its objects it made immortal: none on
+        // a Python without immortal objects.
+        let immortal = pool
+            .as_ref()
+            .and_then(|p| p.first())
+            .and_then(|s| s.immortal);
+        if immortal == Some(0) {
             println!(
                 "           (with Python 3.12 or 3.13, e.g. TRADEBOX_PYTHON=python3.13, each \
                  job's worker copies about a third less memory)"

@@ -137,6 +137,9 @@ pub struct SlotStatus {
     pub busy: bool,
     pub pid: Option<u32>,
     pub rss_kb: Option<u64>,
+    /// How many of its zygote's objects were made immortal at its start
+    /// (0 on a Python without immortal objects: 3.11, 3.14 and later).
+    pub immortal: Option<u64>,
     pub jobs: u64,
     pub restarts: u64,
     /// The snapshot version its zygote serves.
@@ -197,6 +200,7 @@ fn show(s: &mut SlotStatus, z: &Zygote) {
     s.up = true;
     s.pid = Some(z.pid);
     s.rss_kb = z.rss_kb;
+    s.immortal = z.immortal;
     s.version = z.manifest.as_ref().map(|m| m.version);
 }
 
@@ -699,6 +703,8 @@ struct Zygote {
     stdout: ChildStdout,
     pid: u32,
     rss_kb: Option<u64>,
+    /// Objects made immortal at its start, from its "ready" message.
+    immortal: Option<u64>,
     root: PathBuf,
     /// The snapshot root it sees at `/data`.
     mounted: Option<PathBuf>,
@@ -790,6 +796,7 @@ impl Zygote {
             stdout,
             pid,
             rss_kb: None,
+            immortal: None,
             root,
             serving: config.snapshot.clone(),
             mounted,
@@ -807,7 +814,13 @@ impl Zygote {
         match msg["type"].as_str() {
             Some("ready") => {
                 zygote.rss_kb = msg["rss_kb"].as_u64();
-                tracing::debug!(pid, rss_kb = zygote.rss_kb, "zygote ready");
+                zygote.immortal = msg["immortal"].as_u64();
+                tracing::debug!(
+                    pid,
+                    rss_kb = zygote.rss_kb,
+                    immortal = zygote.immortal,
+                    "zygote ready"
+                );
                 Ok(zygote)
             }
             Some("error") => Err(PoolError::Layer {

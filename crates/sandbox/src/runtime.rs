@@ -68,19 +68,6 @@ pub const PYTHON_ENV: &str = "TRADEBOX_PYTHON";
 /// The oldest base interpreter accepted, (major, minor).
 pub const MIN_PYTHON: (u32, u32) = (3, 11);
 
-/// The Python versions whose zygote makes its objects immortal
-/// (`zygote.immortalize`): its jobs' workers copy less memory.
-pub const IMMORTAL_PYTHON: [(u32, u32); 2] = [(3, 12), (3, 13)];
-
-/// Whether a Python `version` (`3.12.1`) is one of [`IMMORTAL_PYTHON`].
-pub fn has_immortal_objects(version: &str) -> bool {
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
-    match (parts.next().flatten(), parts.next().flatten()) {
-        (Some(major), Some(minor)) => IMMORTAL_PYTHON.contains(&(major, minor)),
-        _ => false,
-    }
-}
-
 /// The modules the import check imports (and whose folders reuse requires).
 pub const CHECK_MODULES: &[&str] = &["pandas", "numpy", "pyarrow", "matplotlib"];
 

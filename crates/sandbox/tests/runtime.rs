@@ -564,17 +564,3 @@ fn provisions_reuses_and_repairs() {
     assert!(leftovers(&dir).is_empty(), "{:?}", leftovers(&dir));
     assert!(runtime::inspect(&dir).unwrap().is_some());
 }
-
-#[test]
-fn immortal_objects_come_with_python_3_12_and_3_13() {
-    for (version, has) in [
-        ("3.11.7", false),
-        ("3.12.1", true),
-        ("3.13.0", true),
-        ("3.14.0", false),
-        ("3", false),
-        ("", false),
-    ] {
-        assert_eq!(runtime::has_immortal_objects(version), has, "{version}");
-    }
-}
