@@ -566,6 +566,11 @@ class Child:
     def close(self):
         self.mirror.close()
 
+    def discard(self):
+        """Kill a child that has run no job (`finish`), and `close` it."""
+        self.finish(kill=True)
+        self.close()
+
 
 def fork_beside(killed, fork):
     """Fork the next child (`fork()`) while `killed`, a child killed once its
@@ -788,9 +793,7 @@ def _serve():
         (or the last child) could not be reset."""
         if problem:
             if ahead is not None:
-                ahead.kill()
-                ahead.finish(kill=True)
-                ahead.close()
+                ahead.discard()
             send({"type": "unhealthy", "reason": problem})
             return None
         forked = Child(filters, snapshot, scratch, buffers) if ahead is None else ahead
@@ -815,9 +818,7 @@ def _serve():
             send({"type": "pong", "rss_kb": _rss_kb(), "threads": _threads()})
             continue
         if msg.get("type") == "load":
-            child.kill()  # it waits on the old version; nothing of a job ran in it
-            child.finish(kill=True)
-            child.close()
+            child.discard()  # it waits on the old version; nothing of a job ran in it
             try:
                 loaded = _open_version(data, msg.get("version"))
             except Exception as e:  # noqa: BLE001 - reported; the old version stays
