@@ -155,6 +155,101 @@ def test_empty_dir_handles_deep_nesting_without_recursion(tmp_path):
     assert _as_sandbox_user(tmp_path, plant) == "[]"
 
 
+def _nest(folder, depth, name="d", mode=None):
+    """`depth` folders, each inside the last; each left with `mode`."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    for level in range(depth):
+        os.mkdir(name, dir_fd=fd)
+        down = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        if mode is not None and level:
+            os.fchmod(fd, mode)
+        os.close(fd)
+        fd = down
+    os.close(fd)
+
+
+def test_empty_dir_never_acts_deeper_than_two_levels(tmp_path):
+    # Landlock walks up from every path it checks: a wipe that went down a
+    # deep nest would cost the square of its depth (seconds for a few
+    # thousand folders). Every descriptor the wipe acts through must be the
+    # top folder or one level below it.
+    def plant(folder):
+        top = os.path.realpath(folder)
+        _nest(folder, 200, mode=0)
+        os.makedirs(os.path.join(folder, "wide", "a", "b", "c"))
+        deepest = []
+
+        def level(dir_fd):
+            if dir_fd is None:
+                return 0
+            path = os.readlink(f"/proc/self/fd/{dir_fd}")
+            return 0 if path == top else len(os.path.relpath(path, top).split("/"))
+
+        def watch(name, where=lambda a, k: [k.get("dir_fd"), k.get("src_dir_fd")]):
+            real = getattr(os, name)
+
+            def call(*a, **k):
+                deepest.extend(level(fd) for fd in where(a, k))
+                return real(*a, **k)
+            setattr(os, name, call)
+
+        for name in ("open", "unlink", "rmdir", "chmod", "rename"):
+            watch(name)
+        watch("scandir", lambda a, k: [a[0]] if a and isinstance(a[0], int) else [])
+        left = _empty(folder)
+        return f"{left} {max(deepest)}"
+
+    assert _as_sandbox_user(tmp_path, plant) == "[] 1"
+
+
+def test_empty_dir_moves_folders_past_names_a_job_took(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("k")
+
+    def plant(folder):
+        join = os.path.join
+        open(join(folder, ".wipe-0"), "w").write("x")
+        os.makedirs(join(folder, ".wipe-1", "full"))
+        os.symlink(str(outside), join(folder, ".wipe-2"))
+        os.mkdir(join(folder, ".wipe-3"))
+        _nest(folder, 50, name=".wipe-4", mode=0o100)
+        return _empty(folder)
+
+    assert _as_sandbox_user(tmp_path, plant) == "[]"
+    assert sorted(p.name for p in outside.iterdir()) == ["keep"]
+
+
+def test_empty_dir_empties_in_place_where_folders_cannot_move(tmp_path):
+    # Landlock before ABI 2 refuses every move between folders (EXDEV).
+    def plant(folder):
+        _nest(folder, 100, mode=0)
+        os.makedirs(os.path.join(folder, "x", "y"))
+
+        def refuse(*a, **k):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        os.rename = refuse
+        return _empty(folder)
+
+    assert _as_sandbox_user(tmp_path, plant) == "[]"
+
+
+def test_empty_dir_raises_what_it_cannot_handle(tmp_path):
+    def plant(folder):
+        os.makedirs(os.path.join(folder, "a", "b"))
+
+        def refuse(*a, **k):
+            raise OSError(errno.EIO, "Input/output error")
+        os.rename = refuse
+        try:
+            _empty(folder)
+        except OSError as e:
+            return e.errno
+        return "no error"
+
+    assert _as_sandbox_user(tmp_path, plant) == str(errno.EIO)
+
+
 def test_wipe_scratch_reports_a_folder_it_cannot_reset(tmp_path):
     # Outside the sandbox tmp_path is no private tmpfs: blocks and inodes in
     # use by others must make the check fail, never pass silently.

@@ -74,6 +74,7 @@ After an answer the next child is forked while the killed one is torn down
 
 import contextlib
 import ctypes
+import errno
 import gc
 import json
 import mmap
@@ -328,10 +329,82 @@ def demote(pid):
 
 def empty_dir(top):
     """Remove everything below the open directory `top`, whatever modes and
-    nesting a job left: depth first without recursion, one descriptor open
-    below `top` at a time, and never through a symbolic link. Each folder is
-    made ours to read and write (chmod 700) before it is entered; a file's
-    own mode does not matter to unlink."""
+    nesting a job left, and never through a symbolic link. Each folder in
+    `top` is made ours to read and write (chmod 700), its files are unlinked
+    and its folders moved up into `top`, to be emptied in turn; then it is
+    removed. No path is ever more than two levels below `top`.
+
+    That bound is what keeps the wipe linear: Landlock checks each access by
+    walking up from it to a rule, so a walk down a deep nest would pay the
+    depth at every step (3,000 nested folders took two seconds, not 0.1).
+    A file's own mode does not matter to unlink."""
+    spare = 0  # the next name to try for a folder moved up
+    while True:
+        found = _entries(top)
+        if not found:
+            return
+        for name, is_dir in found:
+            if not is_dir:
+                os.unlink(name, dir_fd=top)
+                continue
+            os.chmod(name, 0o700, dir_fd=top)  # a folder, not a link: scanned so
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=top)
+            try:
+                spare = _move_up(fd, top, spare)
+            finally:
+                os.close(fd)
+            os.rmdir(name, dir_fd=top)
+
+
+def _entries(fd):
+    """The names in the open folder `fd`, each with whether it is a folder."""
+    with os.scandir(fd) as entries:
+        return [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
+
+
+def _move_up(fd, top, spare):
+    """Empty the folder `fd`, one level below `top`: unlink its files, move
+    its folders into `top` under names not taken there. Returns the next
+    spare name. Where the kernel refuses any move between folders (Landlock
+    before ABI 2 does, with EXDEV) the folder is emptied in place."""
+    for name, is_dir in _entries(fd):
+        if not is_dir:
+            os.unlink(name, dir_fd=fd)
+            continue
+        os.chmod(name, 0o700, dir_fd=fd)  # moving a folder rewrites its '..'
+        try:
+            spare = _rename_into(top, fd, name, spare)
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+            sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            try:
+                _empty_in_place(sub)
+            finally:
+                os.close(sub)
+            os.rmdir(name, dir_fd=fd)
+    return spare
+
+
+def _rename_into(top, fd, name, spare):
+    """Move `name` from the folder `fd` into `top` as `.wipe-<n>`, with the
+    first n from `spare` that a job's own entries do not hold (an empty
+    folder of that name is replaced, which removes it). Returns n + 1."""
+    while True:
+        try:
+            os.rename(name, f".wipe-{spare}", src_dir_fd=fd, dst_dir_fd=top)
+            return spare + 1
+        except OSError as e:
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
+                raise
+            spare += 1
+
+
+def _empty_in_place(top):
+    """Remove everything below the open directory `top` depth first, without
+    recursion and with one descriptor open below `top` at a time. Its cost
+    grows with the square of the nesting under Landlock (see empty_dir), so
+    it is only the fallback where folders cannot be moved."""
     fd, names = top, []  # the folder being emptied, and the names down to it
     try:
         while True:

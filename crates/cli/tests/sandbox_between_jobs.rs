@@ -146,6 +146,15 @@ fn nothing_a_job_does_to_the_scratch_reaches_the_next_job() {
              os.fchmod(fd, 0)\nresult = 'nested'",
         ),
         (
+            "folders nested until no inode is left, each locked, under the wipe's own names",
+            "import os\nfor name in ['.wipe-0', '.wipe-2']:\n    open('/tmp/' + name, 'w').close()\n\
+             os.makedirs('/tmp/.wipe-1/x')\nfd = os.open('/tmp', os.O_RDONLY)\nn, err = 0, None\n\
+             try:\n    while True:\n        os.mkdir('.wipe-3', dir_fd=fd)\n        \
+             down = os.open('.wipe-3', os.O_RDONLY, dir_fd=fd)\n        if n:\n            \
+             os.fchmod(fd, 0)\n        os.close(fd)\n        fd, n = down, n + 1\n\
+             except OSError as e:\n    err = e.errno\nresult = [n, err]",
+        ),
+        (
             "a hidden folder filled to the limit, then closed",
             "import os\nos.mkdir('/tmp/.full')\nn = 0\ntry:\n    \
              with open('/tmp/.full/data', 'wb') as f:\n        \
