@@ -1107,6 +1107,13 @@ impl tradebox_core::audit::AuditBackend for Gone {
     ) -> Result<i64, StoreError> {
         Err(StoreError::Backend("the disk is gone".into()))
     }
+    fn append_once(
+        &self,
+        _: &tradebox_core::audit::AuditEntry,
+        _: tradebox_data::timestamp::Micros,
+    ) -> Result<bool, StoreError> {
+        Err(StoreError::Backend("the disk is gone".into()))
+    }
     fn query(
         &self,
         _: &tradebox_core::audit::AuditFilter,

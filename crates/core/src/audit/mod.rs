@@ -228,6 +228,13 @@ pub trait AuditBackend: Send + Sync {
     /// which grows with every append.
     fn append(&self, entry: &AuditEntry, at: Micros) -> Result<i64, StoreError>;
 
+    /// Appends `entry` stamped `at` unless the trail already holds it: a
+    /// row with the same time, user, channel, source, action, code, outcome
+    /// and replica. For a row kept in the spool, whose first write may have
+    /// landed though its answer was lost (the connection broke after the
+    /// statement was sent). Whether it wrote the row.
+    fn append_once(&self, entry: &AuditEntry, at: Micros) -> Result<bool, StoreError>;
+
     /// Entries matching `filter`, newest first (by `at`, then by id).
     fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
 
@@ -319,9 +326,10 @@ impl AuditLog {
     /// PostgreSQL restarts, or locked), the row is kept in memory with its
     /// time, up to [`SPOOL_LIMIT`] rows, and written before the next one
     /// (or by [`AuditLog::flush_spool`]) once the store answers again; the
-    /// error is still returned ([`StoreError::is_locked`]). A row is lost
-    /// only if this process ends before the store comes back, or the spool
-    /// is full.
+    /// error is still returned ([`StoreError::is_locked`]). A kept row is
+    /// written only if the store does not hold it already: a write whose
+    /// answer was lost may have landed. A row is lost only if this process
+    /// ends before the store comes back, or the spool is full.
     pub fn record_at(&self, entry: &AuditEntry, at: Micros) -> Result<i64, StoreError> {
         check_entry(entry)?;
         let stamped;
@@ -355,23 +363,28 @@ impl AuditLog {
         }
     }
 
-    /// Writes the rows kept while the store was unavailable, oldest first;
-    /// how many. Stops at the first that fails (it stays, with those after it).
+    /// Writes the rows kept while the store was unavailable, oldest first,
+    /// each only if the trail does not hold it yet (its first write may
+    /// have landed, see [`AuditBackend::append_once`]); how many left the
+    /// spool. Stops at the first that fails (it stays, with those after it).
     pub fn flush_spool(&self) -> Result<usize, StoreError> {
         let mut spool = self.spool.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut written = 0;
+        let (mut flushed, mut landed) = (0, 0);
         while let Some((entry, at)) = spool.front() {
-            self.backend.append(entry, *at)?;
+            if !self.backend.append_once(entry, *at)? {
+                landed += 1;
+            }
             spool.pop_front();
-            written += 1;
+            flushed += 1;
         }
-        if written > 0 {
+        if flushed > 0 {
             tracing::info!(
-                rows = written,
+                rows = flushed,
+                already_written = landed,
                 "audit rows kept while the store was unavailable written"
             );
         }
-        Ok(written)
+        Ok(flushed)
     }
 
     /// How many rows wait for the store.

@@ -105,6 +105,42 @@ fn insert(c: &PgConn<'_>, entry: &AuditEntry, at: Micros) -> Result<i64, StoreEr
     Ok(row.get(0))
 }
 
+/// [`insert`] unless a row with the same time, user, channel, source,
+/// action, code, outcome and replica is there (one statement, so nothing
+/// can come between the look and the write); whether it wrote one.
+fn insert_once(c: &PgConn<'_>, entry: &AuditEntry, at: Micros) -> Result<bool, StoreError> {
+    let version = entry.function_version.map(i64::from);
+    let duration = entry
+        .duration_ms
+        .map(|d| i64::try_from(d).unwrap_or(i64::MAX));
+    let written = c.execute(
+        "INSERT INTO audit_log (at, user_id, channel, source, action, function_name,
+         function_version, code, outcome, error_type, detail, duration_ms, replica)
+         SELECT $1::TEXT, $2::TEXT, $3::TEXT, $4::TEXT, $5::TEXT, $6::TEXT, $7::BIGINT,
+                $8::TEXT, $9::TEXT, $10::TEXT, $11::TEXT, $12::BIGINT, $13::TEXT
+         WHERE NOT EXISTS (SELECT 1 FROM audit_log WHERE at = $1 AND user_id = $2
+             AND channel IS NOT DISTINCT FROM $3 AND source = $4 AND action = $5
+             AND code IS NOT DISTINCT FROM $8 AND outcome = $9
+             AND replica IS NOT DISTINCT FROM $13)",
+        &[
+            &timestamp::format(at),
+            &entry.user_id,
+            &entry.channel,
+            &entry.source.as_str(),
+            &entry.action.as_str(),
+            &entry.function_name,
+            &version,
+            &entry.code,
+            &entry.outcome.as_str(),
+            &entry.error_type,
+            &entry.detail,
+            &duration,
+            &entry.replica,
+        ],
+    )?;
+    Ok(written == 1)
+}
+
 impl AuditRows for PgConn<'_> {
     fn append_audit(&self, entry: &AuditEntry, at: Micros) -> Result<i64, StoreError> {
         insert(self, entry, at)
@@ -114,6 +150,10 @@ impl AuditRows for PgConn<'_> {
 impl AuditBackend for PgAudit {
     fn append(&self, entry: &AuditEntry, at: Micros) -> Result<i64, StoreError> {
         self.db.write_one(|c| c.append_audit(entry, at))
+    }
+
+    fn append_once(&self, entry: &AuditEntry, at: Micros) -> Result<bool, StoreError> {
+        self.db.write_one(|c| insert_once(c, entry, at))
     }
 
     fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {

@@ -120,6 +120,38 @@ fn insert(tx: &Connection, entry: &AuditEntry, at: Micros) -> rusqlite::Result<i
     Ok(tx.last_insert_rowid())
 }
 
+/// [`insert`] unless a row with the same time, user, channel, source,
+/// action, code, outcome and replica is there; whether it wrote one.
+fn insert_once(tx: &Connection, entry: &AuditEntry, at: Micros) -> rusqlite::Result<bool> {
+    let changed = tx
+        .prepare_cached(
+            "INSERT INTO audit_log (at, user_id, channel, source, action, function_name,
+             function_version, code, outcome, error_type, detail, duration_ms, replica)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13
+             WHERE NOT EXISTS (SELECT 1 FROM audit_log WHERE at = ?1 AND user_id = ?2
+                 AND channel IS ?3 AND source = ?4 AND action = ?5 AND code IS ?8
+                 AND outcome = ?9 AND replica IS ?13)",
+        )?
+        .execute(params![
+            timestamp::format(at),
+            entry.user_id,
+            entry.channel,
+            entry.source.as_str(),
+            entry.action.as_str(),
+            entry.function_name,
+            entry.function_version,
+            entry.code,
+            entry.outcome.as_str(),
+            entry.error_type,
+            entry.detail,
+            entry
+                .duration_ms
+                .map(|d| i64::try_from(d).unwrap_or(i64::MAX)),
+            entry.replica,
+        ])?;
+    Ok(changed == 1)
+}
+
 impl AuditRows for Conn<'_> {
     fn append_audit(&self, entry: &AuditEntry, at: Micros) -> Result<i64, StoreError> {
         append(self, entry, at)
@@ -129,6 +161,11 @@ impl AuditRows for Conn<'_> {
 impl AuditBackend for SqliteAudit {
     fn append(&self, entry: &AuditEntry, at: Micros) -> Result<i64, StoreError> {
         self.db.write(|c| append(c, entry, at))
+    }
+
+    fn append_once(&self, entry: &AuditEntry, at: Micros) -> Result<bool, StoreError> {
+        self.db
+            .write(|c| Ok(c.run(|conn| insert_once(conn, entry, at))?))
     }
 
     fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {

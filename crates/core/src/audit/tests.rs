@@ -558,3 +558,91 @@ fn rows_the_store_could_not_take_are_kept_and_written_once_it_answers() {
     assert!(!err.is_locked());
     assert_eq!(log.spooled(), 0);
 }
+
+/// A backend whose first append lands but is answered as if the store were
+/// gone: a connection that broke after the statement was sent.
+struct LostAnswer {
+    inner: Arc<dyn AuditBackend>,
+    lost: std::sync::atomic::AtomicBool,
+}
+
+impl AuditBackend for LostAnswer {
+    fn append(&self, entry: &AuditEntry, at: Micros) -> Result<i64, StoreError> {
+        let id = self.inner.append(entry, at)?;
+        if self.lost.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Db(tradebox_db::DbError::Unavailable {
+                target: "test".into(),
+                detail: "the connection broke before the answer".into(),
+            }));
+        }
+        Ok(id)
+    }
+    fn append_once(&self, entry: &AuditEntry, at: Micros) -> Result<bool, StoreError> {
+        self.inner.append_once(entry, at)
+    }
+    fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        self.inner.query(filter)
+    }
+    fn prune(&self, before: Micros) -> Result<u64, StoreError> {
+        self.inner.prune(before)
+    }
+    fn count(&self) -> Result<u64, StoreError> {
+        self.inner.count()
+    }
+    fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping()
+    }
+}
+
+/// A row whose write landed though its answer was lost is kept as if it had
+/// not; flushing it must not write it twice, while rows alike in all but
+/// one field are still written.
+fn a_row_whose_answer_was_lost_is_written_once(inner: Arc<dyn AuditBackend>) {
+    let log = AuditLog::new(Arc::new(LostAnswer {
+        inner,
+        lost: std::sync::atomic::AtomicBool::new(true),
+    }))
+    .with_replica("r1");
+    let mut first = entry("U1", Action::Analyze, Outcome::Ok);
+    first.code = Some("result = 1".into());
+    first.channel = None;
+    let err = log.record_at(&first, T0).unwrap_err();
+    assert!(err.is_locked(), "{err}");
+    assert_eq!(log.spooled(), 1);
+    // The same command's twins in all but one field, at the same time.
+    let mut twins = Vec::new();
+    for change in 0..4 {
+        let mut e = first.clone();
+        match change {
+            0 => e.code = Some("result = 2".into()),
+            1 => e.outcome = Outcome::Error,
+            2 => e.channel = Some("C1".into()),
+            _ => e.user_id = "U2".into(),
+        }
+        twins.push(e);
+    }
+    // The next record flushes the kept row first: it is there already.
+    log.record_at(&twins[0], T0).unwrap();
+    assert_eq!(log.spooled(), 0);
+    for e in &twins[1..] {
+        log.record_at(e, T0).unwrap();
+    }
+    assert_eq!(log.count().unwrap(), 5, "one row per command, none twice");
+    // The same code run again a minute later is a command of its own.
+    log.record_at(&first, T0 + MINUTE).unwrap();
+    assert_eq!(log.count().unwrap(), 6);
+}
+
+#[test]
+fn a_row_whose_answer_was_lost_is_written_once_on_sqlite() {
+    let dir = TempDir::new().unwrap();
+    let backend = sqlite::SqliteAudit::open(&dir.path().join("tradebox.db")).unwrap();
+    a_row_whose_answer_was_lost_is_written_once(Arc::new(backend));
+}
+
+#[test]
+fn a_row_whose_answer_was_lost_is_written_once_on_postgres() {
+    let cluster = PgCluster::start().unwrap();
+    let backend = pg::PgAudit::open(&cluster.database().unwrap()).unwrap();
+    a_row_whose_answer_was_lost_is_written_once(Arc::new(backend));
+}
