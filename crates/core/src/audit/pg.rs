@@ -77,31 +77,39 @@ pub(crate) fn ensure_schema(db: &PgDb) -> Result<(), tradebox_db::DbError> {
     db.ensure_component(COMPONENT, VERSION, SCHEMA)
 }
 
-fn insert(c: &PgConn<'_>, entry: &AuditEntry, at: Micros) -> Result<i64, StoreError> {
+/// Runs `f` with `entry` stamped `at` as the 13 parameters of an insert,
+/// in the table's column order.
+fn with_row<T>(entry: &AuditEntry, at: Micros, f: impl FnOnce(&[&(dyn ToSql + Sync)]) -> T) -> T {
     let version = entry.function_version.map(i64::from);
     let duration = entry
         .duration_ms
         .map(|d| i64::try_from(d).unwrap_or(i64::MAX));
-    let row = c.query_one(
-        "INSERT INTO audit_log (at, user_id, channel, source, action, function_name,
-         function_version, code, outcome, error_type, detail, duration_ms, replica)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
-        &[
-            &timestamp::format(at),
-            &entry.user_id,
-            &entry.channel,
-            &entry.source.as_str(),
-            &entry.action.as_str(),
-            &entry.function_name,
-            &version,
-            &entry.code,
-            &entry.outcome.as_str(),
-            &entry.error_type,
-            &entry.detail,
-            &duration,
-            &entry.replica,
-        ],
-    )?;
+    f(&[
+        &timestamp::format(at),
+        &entry.user_id,
+        &entry.channel,
+        &entry.source.as_str(),
+        &entry.action.as_str(),
+        &entry.function_name,
+        &version,
+        &entry.code,
+        &entry.outcome.as_str(),
+        &entry.error_type,
+        &entry.detail,
+        &duration,
+        &entry.replica,
+    ])
+}
+
+fn insert(c: &PgConn<'_>, entry: &AuditEntry, at: Micros) -> Result<i64, StoreError> {
+    let row = with_row(entry, at, |params| {
+        c.query_one(
+            "INSERT INTO audit_log (at, user_id, channel, source, action, function_name,
+             function_version, code, outcome, error_type, detail, duration_ms, replica)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+            params,
+        )
+    })?;
     Ok(row.get(0))
 }
 
@@ -109,35 +117,19 @@ fn insert(c: &PgConn<'_>, entry: &AuditEntry, at: Micros) -> Result<i64, StoreEr
 /// action, code, outcome and replica is there (one statement, so nothing
 /// can come between the look and the write); whether it wrote one.
 fn insert_once(c: &PgConn<'_>, entry: &AuditEntry, at: Micros) -> Result<bool, StoreError> {
-    let version = entry.function_version.map(i64::from);
-    let duration = entry
-        .duration_ms
-        .map(|d| i64::try_from(d).unwrap_or(i64::MAX));
-    let written = c.execute(
-        "INSERT INTO audit_log (at, user_id, channel, source, action, function_name,
-         function_version, code, outcome, error_type, detail, duration_ms, replica)
-         SELECT $1::TEXT, $2::TEXT, $3::TEXT, $4::TEXT, $5::TEXT, $6::TEXT, $7::BIGINT,
-                $8::TEXT, $9::TEXT, $10::TEXT, $11::TEXT, $12::BIGINT, $13::TEXT
-         WHERE NOT EXISTS (SELECT 1 FROM audit_log WHERE at = $1 AND user_id = $2
-             AND channel IS NOT DISTINCT FROM $3 AND source = $4 AND action = $5
-             AND code IS NOT DISTINCT FROM $8 AND outcome = $9
-             AND replica IS NOT DISTINCT FROM $13)",
-        &[
-            &timestamp::format(at),
-            &entry.user_id,
-            &entry.channel,
-            &entry.source.as_str(),
-            &entry.action.as_str(),
-            &entry.function_name,
-            &version,
-            &entry.code,
-            &entry.outcome.as_str(),
-            &entry.error_type,
-            &entry.detail,
-            &duration,
-            &entry.replica,
-        ],
-    )?;
+    let written = with_row(entry, at, |params| {
+        c.execute(
+            "INSERT INTO audit_log (at, user_id, channel, source, action, function_name,
+             function_version, code, outcome, error_type, detail, duration_ms, replica)
+             SELECT $1::TEXT, $2::TEXT, $3::TEXT, $4::TEXT, $5::TEXT, $6::TEXT, $7::BIGINT,
+                    $8::TEXT, $9::TEXT, $10::TEXT, $11::TEXT, $12::BIGINT, $13::TEXT
+             WHERE NOT EXISTS (SELECT 1 FROM audit_log WHERE at = $1 AND user_id = $2
+                 AND channel IS NOT DISTINCT FROM $3 AND source = $4 AND action = $5
+                 AND code IS NOT DISTINCT FROM $8 AND outcome = $9
+                 AND replica IS NOT DISTINCT FROM $13)",
+            params,
+        )
+    })?;
     Ok(written == 1)
 }
 

@@ -94,12 +94,44 @@ pub(crate) fn append(c: &Conn<'_>, entry: &AuditEntry, at: Micros) -> Result<i64
 }
 
 fn insert(tx: &Connection, entry: &AuditEntry, at: Micros) -> rusqlite::Result<i64> {
-    tx.prepare_cached(
+    run_insert(
+        tx,
         "INSERT INTO audit_log (at, user_id, channel, source, action, function_name,
          function_version, code, outcome, error_type, detail, duration_ms, replica)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-    )?
-    .execute(params![
+        entry,
+        at,
+    )?;
+    // Postgres: `RETURNING id`.
+    Ok(tx.last_insert_rowid())
+}
+
+/// [`insert`] unless a row with the same time, user, channel, source,
+/// action, code, outcome and replica is there; whether it wrote one.
+fn insert_once(tx: &Connection, entry: &AuditEntry, at: Micros) -> rusqlite::Result<bool> {
+    let changed = run_insert(
+        tx,
+        "INSERT INTO audit_log (at, user_id, channel, source, action, function_name,
+         function_version, code, outcome, error_type, detail, duration_ms, replica)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13
+         WHERE NOT EXISTS (SELECT 1 FROM audit_log WHERE at = ?1 AND user_id = ?2
+             AND channel IS ?3 AND source = ?4 AND action = ?5 AND code IS ?8
+             AND outcome = ?9 AND replica IS ?13)",
+        entry,
+        at,
+    )?;
+    Ok(changed == 1)
+}
+
+/// Runs the insert `sql` with `entry` stamped `at` as its 13 parameters,
+/// in the table's column order; how many rows it wrote.
+fn run_insert(
+    tx: &Connection,
+    sql: &str,
+    entry: &AuditEntry,
+    at: Micros,
+) -> rusqlite::Result<usize> {
+    tx.prepare_cached(sql)?.execute(params![
         timestamp::format(at),
         entry.user_id,
         entry.channel,
@@ -115,41 +147,7 @@ fn insert(tx: &Connection, entry: &AuditEntry, at: Micros) -> rusqlite::Result<i
             .duration_ms
             .map(|d| i64::try_from(d).unwrap_or(i64::MAX)),
         entry.replica,
-    ])?;
-    // Postgres: `RETURNING id`.
-    Ok(tx.last_insert_rowid())
-}
-
-/// [`insert`] unless a row with the same time, user, channel, source,
-/// action, code, outcome and replica is there; whether it wrote one.
-fn insert_once(tx: &Connection, entry: &AuditEntry, at: Micros) -> rusqlite::Result<bool> {
-    let changed = tx
-        .prepare_cached(
-            "INSERT INTO audit_log (at, user_id, channel, source, action, function_name,
-             function_version, code, outcome, error_type, detail, duration_ms, replica)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13
-             WHERE NOT EXISTS (SELECT 1 FROM audit_log WHERE at = ?1 AND user_id = ?2
-                 AND channel IS ?3 AND source = ?4 AND action = ?5 AND code IS ?8
-                 AND outcome = ?9 AND replica IS ?13)",
-        )?
-        .execute(params![
-            timestamp::format(at),
-            entry.user_id,
-            entry.channel,
-            entry.source.as_str(),
-            entry.action.as_str(),
-            entry.function_name,
-            entry.function_version,
-            entry.code,
-            entry.outcome.as_str(),
-            entry.error_type,
-            entry.detail,
-            entry
-                .duration_ms
-                .map(|d| i64::try_from(d).unwrap_or(i64::MAX)),
-            entry.replica,
-        ])?;
-    Ok(changed == 1)
+    ])
 }
 
 impl AuditRows for Conn<'_> {
