@@ -93,6 +93,19 @@ def _as_sandbox_user(tmp_path, fn):
     return answer[3:]
 
 
+def _nest(folder, depth, name="d", mode=None):
+    """`depth` folders, each inside the last; each left with `mode`."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    for level in range(depth):
+        os.mkdir(name, dir_fd=fd)
+        down = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        if mode is not None and level:
+            os.fchmod(fd, mode)
+        os.close(fd)
+        fd = down
+    os.close(fd)
+
+
 def _empty(folder):
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -143,29 +156,10 @@ def test_empty_dir_undoes_modes_a_job_set(tmp_path):
 
 def test_empty_dir_handles_deep_nesting_without_recursion(tmp_path):
     def plant(folder):
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        for _ in range(3000):  # deeper than PATH_MAX allows as one path
-            os.mkdir("d", dir_fd=fd)
-            down = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
-            os.close(fd)
-            fd = down
-        os.close(fd)
+        _nest(folder, 3000)  # deeper than PATH_MAX allows as one path
         return _empty(folder)
 
     assert _as_sandbox_user(tmp_path, plant) == "[]"
-
-
-def _nest(folder, depth, name="d", mode=None):
-    """`depth` folders, each inside the last; each left with `mode`."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    for level in range(depth):
-        os.mkdir(name, dir_fd=fd)
-        down = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
-        if mode is not None and level:
-            os.fchmod(fd, mode)
-        os.close(fd)
-        fd = down
-    os.close(fd)
 
 
 def test_empty_dir_never_acts_deeper_than_two_levels(tmp_path):

@@ -366,7 +366,7 @@ def _move_up(fd, top, spare):
     """Empty the folder `fd`, one level below `top`: unlink its files, move
     its folders into `top` under names not taken there. Returns the next
     spare name. Where the kernel refuses any move between folders (Landlock
-    before ABI 2 does, with EXDEV) the folder is emptied in place."""
+    before ABI 2 does, with EXDEV) the rest of the folder is emptied in place."""
     for name, is_dir in _entries(fd):
         if not is_dir:
             os.unlink(name, dir_fd=fd)
@@ -377,12 +377,8 @@ def _move_up(fd, top, spare):
         except OSError as e:
             if e.errno != errno.EXDEV:
                 raise
-            sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-            try:
-                _empty_in_place(sub)
-            finally:
-                os.close(sub)
-            os.rmdir(name, dir_fd=fd)
+            _empty_in_place(fd)
+            break
     return spare
 
 
