@@ -379,6 +379,9 @@ async fn serve(
         let pipeline = Arc::clone(&pipeline);
         async move {
             let mut tick = tokio::time::interval(SPOOL_FLUSH);
+            // A flush that waited out a locked store is not followed by the
+            // ticks it missed at once: a pause, then the next try.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 if pipeline.audit().spooled() > 0 {

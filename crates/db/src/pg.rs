@@ -142,7 +142,10 @@ pub struct PgDb {
     tls: MakeRustlsConnect,
     /// `sslmode` as given (`prefer` when not).
     sslmode: String,
-    live: Mutex<Option<Live>>,
+    /// The connection; waited for at most [`STATEMENT_TIMEOUT`], so that
+    /// threads queued behind operations stuck on a held lock or a server
+    /// that stopped answering give up within one timeout, not one each.
+    live: parking_lot::Mutex<Option<Live>>,
 }
 
 impl std::fmt::Debug for PgDb {
@@ -282,7 +285,7 @@ impl PgDb {
             target,
             tls: tls.connector,
             sslmode: tls.shown,
-            live: Mutex::new(None),
+            live: parking_lot::Mutex::new(None),
         };
         // Connect now, so that a wrong address is said at start.
         db.read(|_| Ok::<(), DbError>(()))?;
@@ -521,8 +524,17 @@ impl PgDb {
     }
 
     /// The connection, made when there is none or it cannot be used.
-    fn live(&self) -> Result<MutexGuard<'_, Option<Live>>, DbError> {
-        let mut guard = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+    fn live(&self) -> Result<parking_lot::MutexGuard<'_, Option<Live>>, DbError> {
+        let mut guard =
+            self.live
+                .try_lock_for(STATEMENT_TIMEOUT)
+                .ok_or_else(|| DbError::Unavailable {
+                    target: self.target.clone(),
+                    detail: format!(
+                        "busy: no turn on this process's connection within {}s",
+                        STATEMENT_TIMEOUT.as_secs()
+                    ),
+                })?;
         let usable = guard
             .as_ref()
             .is_some_and(|l| !l.in_transaction && !l.client.is_closed());

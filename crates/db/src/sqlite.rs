@@ -16,10 +16,17 @@
 //! processes may use the same file. Each operation is one transaction:
 //! reads are deferred (a consistent snapshot), writes `BEGIN IMMEDIATE`, so
 //! read-check-write sequences cannot interleave with another writer's.
+//!
+//! [`BUSY_TIMEOUT`] bounds an operation's whole wait: for the mutex (other
+//! threads of this process) and for the file's lock (other processes)
+//! together. Without it, threads queued on the mutex while another process
+//! holds the lock would each wait their own timeout in turn, the last of
+//! `n` for `n` timeouts.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
@@ -165,17 +172,31 @@ impl Db {
         f: impl FnOnce(&Conn<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
         let err = |e| E::from(DbError::from_sqlite(&self.path, e));
-        let mut conn = self.lock();
+        let mut conn = self.lock()?;
         let tx = conn.transaction_with_behavior(behavior).map_err(err)?;
         let value = f(&Conn::new(&tx, &self.path))?;
         tx.commit().map_err(err)?;
         Ok(value)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
-        // A panic inside a transaction rolled it back when the transaction
-        // was dropped, so the connection is still usable.
-        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The connection, once the threads before this one are done, with
+    /// its busy timeout set to what is left of [`BUSY_TIMEOUT`]; locked
+    /// when that is used up waiting for them. (A panic inside a
+    /// transaction rolled it back when the transaction was dropped, so the
+    /// connection is still usable: the mutex does not poison.)
+    fn lock(&self) -> Result<MutexGuard<'_, Connection>, DbError> {
+        let asked = Instant::now();
+        let locked = || DbError::Locked {
+            path: self.path.clone(),
+        };
+        let conn = self.conn.try_lock_for(BUSY_TIMEOUT).ok_or_else(locked)?;
+        let left = BUSY_TIMEOUT.saturating_sub(asked.elapsed());
+        if left.is_zero() {
+            return Err(locked());
+        }
+        conn.busy_timeout(left)
+            .map_err(|e| DbError::from_sqlite(&self.path, e))?;
+        Ok(conn)
     }
 }
 
@@ -211,7 +232,8 @@ mod tests {
         assert_eq!(journal.to_lowercase(), "wal");
         assert_eq!(sync, 1, "NORMAL");
         assert_eq!(fk, 1);
-        assert_eq!(busy, 2000);
+        // What is left of the 2 s after waiting for the mutex.
+        assert!((1900..=2000).contains(&busy), "{busy}");
         let ro = connect(&path, Access::ReadOnly).unwrap();
         let fk: i64 = ro
             .pragma_query_value(None, "foreign_keys", |r| r.get(0))
@@ -277,6 +299,36 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(1500));
         assert_eq!(err.path(), Some(path.as_path()));
         assert!(err.to_string().contains("is locked by another process"));
+        blocker.execute_batch("ROLLBACK").unwrap();
+        db.write(|_| Ok::<_, DbError>(())).unwrap();
+    }
+
+    #[test]
+    fn threads_queued_behind_a_held_lock_each_wait_one_busy_timeout_at_most() {
+        let (_dir, path, db) = setup();
+        let blocker = Connection::open(&path).unwrap();
+        blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let db = std::sync::Arc::new(db);
+        let threads: Vec<_> = (0..5)
+            .map(|_| {
+                let db = std::sync::Arc::clone(&db);
+                std::thread::spawn(move || {
+                    let started = Instant::now();
+                    let result = db.write(|_| Ok::<_, DbError>(()));
+                    (result, started.elapsed())
+                })
+            })
+            .collect();
+        for t in threads {
+            let (result, took) = t.join().unwrap();
+            let err = result.unwrap_err();
+            assert!(err.is_locked(), "{err}");
+            // One after another, the fifth would wait five timeouts.
+            assert!(
+                took < BUSY_TIMEOUT + Duration::from_millis(1500),
+                "{took:?}"
+            );
+        }
         blocker.execute_batch("ROLLBACK").unwrap();
         db.write(|_| Ok::<_, DbError>(())).unwrap();
     }

@@ -34,10 +34,11 @@ mod tests;
 
 use std::fmt;
 use std::path::Path;
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, MutexGuard, PoisonError, TryLockError};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tradebox_data::timestamp::{self, Micros};
+use tradebox_db::DbError;
 
 use crate::store::StoreError;
 
@@ -259,8 +260,33 @@ pub trait AuditRows {
 /// them (see [`AuditLog::record_at`]).
 pub const SPOOL_LIMIT: usize = 10_000;
 
-/// Rows waiting for the store, oldest first, with their times.
-type Spool = std::sync::Mutex<std::collections::VecDeque<(AuditEntry, Micros)>>;
+/// Rows waiting for the store, oldest first, with their times, and the
+/// turn to write them to it. The rows' lock is held only to look at or
+/// change the queue, never across a write to the store.
+#[derive(Default)]
+struct Spool {
+    rows: std::sync::Mutex<std::collections::VecDeque<(AuditEntry, Micros)>>,
+    /// Held by whoever writes the rows to the store, one at a time.
+    writing: std::sync::Mutex<()>,
+}
+
+impl Spool {
+    fn rows(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(AuditEntry, Micros)>> {
+        self.rows.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps `entry` for later, unless the spool is full.
+    fn keep(&self, entry: &AuditEntry, at: Micros) {
+        let mut rows = self.rows();
+        if rows.len() < SPOOL_LIMIT {
+            rows.push_back((entry.clone(), at));
+        } else {
+            tracing::error!(
+                "the audit spool is full ({SPOOL_LIMIT} rows waiting for the store): a row is lost"
+            );
+        }
+    }
+}
 
 /// The audit trail; see the module documentation.
 #[derive(Clone)]
@@ -342,21 +368,31 @@ impl AuditLog {
             }
             _ => entry,
         };
-        let result = match self.flush_spool() {
-            Ok(_) => self.backend.append(entry, at),
+        let flushed = if self.spooled() == 0 {
+            Ok(())
+        } else {
+            match self.spool.writing.try_lock() {
+                Ok(turn) => self.flush_with(turn).map(drop),
+                Err(TryLockError::Poisoned(turn)) => self.flush_with(turn.into_inner()).map(drop),
+                // Another thread is writing the kept rows, so the store was
+                // unavailable a moment ago: this row joins them rather than
+                // wait behind that thread's timeout.
+                Err(TryLockError::WouldBlock) => Err(StoreError::Db(DbError::Unavailable {
+                    target: "the audit trail".into(),
+                    detail: "rows kept while the store was unavailable are being written; \
+                             this one is kept with them"
+                        .into(),
+                })),
+            }
+        };
+        let result = match flushed {
+            Ok(()) => self.backend.append(entry, at),
             // Still down: no second try for this row.
             Err(e) => Err(e),
         };
         match result {
             Err(e) if e.is_locked() => {
-                let mut spool = self.spool.lock().unwrap_or_else(PoisonError::into_inner);
-                if spool.len() < SPOOL_LIMIT {
-                    spool.push_back((entry.clone(), at));
-                } else {
-                    tracing::error!(
-                        "the audit spool is full ({SPOOL_LIMIT} rows waiting for the store): a row is lost"
-                    );
-                }
+                self.spool.keep(entry, at);
                 Err(e)
             }
             other => other,
@@ -367,14 +403,30 @@ impl AuditLog {
     /// each only if the trail does not hold it yet (its first write may
     /// have landed, see [`AuditBackend::append_once`]); how many left the
     /// spool. Stops at the first that fails (it stays, with those after it).
+    /// Waits for another thread writing them to finish first.
     pub fn flush_spool(&self) -> Result<usize, StoreError> {
-        let mut spool = self.spool.lock().unwrap_or_else(PoisonError::into_inner);
+        let turn = self
+            .spool
+            .writing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.flush_with(turn)
+    }
+
+    /// [`AuditLog::flush_spool`] with the turn to write taken. Rows kept
+    /// meanwhile by other threads are written too.
+    fn flush_with(&self, _turn: MutexGuard<'_, ()>) -> Result<usize, StoreError> {
         let (mut flushed, mut landed) = (0, 0);
-        while let Some((entry, at)) = spool.front() {
-            if !self.backend.append_once(entry, *at)? {
+        loop {
+            // Only the holder of the turn takes rows off, so the front
+            // stays the same while it is written.
+            let Some((entry, at)) = self.spool.rows().front().cloned() else {
+                break;
+            };
+            if !self.backend.append_once(&entry, at)? {
                 landed += 1;
             }
-            spool.pop_front();
+            self.spool.rows().pop_front();
             flushed += 1;
         }
         if flushed > 0 {
@@ -389,10 +441,7 @@ impl AuditLog {
 
     /// How many rows wait for the store.
     pub fn spooled(&self) -> usize {
-        self.spool
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.spool.rows().len()
     }
 
     /// Entries matching `filter`, newest first.

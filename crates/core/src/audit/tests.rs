@@ -559,25 +559,62 @@ fn rows_the_store_could_not_take_are_kept_and_written_once_it_answers() {
     assert_eq!(log.spooled(), 0);
 }
 
-/// A backend whose first append lands but is answered as if the store were
-/// gone: a connection that broke after the statement was sent.
-struct LostAnswer {
+/// A backend passing everything on to `inner`, except where a test steps
+/// in: while `down`, an append fails and writes nothing; while `lost`, the
+/// next append lands but is answered as if the store were gone (a
+/// connection that broke after the statement was sent); with a `gate`, the
+/// first `append_once` says so and waits to be let through.
+struct Faulty {
     inner: Arc<dyn AuditBackend>,
+    down: std::sync::atomic::AtomicBool,
     lost: std::sync::atomic::AtomicBool,
+    gate: Option<Gate>,
 }
 
-impl AuditBackend for LostAnswer {
+/// Where [`Faulty::append_once`] waits the first time: it sends on
+/// `entered`, then waits on `through`.
+struct Gate {
+    entered: std::sync::mpsc::Sender<()>,
+    through: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+    passed: std::sync::atomic::AtomicBool,
+}
+
+impl Faulty {
+    fn new(inner: Arc<dyn AuditBackend>) -> Faulty {
+        Faulty {
+            inner,
+            down: false.into(),
+            lost: false.into(),
+            gate: None,
+        }
+    }
+}
+
+fn gone() -> StoreError {
+    StoreError::Db(tradebox_db::DbError::Unavailable {
+        target: "test".into(),
+        detail: "the connection broke".into(),
+    })
+}
+
+impl AuditBackend for Faulty {
     fn append(&self, entry: &AuditEntry, at: Micros) -> Result<i64, StoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.down.load(SeqCst) {
+            return Err(gone());
+        }
         let id = self.inner.append(entry, at)?;
-        if self.lost.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            return Err(StoreError::Db(tradebox_db::DbError::Unavailable {
-                target: "test".into(),
-                detail: "the connection broke before the answer".into(),
-            }));
+        if self.lost.swap(false, SeqCst) {
+            return Err(gone());
         }
         Ok(id)
     }
     fn append_once(&self, entry: &AuditEntry, at: Micros) -> Result<bool, StoreError> {
+        let first = |gate: &&Gate| !gate.passed.swap(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(gate) = self.gate.as_ref().filter(first) {
+            let _ = gate.entered.send(());
+            let _ = gate.through.lock().unwrap().recv();
+        }
         self.inner.append_once(entry, at)
     }
     fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
@@ -594,15 +631,73 @@ impl AuditBackend for LostAnswer {
     }
 }
 
+#[test]
+fn a_row_recorded_while_kept_rows_are_written_joins_them_without_waiting() {
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::sync::mpsc::channel;
+    use std::time::Duration;
+    let (_dir, path, _) = setup();
+    let (entered_tx, entered) = channel();
+    let (through, through_rx) = channel();
+    let mut backend = Faulty::new(Arc::new(sqlite::SqliteAudit::open(&path).unwrap()));
+    backend.gate = Some(Gate {
+        entered: entered_tx,
+        through: std::sync::Mutex::new(through_rx),
+        passed: false.into(),
+    });
+    let backend = Arc::new(backend);
+    let log = AuditLog::new(backend.clone());
+    backend.down.store(true, SeqCst);
+    let kept = entry("U1", Action::Analyze, Outcome::Error);
+    assert!(log.record_at(&kept, T0).unwrap_err().is_locked());
+    backend.down.store(false, SeqCst);
+
+    // One thread writes the kept row and is held up at it (as by a store
+    // that takes its time to answer)...
+    let flusher = std::thread::spawn({
+        let log = log.clone();
+        move || log.flush_spool()
+    });
+    entered.recv_timeout(Duration::from_secs(30)).unwrap();
+    // ... while a command records its row: kept at once, not waiting.
+    let (done_tx, done) = channel();
+    std::thread::spawn({
+        let log = log.clone();
+        move || {
+            let second = entry("U2", Action::Analyze, Outcome::Ok);
+            let _ = done_tx.send(log.record_at(&second, T0 + MINUTE));
+        }
+    });
+    let err = done
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the row waited for the thread writing the kept ones")
+        .unwrap_err();
+    assert!(err.is_locked(), "{err}");
+    assert_eq!(log.spooled(), 2);
+
+    // Let through: the writing thread writes both, in order, once each.
+    through.send(()).unwrap();
+    assert_eq!(flusher.join().unwrap().unwrap(), 2);
+    assert_eq!(log.spooled(), 0);
+    let users: Vec<String> = log
+        .query(&AuditFilter::default())
+        .unwrap()
+        .into_iter()
+        .rev()
+        .map(|r| r.entry.user_id)
+        .collect();
+    assert_eq!(users, ["U1", "U2"]);
+}
+
 /// A row whose write landed though its answer was lost is kept as if it had
 /// not; flushing it must not write it twice, while rows alike in all but
 /// one field are still written.
 fn a_row_whose_answer_was_lost_is_written_once(inner: Arc<dyn AuditBackend>) {
-    let log = AuditLog::new(Arc::new(LostAnswer {
-        inner,
-        lost: std::sync::atomic::AtomicBool::new(true),
-    }))
-    .with_replica("r1");
+    let backend = Faulty::new(inner);
+    backend
+        .lost
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let log = AuditLog::new(Arc::new(backend)).with_replica("r1");
     let mut first = entry("U1", Action::Analyze, Outcome::Ok);
     first.code = Some("result = 1".into());
     first.channel = None;
