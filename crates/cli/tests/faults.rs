@@ -223,11 +223,65 @@ fn a_store_locked_by_another_process_delays_or_refuses_within_a_bound_never_hang
         refused(run());
     }
     // ... and many at once: each waits for the lock once, not once for
-    // every request before it.
+    // every request before it. Beside them, a command that writes (a save)
+    // and the pages that only read answer within the same bound; reads are
+    // served (a locked store still reads).
+    let other = |method: &str, path: &str, body: serde_json::Value| {
+        let started = Instant::now();
+        let auth = format!("Bearer {}", server.token);
+        let answer = common::http(
+            &server.base,
+            method,
+            path,
+            &[
+                ("Authorization", auth.as_str()),
+                ("Content-Type", "application/json"),
+            ],
+            if body.is_null() {
+                Vec::new()
+            } else {
+                body.to_string().into_bytes()
+            }
+            .as_slice(),
+        );
+        (answer.status, answer.text(), started.elapsed())
+    };
     std::thread::scope(|s| {
-        let all: Vec<_> = (0..6).map(|_| s.spawn(run)).collect();
-        for one in all {
+        let runs: Vec<_> = (0..6).map(|_| s.spawn(run)).collect();
+        let save = s.spawn(|| {
+            other(
+                "POST",
+                "/api/v1/commands",
+                serde_json::json!({"user": "U1", "text": "/savefunc n | one | result = 1"}),
+            )
+        });
+        let reads: Vec<_> = ["/api/v1/functions", "/api/v1/audit", "/api/v1/data"]
+            .into_iter()
+            .map(|path| {
+                (
+                    path,
+                    s.spawn(move || other("GET", path, serde_json::Value::Null)),
+                )
+            })
+            .collect();
+        for one in runs {
             refused(one.join().unwrap());
+        }
+        let (status, text, took) = save.join().unwrap();
+        eprintln!("save: {status} {took:?} {text}");
+        assert!(
+            took < Duration::from_secs(10),
+            "save waited {took:?}: {text}"
+        );
+        assert!(
+            text.contains("locked"),
+            "the save says why: {status} {text}"
+        );
+        for (path, read) in reads {
+            let (status, text, took) = read.join().unwrap();
+            eprintln!("{path}: {status} {took:?}");
+            assert!(took < Duration::from_secs(10), "{path} waited {took:?}");
+            assert_eq!(status, 200, "{path} reads a locked store: {text}");
         }
     });
     holder.execute_batch("ROLLBACK").unwrap();

@@ -11,9 +11,11 @@
 //!
 //! # Transactions
 //!
-//! [`Db`] holds one connection behind a mutex, so one store object can be
-//! shared between threads, and any number of store objects in any number of
-//! processes may use the same file. Each operation is one transaction:
+//! [`Db`] holds two connections, each behind a mutex: one for writes, one
+//! for reads (which never wait behind a write waiting for the file's
+//! lock). So one store object can be shared between threads, and any
+//! number of store objects in any number of processes may use the same
+//! file. Each operation is one transaction:
 //! reads are deferred (a consistent snapshot), writes `BEGIN IMMEDIATE`, so
 //! read-check-write sequences cannot interleave with another writer's.
 //!
@@ -21,7 +23,10 @@
 //! threads of this process) and for the file's lock (other processes)
 //! together. Without it, threads queued on the mutex while another process
 //! holds the lock would each wait their own timeout in turn, the last of
-//! `n` for `n` timeouts.
+//! `n` for `n` timeouts. An operation that cannot begin at once waits, on a
+//! worker of a multi-threaded tokio runtime, only after `block_in_place`
+//! has handed the worker's other tasks on: a locked store holds up the
+//! requests that use it, not every request.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -81,7 +86,11 @@ pub fn connect(path: &Path, access: Access) -> Result<Connection, DbError> {
 /// One connection to a store file, shared between threads; see the module
 /// documentation.
 pub struct Db {
-    conn: Mutex<Connection>,
+    /// Where writes run.
+    writer: Mutex<Connection>,
+    /// Where reads run, so that they never wait behind a write waiting for
+    /// the file's lock (a locked store still reads).
+    reader: Mutex<Connection>,
     path: PathBuf,
 }
 
@@ -115,9 +124,11 @@ impl Db {
     /// Opens (creating if needed) the store file at `path` for reading and
     /// writing.
     pub fn open(path: &Path) -> Result<Db, DbError> {
-        let conn = connect(path, Access::ReadWrite)?;
+        let writer = connect(path, Access::ReadWrite)?;
+        let reader = connect(path, Access::ReadWrite)?;
         Ok(Db {
-            conn: Mutex::new(conn),
+            writer: Mutex::new(writer),
+            reader: Mutex::new(reader),
             path: path.to_path_buf(),
         })
     }
@@ -171,12 +182,67 @@ impl Db {
         behavior: TransactionBehavior,
         f: impl FnOnce(&Conn<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
+        let f = match self.transaction_now(behavior, f) {
+            Ok(done) => return done,
+            Err(f) => f,
+        };
+        may_block(|| {
+            let mut conn = self.lock(behavior)?;
+            let tx = conn
+                .transaction_with_behavior(behavior)
+                .map_err(|e| E::from(DbError::from_sqlite(&self.path, e)))?;
+            self.finish(tx, f)
+        })
+    }
+
+    /// The transaction when it can begin at once (the connection free
+    /// and, for a write, the file's lock too), as most do; else `f` back,
+    /// untouched, to wait for its turn.
+    fn transaction_now<T, E: From<DbError>, F: FnOnce(&Conn<'_>) -> Result<T, E>>(
+        &self,
+        behavior: TransactionBehavior,
+        f: F,
+    ) -> Result<Result<T, E>, F> {
         let err = |e| E::from(DbError::from_sqlite(&self.path, e));
-        let mut conn = self.lock()?;
-        let tx = conn.transaction_with_behavior(behavior).map_err(err)?;
+        let Some(mut conn) = self.connection(behavior).try_lock() else {
+            return Err(f);
+        };
+        if let Err(e) = conn.busy_timeout(Duration::ZERO) {
+            return Ok(Err(err(e)));
+        }
+        let tx = match conn.transaction_with_behavior(behavior) {
+            Ok(tx) => tx,
+            Err(e) => match DbError::from_sqlite(&self.path, e) {
+                DbError::Locked { .. } => return Err(f),
+                other => return Ok(Err(E::from(other))),
+            },
+        };
+        // Begun: the body's statements wait as any other's would.
+        if let Err(e) = tx.busy_timeout(BUSY_TIMEOUT) {
+            return Ok(Err(err(e)));
+        }
+        Ok(self.finish(tx, f))
+    }
+
+    /// Runs `f` in `tx`, committed when `f` succeeds.
+    fn finish<T, E: From<DbError>>(
+        &self,
+        tx: rusqlite::Transaction<'_>,
+        f: impl FnOnce(&Conn<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
         let value = f(&Conn::new(&tx, &self.path))?;
-        tx.commit().map_err(err)?;
+        tx.commit()
+            .map_err(|e| E::from(DbError::from_sqlite(&self.path, e)))?;
         Ok(value)
+    }
+
+    /// The connection for a transaction of `behavior`: reads have one of
+    /// their own.
+    fn connection(&self, behavior: TransactionBehavior) -> &Mutex<Connection> {
+        match behavior {
+            TransactionBehavior::Deferred => &self.reader,
+            _ => &self.writer,
+        }
     }
 
     /// The connection, once the threads before this one are done, with
@@ -184,12 +250,15 @@ impl Db {
     /// when that is used up waiting for them. (A panic inside a
     /// transaction rolled it back when the transaction was dropped, so the
     /// connection is still usable: the mutex does not poison.)
-    fn lock(&self) -> Result<MutexGuard<'_, Connection>, DbError> {
+    fn lock(&self, behavior: TransactionBehavior) -> Result<MutexGuard<'_, Connection>, DbError> {
         let asked = Instant::now();
         let locked = || DbError::Locked {
             path: self.path.clone(),
         };
-        let conn = self.conn.try_lock_for(BUSY_TIMEOUT).ok_or_else(locked)?;
+        let conn = self
+            .connection(behavior)
+            .try_lock_for(BUSY_TIMEOUT)
+            .ok_or_else(locked)?;
         let left = BUSY_TIMEOUT.saturating_sub(asked.elapsed());
         if left.is_zero() {
             return Err(locked());
@@ -197,6 +266,18 @@ impl Db {
         conn.busy_timeout(left)
             .map_err(|e| DbError::from_sqlite(&self.path, e))?;
         Ok(conn)
+    }
+}
+
+/// Runs `f`, which may wait for a lock: on a worker of a multi-threaded
+/// tokio runtime (`serve`) once the worker has handed its other tasks on,
+/// so that requests waiting for a locked store do not hold up the ones
+/// that do not touch it; elsewhere in place.
+fn may_block<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
@@ -331,6 +412,65 @@ mod tests {
         }
         blocker.execute_batch("ROLLBACK").unwrap();
         db.write(|_| Ok::<_, DbError>(())).unwrap();
+    }
+
+    #[test]
+    fn writes_waiting_for_a_held_lock_do_not_hold_up_a_runtimes_other_tasks() {
+        let (_dir, path, db) = setup();
+        let blocker = Connection::open(&path).unwrap();
+        blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let db = std::sync::Arc::new(db);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        // More waiting writes than the runtime has workers...
+        let writes: Vec<_> = (0..6)
+            .map(|_| {
+                let db = std::sync::Arc::clone(&db);
+                rt.spawn(async move { db.write(|_| Ok::<_, DbError>(())) })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        // ... and a task that does not touch the store runs at once.
+        let spawned = Instant::now();
+        let ran = rt.block_on(rt.spawn(async { Instant::now() })).unwrap();
+        let waited = ran.duration_since(spawned);
+        assert!(waited < Duration::from_secs(1), "{waited:?}");
+        for w in writes {
+            assert!(rt.block_on(w).unwrap().unwrap_err().is_locked());
+        }
+        // A free store: the write begins at once, on the worker.
+        blocker.execute_batch("ROLLBACK").unwrap();
+        let db2 = std::sync::Arc::clone(&db);
+        rt.block_on(rt.spawn(async move { db2.write(|_| Ok::<_, DbError>(())) }))
+            .unwrap()
+            .unwrap();
+    }
+
+    #[test]
+    fn reads_answer_while_a_write_waits_for_a_held_lock() {
+        let (_dir, path, db) = setup();
+        db.write(|c| {
+            c.run(|conn| conn.execute_batch("CREATE TABLE t (a); INSERT INTO t VALUES (7)"))
+        })
+        .unwrap();
+        let blocker = Connection::open(&path).unwrap();
+        blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let db = std::sync::Arc::new(db);
+        let writer = std::thread::spawn({
+            let db = std::sync::Arc::clone(&db);
+            move || db.write(|_| Ok::<_, DbError>(()))
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let started = Instant::now();
+        let a: i64 = db
+            .read(|c| c.run(|conn| conn.query_row("SELECT a FROM t", [], |r| r.get(0))))
+            .unwrap();
+        assert_eq!(a, 7);
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(1), "the read waited {took:?}");
+        assert!(writer.join().unwrap().unwrap_err().is_locked());
     }
 
     #[test]
