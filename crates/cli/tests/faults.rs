@@ -226,43 +226,32 @@ fn a_store_locked_by_another_process_delays_or_refuses_within_a_bound_never_hang
     // every request before it. Beside them, a command that writes (a save)
     // and the pages that only read answer within the same bound; reads are
     // served (a locked store still reads).
-    let other = |method: &str, path: &str, body: serde_json::Value| {
+    let auth = format!("Bearer {}", server.token);
+    let get = |path: &str| {
         let started = Instant::now();
-        let auth = format!("Bearer {}", server.token);
         let answer = common::http(
             &server.base,
-            method,
+            "GET",
             path,
-            &[
-                ("Authorization", auth.as_str()),
-                ("Content-Type", "application/json"),
-            ],
-            if body.is_null() {
-                Vec::new()
-            } else {
-                body.to_string().into_bytes()
-            }
-            .as_slice(),
+            &[("Authorization", auth.as_str())],
+            &[],
         );
         (answer.status, answer.text(), started.elapsed())
     };
     std::thread::scope(|s| {
         let runs: Vec<_> = (0..6).map(|_| s.spawn(run)).collect();
         let save = s.spawn(|| {
-            other(
-                "POST",
+            let started = Instant::now();
+            let (status, v) = common::post_json(
+                &server,
                 "/api/v1/commands",
-                serde_json::json!({"user": "U1", "text": "/savefunc n | one | result = 1"}),
-            )
+                &serde_json::json!({"user": "U1", "text": "/savefunc n | one | result = 1"}),
+            );
+            (status, v.to_string(), started.elapsed())
         });
         let reads: Vec<_> = ["/api/v1/functions", "/api/v1/audit", "/api/v1/data"]
             .into_iter()
-            .map(|path| {
-                (
-                    path,
-                    s.spawn(move || other("GET", path, serde_json::Value::Null)),
-                )
-            })
+            .map(|path| (path, s.spawn(move || get(path))))
             .collect();
         for one in runs {
             refused(one.join().unwrap());
