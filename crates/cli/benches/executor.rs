@@ -17,7 +17,13 @@
 //!   4. throughput of `result = 1 + 1` on the default pool (one zygote per
 //!      core), jobs submitted from several client threads;
 //!   5. memory: zygote RSS at ready and after the jobs, and the private
-//!      memory of a job's child (what each job adds on top of the zygote).
+//!      memory of a job's child (what each job adds on top of the zygote);
+//!   6. this host's speed at what a job costs most, outside the sandbox: a
+//!      fork + exit of a process holding as much anonymous memory as the
+//!      zygote, and a fixed pure-Python loop. Figures of runs on other
+//!      days or machines compare only beside these (the same code's
+//!      throughput on one machine has ranged from 110 to 274 jobs/s between
+//!      days).
 //!
 //! All three query variants use as_of 'latest' and must return the same
 //! sums. Prints two tables with every target and whether it was met
@@ -96,6 +102,74 @@ def _tb_mem():
             'private_dirty_kb': m['Private_Dirty'], 'private_clean_kb': m['Private_Clean']}
 result = _tb_mem()
 ";
+
+/// Run by the runtime's interpreter outside the sandbox, with the KiB of
+/// anonymous memory to hold: times fork + exit + wait of the process (what
+/// each job costs the zygote and its child, page tables above all), then a
+/// fixed pure-Python loop (the interpreter's speed). Prints both as JSON.
+const HOST_CODE: &str = "import json, os, sys, time
+block = bytearray(int(sys.argv[1]) * 1024)
+for i in range(0, len(block), 4096):
+    block[i] = 1
+def timed(f, n):
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        f()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+def fork_exit():
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+def loop():
+    x = 0
+    for i in range(LOOP):
+        x += i
+print(json.dumps({'fork_exit_ms': timed(fork_exit, 100), 'loop_ms': timed(loop, 21)}))
+";
+/// Additions in HOST_CODE's loop.
+const HOST_LOOP: u64 = 100_000;
+
+/// This host's speed, measured in the same run as the figures.
+struct Host {
+    anon_kb: u64,
+    fork_exit: Stats,
+    python_loop: Stats,
+}
+
+/// Runs HOST_CODE holding `anon_kb` of anonymous memory.
+fn host_speed(python: &Path, anon_kb: u64) -> Host {
+    let out = Command::new(python)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .current_dir("/tmp")
+        .arg("-c")
+        .arg(HOST_CODE.replace("LOOP", &HOST_LOOP.to_string()))
+        .arg(anon_kb.to_string())
+        .output()
+        .expect("host calibration runs");
+    assert!(
+        out.status.success(),
+        "host calibration failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("host calibration JSON");
+    let series = |key: &str| -> Vec<Duration> {
+        v[key]
+            .as_array()
+            .expect("host calibration series")
+            .iter()
+            .map(|ms| Duration::from_secs_f64(ms.as_f64().expect("ms") / 1000.0))
+            .collect()
+    };
+    Host {
+        anon_kb,
+        fork_exit: stats(&series("fork_exit_ms")),
+        python_loop: stats(&series("loop_ms")),
+    }
+}
 
 struct Args {
     home: PathBuf,
@@ -574,6 +648,7 @@ fn main() {
     let slot = pool.status().into_iter().next().expect("one slot");
     let zygote = slot.pid.map(children_of).and_then(|k| k.into_iter().next());
     let rss_after_kb = zygote.and_then(|z| proc_kb(z, "status").get("VmRSS").copied());
+    let zygote_anon_kb = zygote.and_then(|z| proc_kb(z, "smaps_rollup").get("Anonymous").copied());
     let idle_child_private_kb = zygote
         .and_then(|z| children_of(z).into_iter().next())
         .map(|c| proc_kb(c, "smaps_rollup"))
@@ -685,6 +760,16 @@ fn main() {
     assert_eq!(failed, 0, "{failed} throughput jobs failed");
     let jobs_per_s = args.jobs as f64 / elapsed.as_secs_f64();
 
+    // This host, outside the sandbox.
+    let anon_kb = zygote_anon_kb.unwrap_or(memory.rss_ready_kb);
+    progress(&format!(
+        "host: fork + exit of a process holding {:.0} MiB (the zygote's anonymous memory), \
+         and a Python loop",
+        mib(anon_kb)
+    ));
+    let host = host_speed(&python.python, anon_kb);
+    let fork_bound = cores as f64 * 1000.0 / host.fork_exit.p50;
+
     // Report.
     let warm = stats(&warm_idle);
     let b2b = stats(&warm_b2b);
@@ -788,6 +873,13 @@ fn main() {
                 "idle_child_private_kb": memory.idle_child_private_kb,
                 "job_trivial": mem(&memory.trivial),
                 "job_query": mem(&memory.query),
+            },
+            "host": {
+                "anonymous_kb": host.anon_kb,
+                "fork_exit": stats_json(host.fork_exit),
+                "python_loop_additions": HOST_LOOP,
+                "python_loop": stats_json(host.python_loop),
+                "jobs_per_s_bound_by_fork_exit": fork_bound,
             },
             "targets": targets.iter().map(|(name, value, target, met)| {
                 (name.to_string(), json!({"value": value, "target": target, "met": met}))
@@ -993,6 +1085,36 @@ fn main() {
          job (median of 5, {LONG_GAP_MS} ms idle before each); clean private pages are \
          file-backed (snapshot data and library code only the child touched: page cache, \
          reclaimable)"
+    );
+    println!();
+    let rows = vec![
+        vec![
+            "this host, in this run (outside the sandbox)".to_string(),
+            "runs".into(),
+            "p50 ms".into(),
+            "p95 ms".into(),
+        ],
+        vec![
+            format!(
+                "fork + exit of a process holding {:.0} MiB of anonymous memory (the zygote's)",
+                mib(host.anon_kb)
+            ),
+            host.fork_exit.runs.to_string(),
+            format!("{:.2}", host.fork_exit.p50),
+            format!("{:.2}", host.fork_exit.p95),
+        ],
+        vec![
+            format!("a pure-Python loop of {HOST_LOOP} additions"),
+            host.python_loop.runs.to_string(),
+            format!("{:.2}", host.python_loop.p50),
+            format!("{:.2}", host.python_loop.p95),
+        ],
+    ];
+    print_table(&rows);
+    println!(
+        "each job costs one fork of its zygote and one exit of its child: on {cores} cores that \
+         alone bounds throughput to {fork_bound:.0} jobs/s here (the zygote's many mappings \
+         cost more than this one block); compare figures of other runs beside these"
     );
     let missed: Vec<&str> = targets.iter().filter(|t| !t.3).map(|t| t.0).collect();
     println!(
