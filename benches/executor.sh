@@ -7,9 +7,8 @@
 # load_trades(days=7).groupby('exchange')['amount'].sum() through the warm
 # pool vs a cold `python -c` vs that cold run under bwrap, throughput of
 # `result = 1 + 1` on the default pool, zygote RSS and memory per job, and
-# this host's speed (fork + exit of Python with the zygote's imports and memory,
-# a Python loop) to
-# compare runs of other days beside.
+# this host's speed (fork + exit of Python with the zygote's imports and
+# memory, a Python loop) to compare runs of other days beside.
 # Usage: benches/executor.sh [--json] [--warm N] [--cold N] [--jobs N] [--gap-ms N]
 #   env: ROWS (1000000), BENCH_WARM (200), BENCH_COLD (20), BENCH_JOBS (1000),
 #        BENCH_GAP_MS (20), BENCH_RUNTIME (default: target/tmp/bench-runtime,
