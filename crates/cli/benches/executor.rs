@@ -21,14 +21,14 @@
 //!   6. this host's speed at what a job costs most, outside the sandbox: a
 //!      fork + exit of a Python process that imported what the zygote
 //!      imports and holds as much anonymous memory, and a fixed pure-Python
-//!      loop. Figures of runs on other
-//!      days or machines compare only beside these (the same code's
-//!      throughput on one machine has ranged from 110 to 274 jobs/s between
-//!      days).
+//!      loop. Figures of runs on other days or machines compare only beside
+//!      these (the same code's throughput on one machine has ranged from 110
+//!      to 274 jobs/s between days).
 //!
 //! All three query variants use as_of 'latest' and must return the same
 //! sums. Prints two tables with every target and whether it was met
-//! (MISSED otherwise), all from this one run (or `--json`).
+//! (MISSED otherwise), then the host's table, all from this one run (or
+//! `--json`).
 //!
 //! Options (or env): --home DIR (BENCH_HOME, required), --runtime DIR
 //! (BENCH_RUNTIME, default: target/tmp/bench-runtime, kept between runs and
@@ -148,13 +148,21 @@ struct Host {
     python_loop: Stats,
 }
 
+/// `python -c` outside the sandbox, in a minimal environment: the cold
+/// runs and the host's figures are taken alike.
+fn plain_python(python: &Path) -> Command {
+    let mut cmd = Command::new(python);
+    cmd.env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", "/tmp")
+        .current_dir("/tmp")
+        .arg("-c");
+    cmd
+}
+
 /// Runs HOST_CODE holding `anon_kb` of anonymous memory.
 fn host_speed(python: &Path, anon_kb: u64) -> Host {
-    let out = Command::new(python)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .current_dir("/tmp")
-        .arg("-c")
+    let out = plain_python(python)
         .arg(HOST_CODE.replace("LOOP", &HOST_LOOP.to_string()))
         .arg(anon_kb.to_string())
         .output()
@@ -680,13 +688,8 @@ fn main() {
         )
         .replace("SNAP", &Value::from(snapshot.to_string_lossy()).to_string());
     let make_cold = || {
-        let mut cmd = Command::new(&python.python);
-        cmd.env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("HOME", "/tmp")
-            .current_dir("/tmp")
-            .arg("-c")
-            .arg(&cold_code);
+        let mut cmd = plain_python(&python.python);
+        cmd.arg(&cold_code);
         cmd
     };
     let bwrap_path = which("bwrap");
