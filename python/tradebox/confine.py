@@ -96,8 +96,11 @@ def limit_job(memory_bytes: int, cpu_seconds: int):
     above the current size (an absolute limit breaks pandas), and CPU time
     (SIGXCPU at the limit, SIGKILL a second later; the supervisor reports
     either as the time limit)."""
-    with open("/proc/self/statm") as f:
-        size = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    fd = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+    try:  # not open(): its text layers cost a fresh child 0.2 ms on the job's path
+        size = int(os.read(fd, 256).split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    finally:
+        os.close(fd)
     resource.setrlimit(resource.RLIMIT_AS, (size + memory_bytes, size + memory_bytes))
     cpu = max(int(cpu_seconds), 1)
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))

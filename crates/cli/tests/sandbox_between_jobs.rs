@@ -373,6 +373,66 @@ fn bytes_a_job_wrote_past_its_answer_never_reach_the_next_job() {
     }
 }
 
+/// After a normal answer the child sleeps until the zygote, the answer
+/// passed on, kills it (it does not exit by itself: its teardown would
+/// hold the CPU the zygote wakes on). Everything a job can leave to run in
+/// that sleep, on its main thread (signal handlers, which run inside the
+/// sleep) or beside it (threads), changes neither its answer nor the next
+/// job, and costs no worker.
+#[test]
+fn what_a_job_leaves_running_after_its_answer_changes_nothing() {
+    let pool = pool(1);
+    // Each acts only once the main thread sleeps after the answer.
+    let timer = |act: &str| {
+        format!(
+            "import os, signal\ndef h(sig, frame):\n    \
+             if frame is not None and frame.f_code.co_name == '_await_kill':\n{act}\n\
+             signal.signal(signal.SIGALRM, h)\n\
+             signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)\nresult = 'mine'"
+        )
+    };
+    let thread = |act: &str| {
+        format!(
+            "import os, sys, threading, time\nmain = threading.main_thread().ident\n\
+             def t():\n    \
+             while sys._current_frames()[main].f_code.co_name != '_await_kill':\n        \
+             time.sleep(0.001)\n{act}\n\
+             threading.Thread(target=t).start()\nresult = 'mine'"
+        )
+    };
+    for (what, code) in [
+        (
+            "a timer whose handler raises",
+            timer("        raise SystemExit(3)"),
+        ),
+        (
+            "a timer whose handler spins",
+            timer("        while True:\n            pass"),
+        ),
+        ("a timer whose handler exits", timer("        os._exit(9)")),
+        (
+            "a timer whose handler writes to the scratch",
+            timer("        open('/tmp/late', 'a').write('x')"),
+        ),
+        (
+            "a thread that spins",
+            thread("    while True:\n        pass"),
+        ),
+        ("a thread that exits", thread("    os._exit(9)")),
+        (
+            "a thread that writes to the scratch",
+            thread("    while True:\n        open('/tmp/late', 'a').write('x' * 4096)"),
+        ),
+    ] {
+        let (a, took) = timed(&pool, &code);
+        println!("[after the answer] {what}: {:?} after {took:?}", a.result);
+        assert_eq!(a.result.as_deref(), Some("mine"), "{what}: {a:#?}");
+        assert!(took < Duration::from_secs(2), "{what}: {took:?}");
+        attack_then_victim(&pool, what, &code);
+    }
+    assert_eq!(restarts(&pool), 0, "the worker was replaced");
+}
+
 #[test]
 fn two_early_answers_do_not_hold_a_pool_of_two() {
     let pool = std::sync::Arc::new(pool(2));
