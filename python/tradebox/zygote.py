@@ -1005,11 +1005,9 @@ def _serve():
         if status == "ok":
             # The answer is final (it is in `result`): nothing the job does
             # after it counts. It goes out first; the child, asleep since it
-            # wrote it (`_await_kill`), is killed after, demoted first so
-            # that its teardown yields the CPU to whatever wakes meanwhile.
+            # wrote it (`_await_kill`), is killed after.
             send({"type": "result", "status": "ok", "elapsed_ms": elapsed()})
             write_frame(result.view[4:size])
-            demote(child.pid)
             child.kill()
             result.drop()
             child = replace(child)
