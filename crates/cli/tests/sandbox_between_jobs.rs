@@ -827,6 +827,17 @@ fn the_next_job_runs_on_a_healthy_worker_after_the_zygote_dies_between_jobs() {
             nix::sys::signal::Signal::SIGKILL,
         )
         .unwrap();
+        // Dead, not only signalled, before the next job: a kill still on its
+        // way races the job's dispatch, and a worker that takes a job and
+        // then dies failed during it (`a_zygote_killed_mid_job_is_replaced`).
+        let gone = Instant::now();
+        while !dead(pid) {
+            assert!(
+                gone.elapsed() < Duration::from_secs(5),
+                "the launcher outlived SIGKILL"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
         if round == 1 {
             std::thread::sleep(Duration::from_millis(300));
         }
@@ -838,6 +849,15 @@ fn the_next_job_runs_on_a_healthy_worker_after_the_zygote_dies_between_jobs() {
             "the victim was blamed for a dead worker: {v:#?}"
         );
     }
+}
+
+/// Whether process `pid` has ended (a zombie not yet reaped, or gone).
+fn dead(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+    })
 }
 
 /// A worker that is alive but does not answer (stopped, or hung) is
