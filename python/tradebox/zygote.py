@@ -650,6 +650,13 @@ class Child:
         self.close()
 
 
+# A job shaped as the supervisor sends it (`Zygote::run` in crates/sandbox/src/pool.rs),
+# for warm-ups and the rehearsal.
+_SAMPLE_JOB = json.dumps({"code": "result = 1 + 1", "timeout_ms": 30_000, "memory_mb": 1024,
+                          "cpu_seconds": 31, "output_limit": 1 << 20, "params": {},
+                          "as_of": None, "caps": {"result_bytes": 1 << 20}}).encode()
+
+
 def rehearse(job, result):
     """Run the zygote's own side of a job once, on a pipe to itself, with
     made-up frames: read a job's header and body into `job`, say
@@ -665,11 +672,10 @@ def rehearse(job, result):
     nothing is kept."""
     r, w = os.pipe()
     try:
-        body = json.dumps({"code": "result = 1 + 1", "params": {}, "caps": {}}).encode()
         send({"type": "job", "timeout_ms": 30_000, "result_bytes": 1 << 20,
               "output_bytes": 1 << 20}, w)
-        write_frame(body, w)
-        msg = json.loads(read_frame(r))
+        write_frame(_SAMPLE_JOB, w)
+        json.loads(read_frame(r))
         length = _read_length(r)
         job.read_exact(r, length)
         send({"type": "accepted"}, w)
@@ -685,7 +691,6 @@ def rehearse(job, result):
         write_frame(result.view[4:size], w)
         read_frame(r)
         read_frame(r)
-        msg.get("timeout_ms", 30_000)
     finally:
         os.close(r)
         os.close(w)
@@ -833,13 +838,6 @@ def _await_job(job_r, snapshot, runner):
         return "cut" if cut else "warmed"
     finally:
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-
-
-# A job shaped as the supervisor sends it (`Zygote::run` in crates/sandbox/src/pool.rs),
-# for warm-ups.
-_SAMPLE_JOB = json.dumps({"code": "result = 1 + 1", "timeout_ms": 30_000, "memory_mb": 1024,
-                          "cpu_seconds": 31, "output_limit": 1 << 20, "params": {},
-                          "as_of": None, "caps": {"result_bytes": 1 << 20}}).encode()
 
 
 def _warm_up(snapshot, runner, stop=lambda: False):

@@ -12,7 +12,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::procs::children_of;
+use common::procs::{alive, children_of};
 use common::{error_kind, pool, run, run_with, wait_until};
 use tradebox_sandbox::{ExecResult, Pool};
 
@@ -831,7 +831,7 @@ fn the_next_job_runs_on_a_healthy_worker_after_the_zygote_dies_between_jobs() {
         // way races the job's dispatch, and a worker that takes a job and
         // then dies failed during it (`a_zygote_killed_mid_job_is_replaced`).
         let gone = Instant::now();
-        while !dead(pid) {
+        while alive(pid) {
             assert!(
                 gone.elapsed() < Duration::from_secs(5),
                 "the launcher outlived SIGKILL"
@@ -849,15 +849,6 @@ fn the_next_job_runs_on_a_healthy_worker_after_the_zygote_dies_between_jobs() {
             "the victim was blamed for a dead worker: {v:#?}"
         );
     }
-}
-
-/// Whether process `pid` has ended (a zombie not yet reaped, or gone).
-fn dead(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
-        stat.rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
-    })
 }
 
 /// A worker that is alive but does not answer (stopped, or hung) is

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::procs::alive;
 use common::wait_until;
 
 use tradebox_sandbox::{Pool, PythonPaths};
@@ -30,13 +31,6 @@ fn copy(from: &Path, to: &Path) {
         from.display(),
         to.display()
     );
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rfind(')')
-            .is_some_and(|i| !s[i + 1..].trim_start().starts_with('Z'))
-    })
 }
 
 #[test]
