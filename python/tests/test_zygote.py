@@ -100,6 +100,29 @@ def test_the_rehearsal_writes_where_a_job_would():
     assert warm < cold / 2, (cold, warm)
 
 
+def test_after_an_answer_the_zygote_waits_for_its_way_out():
+    r, w = os.pipe()
+    try:
+        started = time.monotonic()
+        zygote._let_answer_out(r)
+        assert time.monotonic() - started >= zygote.AFTER_ANSWER_S
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_the_wait_after_an_answer_ends_when_the_supervisor_writes(monkeypatch):
+    monkeypatch.setattr(zygote, "AFTER_ANSWER_S", 3600.0)
+    r, w = os.pipe()
+    try:
+        os.write(w, b"\0")
+        zygote._let_answer_out(r)  # would wait an hour otherwise
+        assert os.read(r, 1) == b"\0"  # nothing of the frame is consumed
+    finally:
+        os.close(r)
+        os.close(w)
+
+
 def test_read_exact_reports_a_short_stream():
     buf = zygote.Buffer(4096)
     r, w = os.pipe()

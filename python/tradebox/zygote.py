@@ -65,8 +65,9 @@ any of it: raising a priority needs CAP_SYS_NICE in the host's user
 namespace, and the child's seccomp filter denies setpriority,
 sched_setscheduler and setpgid.
 
-Between jobs: the child is killed as soon as its answer is whole and passed
-on (nothing it does afterwards counts; it sleeps meanwhile, `_await_kill`),
+Between jobs: the child is killed once its answer is whole and passed on,
+a millisecond later (`_let_answer_out`; nothing it does afterwards counts,
+and it sleeps meanwhile, `_await_kill`),
 reaped, and the scratch folder is emptied and checked (empty, writable, no
 space or inode in use) before "idle" is sent, and so before the next job; a
 scratch that cannot be reset makes the zygote report "unhealthy" and exit,
@@ -97,6 +98,7 @@ MAX_RESULT = 256 << 20  # virtual room; the job's "result_bytes" is the real cap
 MAX_OUTPUT = 64 << 20   # room for the output mirror (limits.output_bytes is at most 64 MiB)
 MIRROR_HEADER = struct.Struct("<QQ")  # bytes kept, bytes printed in all
 WARM_AFTER_S = 0.001  # a child whose job is not there by then warms up first
+AFTER_ANSWER_S = 0.001  # the answer's way out, before the next child is made (`_let_answer_out`)
 WARM_ROWS = 50_000  # at most this many trades in a warm-up
 DEMOTE_AFTER_S = 1.0  # a job running longer yields the CPU to every other job
 
@@ -783,6 +785,19 @@ def _child_main(job_r, res_w, mirror, filters, snapshot, scratch_bytes, unmap):
         os._exit(code)
 
 
+def _let_answer_out(fd=0):
+    """Wait AFTER_ANSWER_S once an answer is passed on, or until the
+    supervisor writes again (`fd` readable), before the work between jobs:
+    the killed child's teardown and the next fork, each milliseconds of
+    kernel work that this kernel does not preempt. Started at once, they
+    took the CPUs just as the answer went on its way (the supervisor's slot
+    thread, its async side, the client), whose wake-ups then waited behind
+    them: in `perf sched` traces a woken client waited 3 ms for the CPU where
+    the zygote was forking. The answer is out; nothing of the next job
+    waits here, since the supervisor sends it only after "idle"."""
+    _readable(fd, AFTER_ANSWER_S)
+
+
 def _await_kill():
     """Sleep until the zygote's SIGKILL, which comes once it has passed the
     answer on. Exiting at once instead would start tearing this process
@@ -1009,6 +1024,7 @@ def _serve():
             # wrote it (`_await_kill`), is killed after.
             send({"type": "result", "status": "ok", "elapsed_ms": elapsed()})
             write_frame(result.view[4:size])
+            _let_answer_out()
             child.kill()
             result.drop()
             child = replace(child)
@@ -1024,6 +1040,7 @@ def _serve():
             header["output_total"] = child.output_total()
             send(header)
             child.send_output(int(msg.get("output_bytes", MAX_OUTPUT)))
+            _let_answer_out()
             result.drop()
             child.close()
             child = next_child(wipe_scratch() or (status == "confine" and header["message"]),

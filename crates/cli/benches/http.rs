@@ -6,7 +6,7 @@
 //! shared machine hits all three alike:
 //!   executor   `Pool::submit` and await the result: the executor alone;
 //!   pipeline   `Pipeline::run_code`: plus permissions, validator, rate
-//!              limit (a SQLite write) and the audit row (another);
+//!              limit and running place (SQLite writes) and the audit row;
 //!   spawned    the pipeline call as a task on the server's tokio runtime
 //!              (the thread hops the HTTP path also takes, without HTTP);
 //!   http       `POST /api/v1/run` through the real console router (token,
@@ -37,6 +37,7 @@ use support::Client;
 use tradebox_core::audit::{AuditLog, Source};
 use tradebox_core::config::Config;
 use tradebox_core::functions::FunctionStore;
+use tradebox_core::leases::Leases;
 use tradebox_core::permissions::Permissions;
 use tradebox_core::pipeline::{Input, Pipeline, Request, Settings};
 use tradebox_core::ratelimit::RateLimiter;
@@ -224,8 +225,10 @@ fn main() {
         .unwrap(),
     );
 
-    // The pipeline as `tradebox serve` builds it, with the rate limit and
-    // the per-user slots out of the way (one user sends everything here).
+    // The pipeline as `tradebox serve` builds it (its running places kept
+    // in the store, as they are for replicas sharing one), with the rate
+    // limit and the per-user slots out of the way (one user sends
+    // everything here).
     let mut config = Config::default();
     // The demo store ends on 2026-11-01: count days back from its newest
     // trade, as the executor path's job does.
@@ -235,14 +238,17 @@ fn main() {
     config.pool.per_user_running = 256;
     config.pool.per_user_waiting = 256;
     let store = home.store_path();
-    let pipeline = Arc::new(Pipeline::new(
-        Some(pool.clone()),
-        FunctionStore::open(&store).unwrap(),
-        AuditLog::open(&store).unwrap(),
-        RateLimiter::from_config(&store, &config.rate_limit).unwrap(),
-        Permissions::new(&config.permissions).with_admin(USER),
-        Settings::from_config(&config),
-    ));
+    let pipeline = Arc::new(
+        Pipeline::new(
+            Some(pool.clone()),
+            FunctionStore::open(&store).unwrap(),
+            AuditLog::open(&store).unwrap(),
+            RateLimiter::from_config(&store, &config.rate_limit).unwrap(),
+            Permissions::new(&config.permissions).with_admin(USER),
+            Settings::from_config(&config),
+        )
+        .with_leases(Leases::open(&store, "bench").unwrap()),
+    );
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
