@@ -12,6 +12,7 @@ pub mod result;
 pub mod runtime;
 pub mod seccomp;
 mod sys;
+mod turns;
 
 pub use pool::{Job, Pool, PoolConfig, PoolError, PythonPaths};
 pub use result::{Artifact, DataAsOf, ExecError, ExecResult, Origin, ResultCaps};

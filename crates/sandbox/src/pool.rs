@@ -2,8 +2,9 @@
 //! side of the sandbox).
 //!
 //! Each slot is a thread that owns one zygote process: it takes a job from
-//! the shared bounded queue, sends it, waits for the answer with a deadline
-//! (the job's timeout plus a grace period), and replaces the zygote when it
+//! the shared bounded queue (the idle slot that has waited longest takes
+//! the next one, see [`crate::turns`]), sends it, waits for the answer with
+//! a deadline (the job's timeout plus a grace period), and replaces the zygote when it
 //! dies, misbehaves or misses the deadline. When a new data snapshot version
 //! is published, the zygotes move to it in place, one at a time and between
 //! jobs: each maps the new version (its new segments read in) and forks a
@@ -20,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -28,6 +29,7 @@ use tokio::sync::oneshot;
 use crate::idle_group::{Demotion, IdleGroup};
 use crate::launcher::LaunchSpec;
 use crate::protocol::MAX_FRAME;
+use crate::turns::{Leaving, Turn, Turns};
 
 use crate::result::{DataAsOf, ExecResult, ResultCaps};
 
@@ -171,6 +173,8 @@ struct Shared {
     /// Wakes the idle group's watcher (a job started while demoted jobs
     /// run without their quota).
     wake: Sender<()>,
+    /// Which idle slot takes the next job.
+    turns: Turns,
 }
 
 impl Shared {
@@ -284,6 +288,7 @@ impl Pool {
             slots: (0..size)
                 .map(|_| Mutex::new(SlotStatus::default()))
                 .collect(),
+            turns: Turns::new(size),
         });
         let (tx, rx) = crossbeam_channel::bounded::<Work>(queue);
         // Each slot thread starts its own zygote: the launcher dies with the
@@ -308,6 +313,7 @@ impl Pool {
                             slot_loop(i, zygote, &rx, &shared);
                         }
                         Err(e) => {
+                            let _ = shared.turns.leave(i);
                             let _ = ready.send(Err(e));
                         }
                     }
@@ -471,11 +477,16 @@ fn slot_loop(i: usize, first: Zygote, rx: &Receiver<Work>, shared: &Shared) {
     };
     let mut runtime_checked = Instant::now();
     let mut awaiting_runtime = false;
+    shared.turns.register(i);
+    let _leaving = Leaving {
+        turns: &shared.turns,
+        slot: i,
+    };
     loop {
-        let work = match rx.recv_timeout(FOLLOW_TICK) {
-            Ok(work) => Some(work),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => break,
+        let work = match shared.turns.wait(i, rx, FOLLOW_TICK) {
+            Turn::Job(work) => Some(work),
+            Turn::Tick => None,
+            Turn::Closed => break,
         };
         // A zygote whose runtime was removed or provisioned anew under it
         // is retired (new imports would fail in its jobs) and replaced as
@@ -494,7 +505,7 @@ fn slot_loop(i: usize, first: Zygote, rx: &Receiver<Work>, shared: &Shared) {
                     awaiting_runtime = true;
                 }
                 if zygote.is_none() && awaiting_runtime && now.is_some() {
-                    zygote = replace();
+                    zygote = shared.turns.aside(i, replace);
                     awaiting_runtime = zygote.is_none();
                 }
             }
@@ -583,6 +594,7 @@ fn slot_loop(i: usize, first: Zygote, rx: &Receiver<Work>, shared: &Shared) {
         }
         let up = zygote.is_some();
         shared.update(i, |s| s.up = up);
+        shared.turns.rejoin(i);
     }
 }
 
@@ -660,7 +672,7 @@ fn roll(i: usize, z: &mut Zygote, shared: &Shared) -> Result<(), String> {
         return Ok(());
     }
     let started = Instant::now();
-    match z.load(&dir)? {
+    match shared.turns.aside(i, || z.load(&dir))? {
         Loaded::Moved => {
             if let Ok(mut good) = shared.good.lock() {
                 *good = Some(dir.clone());
