@@ -4,12 +4,12 @@
 //! Each slot is a thread that owns one zygote process: it takes a job from
 //! the shared bounded queue (the idle slot that has waited longest takes
 //! the next one, see [`crate::turns`]), sends it, waits for the answer with
-//! a deadline (the job's timeout plus a grace period), and replaces the zygote when it
-//! dies, misbehaves or misses the deadline. When a new data snapshot version
-//! is published, the zygotes move to it in place, one at a time and between
-//! jobs: each maps the new version (its new segments read in) and forks a
-//! child on it, which warms up on it, before it takes another job,
-//! while the others keep serving the version they have. Callers submit jobs
+//! a deadline (the job's timeout plus a grace period), and replaces the
+//! zygote when it dies, misbehaves or misses the deadline. When a new data
+//! snapshot version is published, the zygotes move to it in place, one at
+//! a time and between jobs: each maps the new version (its new segments
+//! read in) and forks a child on it, which warms up on it, before it takes
+//! another job, while the others keep serving the version they have. Callers submit jobs
 //! and get a receiver for the result; a full queue is reported at once,
 //! never dropped silently.
 
@@ -29,7 +29,7 @@ use tokio::sync::oneshot;
 use crate::idle_group::{Demotion, IdleGroup};
 use crate::launcher::LaunchSpec;
 use crate::protocol::MAX_FRAME;
-use crate::turns::{Leaving, Turn, Turns};
+use crate::turns::{Turn, Turns};
 
 use crate::result::{DataAsOf, ExecResult, ResultCaps};
 
@@ -477,11 +477,7 @@ fn slot_loop(i: usize, first: Zygote, rx: &Receiver<Work>, shared: &Shared) {
     };
     let mut runtime_checked = Instant::now();
     let mut awaiting_runtime = false;
-    shared.turns.register(i);
-    let _leaving = Leaving {
-        turns: &shared.turns,
-        slot: i,
-    };
+    let _in_line = shared.turns.enter(i);
     loop {
         let work = match shared.turns.wait(i, rx, FOLLOW_TICK) {
             Turn::Job(work) => Some(work),

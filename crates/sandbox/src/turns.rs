@@ -51,9 +51,15 @@ impl Turns {
         }
     }
 
-    /// Called once by slot `i`'s thread, before it waits for a turn.
-    pub(crate) fn register(&self, i: usize) {
+    /// Called once by slot `i`'s own thread, before it waits for a turn:
+    /// the hand-over wakes it from then on, and the guard returned takes
+    /// it out of the line when the thread ends.
+    pub(crate) fn enter(&self, i: usize) -> Leaving<'_> {
         let _ = self.threads[i].set(std::thread::current());
+        Leaving {
+            turns: self,
+            slot: i,
+        }
     }
 
     fn front(&self) -> Option<usize> {
@@ -127,8 +133,8 @@ impl Turns {
 /// Takes slot `i` out of the line when its thread ends, however it ends
 /// (a panic included), so the slots behind it are not left waiting.
 pub(crate) struct Leaving<'a> {
-    pub(crate) turns: &'a Turns,
-    pub(crate) slot: usize,
+    turns: &'a Turns,
+    slot: usize,
 }
 
 impl Drop for Leaving<'_> {
@@ -184,7 +190,7 @@ mod tests {
         let behind = {
             let (turns, rx) = (Arc::clone(&turns), rx.clone());
             std::thread::spawn(move || {
-                turns.register(1);
+                let _entered = turns.enter(1);
                 // Parked for up to an hour unless the front hands over.
                 loop {
                     if let Turn::Job(j) = turns.wait(1, &rx, hour) {
@@ -221,12 +227,7 @@ mod tests {
     fn a_slot_that_ends_hands_the_front_on() {
         let turns = Turns::new(3);
         let (tx, rx) = crossbeam_channel::unbounded();
-        {
-            let _leaving = Leaving {
-                turns: &turns,
-                slot: 0,
-            };
-        }
+        drop(turns.enter(0));
         tx.send(1).unwrap();
         assert!(matches!(turns.wait(1, &rx, TICK), Turn::Job(1)));
         drop(tx);
