@@ -333,6 +333,15 @@ def test_bad_seccomp_programs_are_refused(tmp_path, monkeypatch):
         confine.load_filters()
 
 
+def test_address_space_counts_a_new_mapping():
+    import mmap
+    before = confine.address_space()
+    assert before > 0 and before % mmap.PAGESIZE == 0
+    with mmap.mmap(-1, 64 << 20) as m:
+        assert confine.address_space() - before >= len(m)  # RLIMIT_AS counts it untouched
+    assert confine.address_space() < before + (64 << 20)
+
+
 class _Runner:
     """Records the snippets a warm-up runs, as the runner would run them."""
 
@@ -348,16 +357,16 @@ class _Runner:
         return b"{}"
 
 
-def test_warm_up_runs_and_encodes_a_query_then_a_trivial_job_without_a_job():
+def test_warm_up_runs_and_encodes_a_trivial_job_then_a_query_without_a_job():
     runner = _Runner()
     zygote._warm_up(None, runner)
-    assert len(runner.codes) == 2 and "groupby" in runner.codes[0]
-    assert runner.codes[1] == "result = 1 + 1"
+    assert len(runner.codes) == 2 and runner.codes[0] == "result = 1 + 1"
+    assert "groupby" in runner.codes[1]
     assert runner.encoded == 2
 
 
 def test_warm_up_stops_once_the_job_is_there():
-    for came_after, runs, encodes in ((0, 0, 0), (1, 1, 0), (2, 1, 1), (3, 2, 2)):
+    for came_after, runs, encodes in ((0, 0, 0), (1, 1, 1), (2, 2, 1), (3, 2, 2)):
         runner, asked = _Runner(), []
 
         def stop():

@@ -91,16 +91,21 @@ def child(filters, scratch_bytes: int):
         raise ConfineError("seccomp filter not active")
 
 
+def address_space() -> int:
+    """This process's address space in bytes (what RLIMIT_AS counts)."""
+    fd = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+    try:  # not open(): its text layers cost a fresh child 0.2 ms on the job's path
+        return int(os.read(fd, 256).split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    finally:
+        os.close(fd)
+
+
 def limit_job(memory_bytes: int, cpu_seconds: int):
     """Per-job limits, set once the job is known: address space as headroom
     above the current size (an absolute limit breaks pandas), and CPU time
     (SIGXCPU at the limit, SIGKILL a second later; the supervisor reports
     either as the time limit)."""
-    fd = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
-    try:  # not open(): its text layers cost a fresh child 0.2 ms on the job's path
-        size = int(os.read(fd, 256).split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    finally:
-        os.close(fd)
+    size = address_space()
     resource.setrlimit(resource.RLIMIT_AS, (size + memory_bytes, size + memory_bytes))
     cpu = max(int(cpu_seconds), 1)
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))

@@ -860,12 +860,16 @@ def _warm_up(snapshot, runner, stop=lambda: False):
     inside pandas, numpy and pyarrow, the runner's rendering and encoding):
     once in the zygote, and again in each child while it waits for its job,
     where they are the copy-on-write faults of the pages such a job writes.
-    It is one query, run and then encoded, then what every job does (a
-    job's frame decoded, `result = 1 + 1` run and encoded); `stop()` is
-    asked before each part, and a child's warm-up is cut short anywhere
-    when its job comes (`_await_job`). It reads only the snapshot, which
+    It is what every job does first (a job's frame decoded, the size its
+    limits start from read, `result = 1 + 1` run and encoded), then one
+    query, run and then encoded: a job that comes early finds at least its
+    own path warm (for `result = 1 + 1` 20 ms after the last answer, the
+    p50 fell from 3.2-4.1 to 2.0-2.9 ms on Python 3.11, benches/executor.sh).
+    `stop()` is asked before each part, and a child's warm-up is cut short
+    anywhere when its job comes (`_await_job`). It reads only the snapshot, which
     every job may read whole, writes no file, starts no thread, and keeps
     nothing: what it made is collected before the job."""
+    from tradebox import confine
     env = {"params": {}}
     if snapshot is not None:
         view = snapshot.with_as_of("latest")
@@ -877,13 +881,14 @@ def _warm_up(snapshot, runner, stop=lambda: False):
     else:
         frame = "pd.DataFrame({'exchange': ['a', 'b'], 'amount': [1.0, 2.0]})"
     try:
+        if not stop():  # the path of every job: its frame decoded, its limits, a value shown
+            json.loads(_SAMPLE_JOB)
+            confine.address_space()
+            runner.encode(runner.run("result = 1 + 1", {"params": {}}))
         if not stop():
             result = runner.run(f"result = {frame}.groupby('exchange')['amount'].sum()", env)
             if not stop():
                 runner.encode(result)
-        if not stop():  # the path of every job: its frame decoded, a value shown
-            json.loads(_SAMPLE_JOB)
-            runner.encode(runner.run("result = 1 + 1", {"params": {}}))
     finally:
         env.clear()
         gc.collect()

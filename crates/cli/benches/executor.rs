@@ -108,9 +108,11 @@ result = _tb_mem()
 /// anonymous memory to hold: imports what the zygote imports, tops its
 /// anonymous memory up to that figure, then times fork + exit + wait of
 /// itself (what each job costs its zygote and its child, page tables above
-/// all), then a fixed pure-Python loop (the interpreter's speed). Prints
-/// both as JSON.
-const HOST_CODE: &str = "import json, os, sys, time
+/// all), then the copy-on-write faults of a forked child's first writes to
+/// pages it shares (what a job's child pays for each page it copies: its
+/// private memory), then a fixed pure-Python loop (the interpreter's
+/// speed). Prints all three as JSON.
+const HOST_CODE: &str = "import json, os, struct, sys, time
 import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot, numpy, pandas, pyarrow
@@ -132,12 +134,37 @@ def fork_exit():
     if pid == 0:
         os._exit(0)
     os.waitpid(pid, 0)
+shared = bytearray(COW_PAGES * 4096)
+for i in range(0, len(shared), 4096):
+    shared[i] = 1
+def write_pages():
+    t = time.perf_counter()
+    for i in range(0, len(shared), 4096):
+        shared[i] = 2
+    return time.perf_counter() - t
+def cow_faults():
+    # The child writes every page twice: the first pass copies each page,
+    # the second (same loop, nothing to copy) is taken off. Sent in ms.
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        first = write_pages()
+        os.write(w, struct.pack('d', (first - write_pages()) * 1000))
+        os._exit(0)
+    ms = struct.unpack('d', os.read(r, 8))[0]
+    os.waitpid(pid, 0)
+    os.close(r)
+    os.close(w)
+    return ms
 def loop():
     x = 0
     for i in range(LOOP):
         x += i
-print(json.dumps({'fork_exit_ms': timed(fork_exit, 100), 'loop_ms': timed(loop, 21)}))
+print(json.dumps({'fork_exit_ms': timed(fork_exit, 100),
+                  'cow_ms': [cow_faults() for _ in range(21)], 'loop_ms': timed(loop, 21)}))
 ";
+/// Pages a child copies in HOST_CODE's copy-on-write figure.
+const COW_PAGES: u64 = 1000;
 /// Additions in HOST_CODE's loop.
 const HOST_LOOP: u64 = 100_000;
 
@@ -145,6 +172,8 @@ const HOST_LOOP: u64 = 100_000;
 struct Host {
     anon_kb: u64,
     fork_exit: Stats,
+    /// Copy-on-write faults of COW_PAGES pages.
+    cow: Stats,
     python_loop: Stats,
 }
 
@@ -163,7 +192,11 @@ fn plain_python(python: &Path) -> Command {
 /// Runs HOST_CODE holding `anon_kb` of anonymous memory.
 fn host_speed(python: &Path, anon_kb: u64) -> Host {
     let out = plain_python(python)
-        .arg(HOST_CODE.replace("LOOP", &HOST_LOOP.to_string()))
+        .arg(
+            HOST_CODE
+                .replace("COW_PAGES", &COW_PAGES.to_string())
+                .replace("LOOP", &HOST_LOOP.to_string()),
+        )
         .arg(anon_kb.to_string())
         .output()
         .expect("host calibration runs");
@@ -184,6 +217,7 @@ fn host_speed(python: &Path, anon_kb: u64) -> Host {
     Host {
         anon_kb,
         fork_exit: stats(&series("fork_exit_ms")),
+        cow: stats(&series("cow_ms")),
         python_loop: stats(&series("loop_ms")),
     }
 }
@@ -889,6 +923,8 @@ fn main() {
             "host": {
                 "anonymous_kb": host.anon_kb,
                 "fork_exit": stats_json(host.fork_exit),
+                "copy_on_write_pages": COW_PAGES,
+                "copy_on_write": stats_json(host.cow),
                 "python_loop_additions": HOST_LOOP,
                 "python_loop": stats_json(host.python_loop),
                 "jobs_per_s_bound_by_fork_exit": fork_bound,
@@ -1117,6 +1153,15 @@ fn main() {
             format!("{:.2}", host.fork_exit.p95),
         ],
         vec![
+            format!(
+                "copy-on-write faults of {COW_PAGES} pages (a forked child's first writes to \
+                 memory it shares)"
+            ),
+            host.cow.runs.to_string(),
+            format!("{:.2}", host.cow.p50),
+            format!("{:.2}", host.cow.p95),
+        ],
+        vec![
             format!("a pure-Python loop of {HOST_LOOP} additions"),
             host.python_loop.runs.to_string(),
             format!("{:.2}", host.python_loop.p50),
@@ -1128,6 +1173,13 @@ fn main() {
         "each job costs one fork of its zygote and one exit of its child: on {cores} cores that \
          alone bounds throughput to {fork_bound:.0} jobs/s here; compare figures of other runs \
          beside these"
+    );
+    let query_pages = kb(&memory.query, "private_dirty_kb") / 4;
+    println!(
+        "the query's child copies about {query_pages} pages (its private memory): about {:.1} ms \
+         of copy-on-write faults at this host's rate, most of them during its warm-up, before \
+         the job",
+        query_pages as f64 / COW_PAGES as f64 * host.cow.p50
     );
     let missed: Vec<&str> = targets.iter().filter(|t| !t.3).map(|t| t.0).collect();
     println!(
