@@ -8,7 +8,8 @@
 # pool vs a cold `python -c` vs that cold run under bwrap, throughput of
 # `result = 1 + 1` on the default pool, zygote RSS and memory per job, and
 # this host's speed (fork + exit of Python with the zygote's imports and
-# memory, a Python loop) to compare runs of other days beside.
+# memory, copy-on-write faults, a Python loop, a short piece of Python
+# back to back and after idling) to compare runs of other days beside.
 # Usage: benches/executor.sh [--json] [--warm N] [--cold N] [--jobs N] [--gap-ms N]
 #   env: ROWS (1000000), BENCH_WARM (200), BENCH_COLD (20), BENCH_JOBS (1000),
 #        BENCH_GAP_MS (20), BENCH_RUNTIME (default: target/tmp/bench-runtime,

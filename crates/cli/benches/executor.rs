@@ -20,8 +20,11 @@
 //!      memory of a job's child (what each job adds on top of the zygote);
 //!   6. this host's speed at what a job costs most, outside the sandbox: a
 //!      fork + exit of a Python process that imported what the zygote
-//!      imports and holds as much anonymous memory, and a fixed pure-Python
-//!      loop. Figures of runs on other days or machines compare only beside
+//!      imports and holds as much anonymous memory, the copy-on-write
+//!      faults of a forked child, a fixed pure-Python loop, and a short
+//!      piece of Python back to back and after 20 ms idle (how much slower
+//!      work runs on a CPU that has just idled; on the test machine, a
+//!      virtual one, 2-3x). Figures of runs on other days or machines compare only beside
 //!      these (the same code's throughput on one machine has ranged from 110
 //!      to 274 jobs/s between days).
 //!
@@ -111,7 +114,9 @@ result = _tb_mem()
 /// all), then the copy-on-write faults of a forked child's first writes to
 /// pages it shares (what a job's child pays for each page it copies: its
 /// private memory), then a fixed pure-Python loop (the interpreter's
-/// speed). Prints all three as JSON.
+/// speed), and a short one back to back and after IDLE_MS of sleep each
+/// (what idling costs the next piece of work: caches, a halted CPU).
+/// Prints them as JSON.
 const HOST_CODE: &str = "import json, os, struct, sys, time
 import matplotlib
 matplotlib.use('Agg')
@@ -156,13 +161,28 @@ def cow_faults():
     os.close(r)
     os.close(w)
     return ms
-def loop():
+def loop(n=LOOP):
     x = 0
-    for i in range(LOOP):
+    for i in range(n):
         x += i
+def short():
+    json.loads(json.dumps({'code': 'result = 1 + 1', 'params': {}, 'limits': list(range(50))}))
+    loop(SHORT_LOOP)
+def after_idle():
+    time.sleep(IDLE_MS / 1000)
+    t = time.perf_counter()
+    short()
+    return (time.perf_counter() - t) * 1000
+timed(short, 20)
 print(json.dumps({'fork_exit_ms': timed(fork_exit, 100),
-                  'cow_ms': [cow_faults() for _ in range(21)], 'loop_ms': timed(loop, 21)}))
+                  'cow_ms': [cow_faults() for _ in range(21)], 'loop_ms': timed(loop, 21),
+                  'short_ms': timed(short, 51), 'short_idle_ms': [after_idle() for _ in range(51)]}))
 ";
+/// Additions in HOST_CODE's short piece of work (with a small JSON round trip).
+const SHORT_LOOP: u64 = 2_000;
+/// Sleep before each of the short pieces timed after idling: the bench's
+/// default gap between two interactive jobs.
+const IDLE_MS: u64 = 20;
 /// Pages a child copies in HOST_CODE's copy-on-write figure.
 const COW_PAGES: u64 = 1000;
 /// Additions in HOST_CODE's loop.
@@ -175,6 +195,9 @@ struct Host {
     /// Copy-on-write faults of COW_PAGES pages.
     cow: Stats,
     python_loop: Stats,
+    /// HOST_CODE's short piece of work back to back, and after IDLE_MS idle.
+    short: Stats,
+    short_idle: Stats,
 }
 
 /// `python -c` outside the sandbox, in a minimal environment: the cold
@@ -195,6 +218,8 @@ fn host_speed(python: &Path, anon_kb: u64) -> Host {
         .arg(
             HOST_CODE
                 .replace("COW_PAGES", &COW_PAGES.to_string())
+                .replace("SHORT_LOOP", &SHORT_LOOP.to_string())
+                .replace("IDLE_MS", &IDLE_MS.to_string())
                 .replace("LOOP", &HOST_LOOP.to_string()),
         )
         .arg(anon_kb.to_string())
@@ -219,6 +244,8 @@ fn host_speed(python: &Path, anon_kb: u64) -> Host {
         fork_exit: stats(&series("fork_exit_ms")),
         cow: stats(&series("cow_ms")),
         python_loop: stats(&series("loop_ms")),
+        short: stats(&series("short_ms")),
+        short_idle: stats(&series("short_idle_ms")),
     }
 }
 
@@ -927,6 +954,10 @@ fn main() {
                 "copy_on_write": stats_json(host.cow),
                 "python_loop_additions": HOST_LOOP,
                 "python_loop": stats_json(host.python_loop),
+                "short_work_additions": SHORT_LOOP,
+                "short_work": stats_json(host.short),
+                "idle_ms_before_short_work": IDLE_MS,
+                "short_work_after_idle": stats_json(host.short_idle),
                 "jobs_per_s_bound_by_fork_exit": fork_bound,
             },
             "targets": targets.iter().map(|(name, value, target, met)| {
@@ -1167,6 +1198,20 @@ fn main() {
             format!("{:.2}", host.python_loop.p50),
             format!("{:.2}", host.python_loop.p95),
         ],
+        vec![
+            format!(
+                "a short piece (a small JSON round trip, {SHORT_LOOP} additions), back to back"
+            ),
+            host.short.runs.to_string(),
+            format!("{:.3}", host.short.p50),
+            format!("{:.3}", host.short.p95),
+        ],
+        vec![
+            format!("the same, {IDLE_MS} ms after the last (as the interactive rows)"),
+            host.short_idle.runs.to_string(),
+            format!("{:.3}", host.short_idle.p50),
+            format!("{:.3}", host.short_idle.p95),
+        ],
     ];
     print_table(&rows);
     println!(
@@ -1180,6 +1225,12 @@ fn main() {
          of copy-on-write faults at this host's rate, most of them during its warm-up, before \
          the job",
         query_pages as f64 / COW_PAGES as f64 * host.cow.p50
+    );
+    println!(
+        "after {IDLE_MS} ms idle the short piece took {:.1}x its back-to-back time: the \
+         interactive rows pay a slowdown like it in each process a job wakes (the slot thread, \
+         the zygote, the child)",
+        host.short_idle.p50 / host.short.p50
     );
     let missed: Vec<&str> = targets.iter().filter(|t| !t.3).map(|t| t.0).collect();
     println!(
