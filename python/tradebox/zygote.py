@@ -866,9 +866,9 @@ def _warm_up(snapshot, runner, stop=lambda: False):
     own path warm (for `result = 1 + 1` 20 ms after the last answer, the
     p50 fell from 3.2-4.1 to 2.0-2.9 ms on Python 3.11, benches/executor.sh).
     `stop()` is asked before each part, and a child's warm-up is cut short
-    anywhere when its job comes (`_await_job`). It reads only the snapshot, which
-    every job may read whole, writes no file, starts no thread, and keeps
-    nothing: what it made is collected before the job."""
+    anywhere when its job comes (`_await_job`). It reads only the snapshot,
+    which every job may read whole, writes no file, starts no thread, and
+    keeps nothing: what it made is collected before the job."""
     from tradebox import confine
     env = {"params": {}}
     if snapshot is not None:
