@@ -551,6 +551,17 @@ fn median_u64(mut v: Vec<u64>) -> u64 {
 }
 
 /// Aligned table: first column left, the others right.
+/// A row of the host's table: what was timed, its runs, p50 and p95 in ms
+/// with `decimals` places.
+fn host_row(what: String, s: &Stats, decimals: usize) -> Vec<String> {
+    vec![
+        what,
+        s.runs.to_string(),
+        format!("{:.decimals$}", s.p50),
+        format!("{:.decimals$}", s.p95),
+    ]
+}
+
 fn print_table(rows: &[Vec<String>]) {
     let cols = rows[0].len();
     let widths: Vec<usize> = (0..cols)
@@ -1173,45 +1184,40 @@ fn main() {
             "p50 ms".into(),
             "p95 ms".into(),
         ],
-        vec![
+        host_row(
             format!(
                 "fork + exit of Python with the zygote's imports and its {:.0} MiB of \
                  anonymous memory",
                 mib(host.anon_kb)
             ),
-            host.fork_exit.runs.to_string(),
-            format!("{:.2}", host.fork_exit.p50),
-            format!("{:.2}", host.fork_exit.p95),
-        ],
-        vec![
+            &host.fork_exit,
+            2,
+        ),
+        host_row(
             format!(
                 "copy-on-write faults of {COW_PAGES} pages (a forked child's first writes to \
                  memory it shares)"
             ),
-            host.cow.runs.to_string(),
-            format!("{:.2}", host.cow.p50),
-            format!("{:.2}", host.cow.p95),
-        ],
-        vec![
+            &host.cow,
+            2,
+        ),
+        host_row(
             format!("a pure-Python loop of {HOST_LOOP} additions"),
-            host.python_loop.runs.to_string(),
-            format!("{:.2}", host.python_loop.p50),
-            format!("{:.2}", host.python_loop.p95),
-        ],
-        vec![
+            &host.python_loop,
+            2,
+        ),
+        host_row(
             format!(
                 "a short piece (a small JSON round trip, {SHORT_LOOP} additions), back to back"
             ),
-            host.short.runs.to_string(),
-            format!("{:.3}", host.short.p50),
-            format!("{:.3}", host.short.p95),
-        ],
-        vec![
+            &host.short,
+            3,
+        ),
+        host_row(
             format!("the same, {IDLE_MS} ms after the last (as the interactive rows)"),
-            host.short_idle.runs.to_string(),
-            format!("{:.3}", host.short_idle.p50),
-            format!("{:.3}", host.short_idle.p95),
-        ],
+            &host.short_idle,
+            3,
+        ),
     ];
     print_table(&rows);
     println!(
