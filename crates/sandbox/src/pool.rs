@@ -9,9 +9,9 @@
 //! snapshot version is published, the zygotes move to it in place, one at
 //! a time and between jobs: each maps the new version (its new segments
 //! read in) and forks a child on it, which warms up on it, before it takes
-//! another job, while the others keep serving the version they have. Callers submit jobs
-//! and get a receiver for the result; a full queue is reported at once,
-//! never dropped silently.
+//! another job, while the others keep serving the version they have.
+//! Callers submit jobs and get a receiver for the result; a full queue is
+//! reported at once, never dropped silently.
 
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
