@@ -16,6 +16,10 @@
 //! ['amount'].sum()`: p50/p95 with one client, then throughput with 16
 //! concurrent clients. Prints a table with the HTTP layer's cost (http -
 //! executor, and http - pipeline) against the target of 0.5 ms at p50.
+//! Last, the pipeline's four store writes of one job alone (rate limit,
+//! running place taken and given back, audit row), each timed, after the
+//! same idle time and back to back: most of pipeline - executor, and how
+//! much of it is the first write after idle.
 //!
 //! Options (or env): --home DIR (BENCH_HOME, required), --runtime DIR
 //! (BENCH_RUNTIME, default target/tmp/bench-runtime), --n N (BENCH_N, 300
@@ -34,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::Client;
-use tradebox_core::audit::{AuditLog, Source};
+use tradebox_core::audit::{Action, AuditEntry, AuditLog, Outcome, Source};
 use tradebox_core::config::Config;
 use tradebox_core::functions::FunctionStore;
 use tradebox_core::leases::Leases;
@@ -193,6 +197,66 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// What the pipeline writes to the store for one job, in its order.
+const STORE_WRITES: [&str; 4] = [
+    "rate limit, checked and counted",
+    "running place taken",
+    "running place given back",
+    "audit row",
+];
+
+/// The pipeline's four store writes of one job (`STORE_WRITES`), alone:
+/// `n` jobs' worth, `gap` idle before each job's four, which run back to
+/// back (no job between). Each write's times in µs, in `STORE_WRITES`'
+/// order, then the four together. Fronts of their own on the store the
+/// pipeline uses, as the pipeline's are (each opens its connections).
+fn store_writes(
+    store: &std::path::Path,
+    config: &Config,
+    n: usize,
+    gap: Duration,
+) -> [Vec<f64>; 5] {
+    let limiter = RateLimiter::from_config(store, &config.rate_limit).unwrap();
+    let leases = Leases::open(store, "bench-store").unwrap();
+    let audit = AuditLog::open(store).unwrap();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let mut out: [Vec<f64>; 5] = Default::default();
+    for _ in 0..n {
+        std::thread::sleep(gap);
+        let t0 = Instant::now();
+        let allowed = limiter
+            .check_and_record(USER, tradebox_data::timestamp::now())
+            .unwrap();
+        assert!(
+            matches!(allowed, tradebox_core::ratelimit::Decision::Allowed { .. }),
+            "{allowed:?}"
+        );
+        let t1 = Instant::now();
+        let id = leases
+            .try_take(USER, 256)
+            .unwrap()
+            .expect("a running place");
+        let t2 = Instant::now();
+        leases.release(&id).unwrap();
+        let t3 = Instant::now();
+        let mut entry = AuditEntry::new(USER, Source::Api, Action::Analyze, Outcome::Ok);
+        entry.code = Some(TRIVIAL.into());
+        entry.duration_ms = Some(1);
+        audit.record(&entry).unwrap();
+        let t4 = Instant::now();
+        for (i, (a, b)) in [(t0, t1), (t1, t2), (t2, t3), (t3, t4), (t0, t4)]
+            .into_iter()
+            .enumerate()
+        {
+            out[i].push(us(b - a));
+        }
+    }
+    for v in &mut out {
+        v.sort_by(f64::total_cmp);
+    }
+    out
 }
 
 fn main() {
@@ -365,10 +429,31 @@ fn main() {
         }
     }
 
+    eprintln!(
+        "== the store's writes alone: {} jobs' worth, {} ms apart, then back to back",
+        o.n, o.gap_ms
+    );
+    let idle = store_writes(&store, &config, o.n, Duration::from_millis(o.gap_ms));
+    let busy = store_writes(&store, &config, o.n, Duration::ZERO);
+    let names = STORE_WRITES.iter().copied().chain(["all four"]);
+    let writes: Vec<Value> = names
+        .zip(idle.iter().zip(&busy))
+        .map(|(write, (i, b))| {
+            json!({
+                "write": write,
+                "idle_p50_us": percentile(i, 0.5),
+                "idle_p95_us": percentile(i, 0.95),
+                "back_to_back_p50_us": percentile(b, 0.5),
+                "back_to_back_p95_us": percentile(b, 0.95),
+            })
+        })
+        .collect();
+
     if o.json {
         println!(
             "{}",
-            json!({ "workers": workers, "clients": o.clients, "rows": rows, "overhead": overheads })
+            json!({ "workers": workers, "clients": o.clients, "rows": rows, "overhead": overheads,
+                    "store_writes": writes })
         );
         return;
     }
@@ -411,6 +496,24 @@ fn main() {
                 },
                 format!("<={TARGET_OVERHEAD_MS}")
             )
+        );
+    }
+    println!(
+        "\nThe store's writes of one job, alone (what pipeline - exec pays; µs): {} jobs' worth, each job's four back to back, {} ms idle before each job, then none",
+        o.n, o.gap_ms
+    );
+    println!(
+        "{:<34} {:>12} {:>12} {:>14} {:>14}",
+        "write", "idle p50", "idle p95", "no idle p50", "no idle p95"
+    );
+    for w in &writes {
+        println!(
+            "{:<34} {:>12.0} {:>12.0} {:>14.0} {:>14.0}",
+            w["write"].as_str().unwrap(),
+            w["idle_p50_us"].as_f64().unwrap(),
+            w["idle_p95_us"].as_f64().unwrap(),
+            w["back_to_back_p50_us"].as_f64().unwrap(),
+            w["back_to_back_p95_us"].as_f64().unwrap()
         );
     }
 }
