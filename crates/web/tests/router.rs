@@ -1114,6 +1114,14 @@ impl tradebox_core::audit::AuditBackend for Gone {
     ) -> Result<bool, StoreError> {
         Err(StoreError::Backend("the disk is gone".into()))
     }
+    fn append_releasing(
+        &self,
+        _: &tradebox_core::audit::AuditEntry,
+        _: tradebox_data::timestamp::Micros,
+        _: &str,
+    ) -> Result<(i64, bool), StoreError> {
+        Err(StoreError::Backend("the disk is gone".into()))
+    }
     fn query(
         &self,
         _: &tradebox_core::audit::AuditFilter,

@@ -236,6 +236,19 @@ pub trait AuditBackend: Send + Sync {
     /// statement was sent). Whether it wrote the row.
     fn append_once(&self, entry: &AuditEntry, at: Micros) -> Result<bool, StoreError>;
 
+    /// [`AuditBackend::append`], removing the running place `lease` (a row
+    /// of [`crate::leases`]' table in the same store) in the same write: a
+    /// job's row and its place given back together, one transaction (on
+    /// PostgreSQL one statement) instead of two. Returns the row's id and
+    /// whether the place was there to remove (a place already gone is no
+    /// error).
+    fn append_releasing(
+        &self,
+        entry: &AuditEntry,
+        at: Micros,
+        lease: &str,
+    ) -> Result<(i64, bool), StoreError>;
+
     /// Entries matching `filter`, newest first (by `at`, then by id).
     fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
 
@@ -357,6 +370,29 @@ impl AuditLog {
     /// answer was lost may have landed. A row is lost only if this process
     /// ends before the store comes back, or the spool is full.
     pub fn record_at(&self, entry: &AuditEntry, at: Micros) -> Result<i64, StoreError> {
+        self.record_with(entry, at, None).map(|(id, _)| id)
+    }
+
+    /// [`AuditLog::record`] for a job that held the running place `lease`
+    /// ([`crate::leases::Leases`] on the same store), given back in the
+    /// same write. Returns the row's id and whether the place was there to
+    /// give back. When the write fails the place is not given back (the row
+    /// is kept as [`AuditLog::record_at`] says): the caller gives it back
+    /// on its own, or it expires.
+    pub fn record_releasing(
+        &self,
+        entry: &AuditEntry,
+        lease: &str,
+    ) -> Result<(i64, bool), StoreError> {
+        self.record_with(entry, timestamp::now(), Some(lease))
+    }
+
+    fn record_with(
+        &self,
+        entry: &AuditEntry,
+        at: Micros,
+        lease: Option<&str>,
+    ) -> Result<(i64, bool), StoreError> {
         check_entry(entry)?;
         let stamped;
         let entry = match (&entry.replica, &self.replica) {
@@ -385,10 +421,11 @@ impl AuditLog {
                 })),
             }
         };
-        let result = match flushed {
-            Ok(()) => self.backend.append(entry, at),
+        let result = match (flushed, lease) {
+            (Ok(()), None) => self.backend.append(entry, at).map(|id| (id, false)),
+            (Ok(()), Some(lease)) => self.backend.append_releasing(entry, at, lease),
             // Still down: no second try for this row.
-            Err(e) => Err(e),
+            (Err(e), _) => Err(e),
         };
         match result {
             Err(e) if e.is_locked() => {

@@ -113,6 +113,29 @@ fn insert(c: &PgConn<'_>, entry: &AuditEntry, at: Micros) -> Result<i64, StoreEr
     Ok(row.get(0))
 }
 
+/// [`insert`], deleting the running place `lease` in the same statement;
+/// the row's id and whether the place was there.
+fn insert_releasing(
+    c: &PgConn<'_>,
+    entry: &AuditEntry,
+    at: Micros,
+    lease: &str,
+) -> Result<(i64, bool), StoreError> {
+    let row = with_row(entry, at, |row| {
+        let mut params = row.to_vec();
+        params.push(&lease);
+        c.query_one(
+            "WITH released AS (DELETE FROM running_leases WHERE id = $14 RETURNING 1)
+             INSERT INTO audit_log (at, user_id, channel, source, action, function_name,
+             function_version, code, outcome, error_type, detail, duration_ms, replica)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+             RETURNING id, (SELECT count(*) FROM released)",
+            &params,
+        )
+    })?;
+    Ok((row.get(0), row.get::<_, i64>(1) == 1))
+}
+
 /// [`insert`] unless a row with the same time, user, channel, source,
 /// action, code, outcome and replica is there (one statement, so nothing
 /// can come between the look and the write); whether it wrote one.
@@ -146,6 +169,15 @@ impl AuditBackend for PgAudit {
 
     fn append_once(&self, entry: &AuditEntry, at: Micros) -> Result<bool, StoreError> {
         self.db.write_one(|c| insert_once(c, entry, at))
+    }
+
+    fn append_releasing(
+        &self,
+        entry: &AuditEntry,
+        at: Micros,
+        lease: &str,
+    ) -> Result<(i64, bool), StoreError> {
+        self.db.write_one(|c| insert_releasing(c, entry, at, lease))
     }
 
     fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {

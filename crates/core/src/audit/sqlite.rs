@@ -166,6 +166,21 @@ impl AuditBackend for SqliteAudit {
             .write(|c| Ok(c.run(|conn| insert_once(conn, entry, at))?))
     }
 
+    fn append_releasing(
+        &self,
+        entry: &AuditEntry,
+        at: Micros,
+        lease: &str,
+    ) -> Result<(i64, bool), StoreError> {
+        self.db.write(|c| {
+            let removed = c.run(|conn| {
+                conn.prepare_cached("DELETE FROM running_leases WHERE id = ?1")?
+                    .execute(params![lease])
+            })?;
+            Ok((append(c, entry, at)?, removed == 1))
+        })
+    }
+
     fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
         let mut sql = format!("SELECT {COLUMNS} FROM audit_log WHERE 1 = 1");
         let mut args: Vec<SqlValue> = Vec::new();

@@ -617,6 +617,17 @@ impl AuditBackend for Faulty {
         }
         self.inner.append_once(entry, at)
     }
+    fn append_releasing(
+        &self,
+        entry: &AuditEntry,
+        at: Micros,
+        lease: &str,
+    ) -> Result<(i64, bool), StoreError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(gone());
+        }
+        self.inner.append_releasing(entry, at, lease)
+    }
     fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
         self.inner.query(filter)
     }

@@ -1,7 +1,9 @@
 //! Running places shared by every replica on one store: a user runs at most
 //! `pool.per_user_running` jobs at once across all of them. Each running
 //! job holds a lease (a row naming its user and replica, with an expiry)
-//! that its replica renews while the job runs and removes when it ends; a
+//! that its replica renews while the job runs and removes when it ends (in
+//! the same write as the job's audit row,
+//! [`crate::audit::AuditLog::record_releasing`]); a
 //! replica that dies (killed, its machine gone) stops renewing, and its
 //! leases expire after [`TTL`], which frees its users' places.
 //!

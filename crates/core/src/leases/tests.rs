@@ -1,6 +1,7 @@
 //! The leases' contract, on SQLite and on PostgreSQL.
 
 use super::*;
+use crate::audit::{Action, AuditEntry, AuditFilter, AuditLog, Outcome, Source};
 use std::sync::Barrier;
 use tempfile::TempDir;
 use tradebox_db::testing::PgCluster;
@@ -76,4 +77,59 @@ fn the_contract_on_postgres() {
     let cluster = PgCluster::start().unwrap();
     let url = cluster.database().unwrap();
     contract(&|name| Leases::open_postgres(&url, name).unwrap());
+}
+
+/// Opens one case's store as replica `name`: its leases and its audit trail.
+type Both<'a> = &'a (dyn Fn(&str) -> (Leases, AuditLog) + Sync);
+
+/// A job's audit row gives its running place back in the same write; a
+/// place already gone is no error, and no other place is touched.
+fn given_back_with_the_audit_row(open: Both<'_>) {
+    let (leases, audit) = open("a");
+    let id = leases.try_take("U1", 1).unwrap().unwrap();
+    let other = leases.try_take("U2", 1).unwrap().unwrap();
+    assert_eq!(
+        leases.try_take("U1", 1).unwrap(),
+        None,
+        "U1's one place is held"
+    );
+    let mut entry = AuditEntry::new("U1", Source::Api, Action::Analyze, Outcome::Ok);
+    entry.code = Some("result = 1 + 1".into());
+    let (row, given_back) = audit.record_releasing(&entry, &id).unwrap();
+    assert!(given_back);
+    assert_eq!(leases.held("U1").unwrap(), 0, "given back with the row");
+    let rows = audit.query(&AuditFilter::default()).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].id, &rows[0].entry.code), (row, &entry.code));
+    assert_eq!(rows[0].entry.replica, None);
+    // Gone already (as a place that expired is): the row is still written.
+    assert!(!audit.record_releasing(&entry, &id).unwrap().1);
+    assert_eq!(audit.count().unwrap(), 2);
+    assert_eq!(leases.held("U2").unwrap(), 1, "U2's place is untouched");
+    assert!(leases.try_take("U1", 1).unwrap().is_some());
+    leases.release(&other).unwrap();
+}
+
+#[test]
+fn given_back_with_the_audit_row_on_sqlite() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("tradebox.db");
+    given_back_with_the_audit_row(&|name| {
+        (
+            Leases::open(&path, name).unwrap(),
+            AuditLog::open(&path).unwrap(),
+        )
+    });
+}
+
+#[test]
+fn given_back_with_the_audit_row_on_postgres() {
+    let cluster = PgCluster::start().unwrap();
+    let url = cluster.database().unwrap();
+    given_back_with_the_audit_row(&|name| {
+        (
+            Leases::open_postgres(&url, name).unwrap(),
+            AuditLog::open_postgres(&url).unwrap(),
+        )
+    });
 }

@@ -215,7 +215,9 @@ impl Pipeline {
     }
 
     /// The pipeline with running places shared by every replica on the
-    /// store: a user's `per_user_running` holds across all of them.
+    /// store: a user's `per_user_running` holds across all of them. A job's
+    /// place is given back in the write of its audit row when both are on
+    /// one store (as `serve` opens them), else on its own.
     pub fn with_leases(mut self, leases: Leases) -> Pipeline {
         self.leases = Some(leases);
         self
@@ -321,15 +323,26 @@ impl Pipeline {
 
     fn record(&self, entry: AuditEntry) {
         self.metrics.command(&entry);
-        match self.audit.record(&entry) {
-            Ok(_) => {}
-            Err(e) if e.is_locked() => {
-                tracing::warn!(
-                    "audit trail: {e}; the row is kept and written once the store answers"
-                )
-            }
-            Err(e) => tracing::error!("audit trail: {e}"),
+        if let Err(e) = self.audit.record(&entry) {
+            audit_failed(&e);
         }
+    }
+
+    /// Writes a finished job's audit row; the running place it held, if
+    /// any, is given back in the same write (one transaction instead of
+    /// two), or on its own when that write fails.
+    fn record_end(&self, entry: AuditEntry, lease: Option<LeaseGuard>) {
+        let Some(lease) = lease else {
+            return self.record(entry);
+        };
+        self.metrics.command(&entry);
+        lease.give_back_with(|id| match self.audit.record_releasing(&entry, id) {
+            Ok((_, given_back)) => given_back,
+            Err(e) => {
+                audit_failed(&e);
+                false
+            }
+        });
     }
 
     /// Refuses with `message`, writing the refusal to the audit trail.
@@ -459,26 +472,32 @@ impl Pipeline {
         }
     }
 
-    /// Runs `code` on the executor with the user's job slot held.
+    /// Runs `code` on the executor with the user's job slot held, and
+    /// writes its audit row (`entry`, finished with the result).
     async fn execute(
         &self,
         req: &Request,
         code: &str,
         params: serde_json::Map<String, serde_json::Value>,
-        entry: &AuditEntry,
+        entry: AuditEntry,
     ) -> Result<ExecResult, Refusal> {
         self.execute_with(req, code, params, entry, self.settings.timeout)
             .await
     }
 
+    /// [`Pipeline::execute`] with a time limit. The audit row is written
+    /// before the user's places are left, and with the running place given
+    /// back in the same write: a job of the same user waiting here finds
+    /// the place free once its own slot opens.
     async fn execute_with(
         &self,
         req: &Request,
         code: &str,
         params: serde_json::Map<String, serde_json::Value>,
-        entry: &AuditEntry,
+        entry: AuditEntry,
         timeout: Duration,
     ) -> Result<ExecResult, Refusal> {
+        let started = Instant::now();
         let Some(slot) = self.slots.enter(&req.user) else {
             let (running, waiting) = (
                 self.settings.per_user_running,
@@ -494,7 +513,7 @@ impl Pipeline {
             ));
         };
         let _running = slot.run().await;
-        let _lease = self.lease(req, entry, timeout).await?;
+        let lease = self.lease(req, &entry, timeout).await?;
         let job = Job {
             code: code.to_string(),
             timeout,
@@ -530,14 +549,16 @@ impl Pipeline {
                 ))
             }
         };
-        receiver.await.map_err(|_| {
+        let result = receiver.await.map_err(|_| {
             self.refusal(
                 entry.clone(),
                 Outcome::Error,
                 RefusalKind::Unavailable,
                 "the sandbox stopped before answering".into(),
             )
-        })
+        })?;
+        self.record_end(finish_entry(entry, &result, started), lease);
+        Ok(result)
     }
 
     /// Runs code as `/analyze` does (permissions, validator, rate limit,
@@ -553,13 +574,9 @@ impl Pipeline {
         let mut entry = self.entry(req, Action::Analyze, Outcome::Ok);
         entry.code = Some(code.to_string());
         self.admit(req, code, &entry)?;
-        let started = Instant::now();
         let timeout = timeout.map_or(self.settings.timeout, |t| t.min(self.settings.timeout));
-        let result = self
-            .execute_with(req, code, serde_json::Map::new(), &entry, timeout)
-            .await?;
-        self.record(finish_entry(entry, &result, started));
-        Ok(result)
+        self.execute_with(req, code, serde_json::Map::new(), entry, timeout)
+            .await
     }
 
     /// Jobs admitted and not yet answered, across all users (for draining
@@ -575,15 +592,13 @@ impl Pipeline {
             return refusal.into();
         }
         placeholder(Reply::placeholder("Analyzing"));
-        let started = Instant::now();
         let result = match self
-            .execute(req, &code, serde_json::Map::new(), &entry)
+            .execute(req, &code, serde_json::Map::new(), entry)
             .await
         {
             Ok(r) => r,
             Err(refusal) => return refusal.into(),
         };
-        self.record(finish_entry(entry, &result, started));
         if !result.success {
             return failure_reply("Analysis failed", &result);
         }
@@ -660,8 +675,7 @@ impl Pipeline {
             .into_iter()
             .map(|k| format!("`{k}`"))
             .collect();
-        let started = Instant::now();
-        let result = match self.execute(req, &func.code, params, &entry).await {
+        let result = match self.execute(req, &func.code, params, entry).await {
             Ok(r) => r,
             Err(refusal) => return refusal.into(),
         };
@@ -670,7 +684,6 @@ impl Pipeline {
             .functions
             .record_use(name)
             .map_or(func.use_count + 1, |f| f.use_count);
-        self.record(finish_entry(entry, &result, started));
         if !result.success {
             return failure_reply("Error", &result);
         }
@@ -905,11 +918,22 @@ impl Pipeline {
     }
 }
 
+/// Logs a failed write of an audit row (kept for later when the store was
+/// only unavailable, see [`AuditLog::record_at`]).
+fn audit_failed(e: &StoreError) {
+    if e.is_locked() {
+        tracing::warn!("audit trail: {e}; the row is kept and written once the store answers");
+    } else {
+        tracing::error!("audit trail: {e}");
+    }
+}
+
 /// A held running place: renewed every [`leases::RENEW`] while it lives,
-/// given back when dropped.
+/// given back when dropped (or by [`LeaseGuard::give_back_with`]).
 struct LeaseGuard {
     leases: Leases,
-    id: String,
+    /// `None` once given back.
+    id: Option<String>,
     renewing: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -933,20 +957,40 @@ impl LeaseGuard {
         });
         LeaseGuard {
             leases,
-            id,
+            id: Some(id),
             renewing,
+        }
+    }
+
+    /// Stops renewing the place and lets `write` give it back (the job's
+    /// audit row, in the same transaction); when `write` says it did not
+    /// (it failed, or found no such place: the leases are on another
+    /// store), gives it back on its own.
+    fn give_back_with(mut self, write: impl FnOnce(&str) -> bool) {
+        self.stop_renewing();
+        if let Some(id) = self.id.take() {
+            if !write(&id) {
+                self.id = Some(id); // given back by the drop
+            }
+        }
+    }
+
+    fn stop_renewing(&mut self) {
+        if let Some(task) = self.renewing.take() {
+            task.abort();
         }
     }
 }
 
 impl Drop for LeaseGuard {
     fn drop(&mut self) {
-        if let Some(task) = self.renewing.take() {
-            task.abort();
-        }
+        self.stop_renewing();
+        let Some(id) = self.id.take() else {
+            return;
+        };
         // Not given back (the store is down): it expires after leases::TTL.
-        if let Err(e) = self.leases.release(&self.id) {
-            tracing::warn!(lease = %self.id, "giving back a running place: {e}");
+        if let Err(e) = self.leases.release(&id) {
+            tracing::warn!(lease = %id, "giving back a running place: {e}");
         }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tempfile::TempDir;
+use tradebox_data::timestamp::Micros;
 use tradebox_db::DbError;
 use tradebox_sandbox::{Artifact, DataAsOf, ExecResult, Origin};
 
@@ -1347,4 +1348,85 @@ async fn running_places_are_shared_by_every_pipeline_on_the_store() {
         (leases.held("U1").unwrap(), leases.held("U2").unwrap()),
         (0, 0)
     );
+}
+
+/// An audit trail on a store that takes no rows (every append fails as if
+/// the store had stopped answering); it reads as the store does.
+struct RowsRefused(crate::audit::sqlite::SqliteAudit);
+
+fn refused() -> StoreError {
+    StoreError::Db(DbError::Unavailable {
+        target: "test".into(),
+        detail: "the store stopped answering".into(),
+    })
+}
+
+impl crate::audit::AuditBackend for RowsRefused {
+    fn append(&self, _: &AuditEntry, _: Micros) -> Result<i64, StoreError> {
+        Err(refused())
+    }
+    fn append_once(&self, _: &AuditEntry, _: Micros) -> Result<bool, StoreError> {
+        Err(refused())
+    }
+    fn append_releasing(
+        &self,
+        _: &AuditEntry,
+        _: Micros,
+        _: &str,
+    ) -> Result<(i64, bool), StoreError> {
+        Err(refused())
+    }
+    fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        self.0.query(filter)
+    }
+    fn prune(&self, before: Micros) -> Result<u64, StoreError> {
+        self.0.prune(before)
+    }
+    fn count(&self) -> Result<u64, StoreError> {
+        self.0.count()
+    }
+    fn ping(&self) -> Result<(), StoreError> {
+        self.0.ping()
+    }
+}
+
+#[tokio::test]
+async fn a_job_s_running_place_is_given_back_with_its_audit_row_or_without_it() {
+    for rows_refused in [false, true] {
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("tradebox.db");
+        let audit = if rows_refused {
+            let store = crate::audit::sqlite::SqliteAudit::open(&path).unwrap();
+            AuditLog::new(Arc::new(RowsRefused(store)))
+        } else {
+            AuditLog::open(&path).unwrap()
+        };
+        let pipeline = Pipeline::new(
+            Some(Arc::new(FakeExecutor::new()) as Arc<dyn Executor>),
+            FunctionStore::open(&path).unwrap(),
+            audit,
+            RateLimiter::open(&path, 100, Duration::from_secs(60)).unwrap(),
+            Permissions::new(&PermissionsSection::default()),
+            Setup::default().settings,
+        )
+        .with_leases(Leases::open(&path, "a").unwrap());
+        let req = request("U1", Input::Line("/analyze result = 1".into()));
+        for _ in 0..3 {
+            let reply = pipeline.handle(&req, |_| {}).await;
+            assert!(!reply.error, "{rows_refused}: {reply:?}");
+        }
+        let leases = Leases::open(&path, "check").unwrap();
+        assert_eq!(
+            leases.held("U1").unwrap(),
+            0,
+            "rows refused: {rows_refused}"
+        );
+        let written = AuditLog::open(&path).unwrap().count().unwrap();
+        if rows_refused {
+            // Kept for when the store answers again.
+            assert_eq!((written, pipeline.audit().spooled()), (0, 3));
+        } else {
+            assert_eq!((written, pipeline.audit().spooled()), (3, 0));
+        }
+    }
 }
