@@ -6,7 +6,8 @@
 # executor alone (and the pipeline without HTTP) on one warm pool: p50/p95
 # with one client, throughput with 16, for `result = 1 + 1` and
 # load_trades(days=7).groupby('exchange')['amount'].sum(); then the
-# pipeline's three store writes of one job alone, each timed.
+# pipeline's three store writes of one job alone, each timed, on the
+# home's SQLite store and on a throwaway PostgreSQL cluster.
 # Usage: benches/http.sh [--json] [--n N] [--jobs N] [--clients N] [--gap-ms N]
 #   env: ROWS (1000000), BENCH_N (300), BENCH_JOBS (800), BENCH_CLIENTS (16), BENCH_GAP_MS (20),
 #        BENCH_RUNTIME (default: target/tmp/bench-runtime, reused)

@@ -19,7 +19,10 @@
 //! Last, the pipeline's three store writes of one job alone (rate limit,
 //! running place taken, audit row with the place given back), each timed,
 //! after the same idle time and back to back: most of pipeline - executor,
-//! and how much of it is the first write after idle.
+//! and how much of it is the first write after idle; beside them, the two
+//! writes the last one replaces. On the home's SQLite store, then on a
+//! throwaway PostgreSQL cluster (said so, when PostgreSQL is not
+//! installed).
 //!
 //! Options (or env): --home DIR (BENCH_HOME, required), --runtime DIR
 //! (BENCH_RUNTIME, default target/tmp/bench-runtime), --n N (BENCH_N, 300
@@ -45,7 +48,9 @@ use tradebox_core::leases::Leases;
 use tradebox_core::permissions::Permissions;
 use tradebox_core::pipeline::{Input, Pipeline, Request, Settings};
 use tradebox_core::ratelimit::RateLimiter;
+use tradebox_core::store::StoreUrl;
 use tradebox_data::{snapshot, Home};
+use tradebox_db::testing::PgCluster;
 use tradebox_sandbox::{runtime, Job, Pool, PoolConfig, PythonPaths};
 
 const TRIVIAL: &str = "result = 1 + 1";
@@ -199,30 +204,39 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// What the pipeline writes to the store for one job, in its order.
-const STORE_WRITES: [&str; 3] = [
+/// What the pipeline writes to the store for one job, in its order, then
+/// the three together, then what the last one replaces (for comparison).
+const STORE_WRITES: [&str; 5] = [
     "rate limit, checked and counted",
     "running place taken",
     "audit row, place given back",
+    "all three",
+    "(place given back, then audit row)",
 ];
 
-/// The pipeline's three store writes of one job (`STORE_WRITES`), alone:
-/// `n` jobs' worth, `gap` idle before each job's three, which run back to
-/// back (no job between). Each write's times in µs, in `STORE_WRITES`'
-/// order, then the three together. Fronts of their own on the store the
-/// pipeline uses, as the pipeline's are (each opens its connections).
-fn store_writes(
-    store: &std::path::Path,
-    config: &Config,
-    n: usize,
-    gap: Duration,
-) -> [Vec<f64>; 4] {
-    let limiter = RateLimiter::from_config(store, &config.rate_limit).unwrap();
-    let leases = Leases::open(store, "bench-store").unwrap();
-    let audit = AuditLog::open(store).unwrap();
+/// The pipeline's three store writes of one job alone, on the store at
+/// `url`: `n` jobs' worth, `gap` idle before each job's three, which run
+/// back to back (no job between). Interleaved with them, `n` jobs whose
+/// place is given back the way the last write replaces (a release, then
+/// the row: two writes), for comparison. Each one's times in µs, in
+/// `STORE_WRITES`' order. Fronts of their own, as the pipeline's are (each
+/// opens its connections).
+fn store_writes(url: &StoreUrl, config: &Config, n: usize, gap: Duration) -> [Vec<f64>; 5] {
+    let limiter = RateLimiter::connect(url, &config.rate_limit).unwrap();
+    let leases = Leases::connect(url, "bench-store").unwrap();
+    let audit = AuditLog::connect(url).unwrap();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
-    let mut out: [Vec<f64>; 4] = Default::default();
-    for _ in 0..n {
+    let mut entry = AuditEntry::new(USER, Source::Api, Action::Analyze, Outcome::Ok);
+    entry.code = Some(TRIVIAL.into());
+    entry.duration_ms = Some(1);
+    let take = || {
+        leases
+            .try_take(USER, 256)
+            .unwrap()
+            .expect("a running place")
+    };
+    let mut out: [Vec<f64>; 5] = Default::default();
+    for job in 0..2 * n {
         std::thread::sleep(gap);
         let t0 = Instant::now();
         let allowed = limiter
@@ -233,15 +247,15 @@ fn store_writes(
             "{allowed:?}"
         );
         let t1 = Instant::now();
-        let id = leases
-            .try_take(USER, 256)
-            .unwrap()
-            .expect("a running place");
+        let id = take();
         let t2 = Instant::now();
-        let mut entry = AuditEntry::new(USER, Source::Api, Action::Analyze, Outcome::Ok);
-        entry.code = Some(TRIVIAL.into());
-        entry.duration_ms = Some(1);
-        audit.record_releasing(&entry, &id).unwrap();
+        if job % 2 == 1 {
+            leases.release(&id).unwrap();
+            audit.record(&entry).unwrap();
+            out[4].push(us(t2.elapsed()));
+            continue;
+        }
+        assert!(audit.record_releasing(&entry, &id).unwrap().1);
         let t3 = Instant::now();
         for (i, (a, b)) in [(t0, t1), (t1, t2), (t2, t3), (t0, t3)]
             .into_iter()
@@ -254,6 +268,25 @@ fn store_writes(
         v.sort_by(f64::total_cmp);
     }
     out
+}
+
+/// [`store_writes`] after `gap` idle and back to back, as JSON rows.
+fn store_table(url: &StoreUrl, config: &Config, n: usize, gap: Duration) -> Vec<Value> {
+    let idle = store_writes(url, config, n, gap);
+    let busy = store_writes(url, config, n, Duration::ZERO);
+    STORE_WRITES
+        .iter()
+        .zip(idle.iter().zip(&busy))
+        .map(|(write, (i, b))| {
+            json!({
+                "write": write,
+                "idle_p50_us": percentile(i, 0.5),
+                "idle_p95_us": percentile(i, 0.95),
+                "back_to_back_p50_us": percentile(b, 0.5),
+                "back_to_back_p95_us": percentile(b, 0.95),
+            })
+        })
+        .collect()
 }
 
 fn main() {
@@ -430,19 +463,32 @@ fn main() {
         "== the store's writes alone: {} jobs' worth, {} ms apart, then back to back",
         o.n, o.gap_ms
     );
-    let idle = store_writes(&store, &config, o.n, Duration::from_millis(o.gap_ms));
-    let busy = store_writes(&store, &config, o.n, Duration::ZERO);
-    let names = STORE_WRITES.iter().copied().chain(["all three"]);
-    let writes: Vec<Value> = names
-        .zip(idle.iter().zip(&busy))
-        .map(|(write, (i, b))| {
-            json!({
-                "write": write,
-                "idle_p50_us": percentile(i, 0.5),
-                "idle_p95_us": percentile(i, 0.95),
-                "back_to_back_p50_us": percentile(b, 0.5),
-                "back_to_back_p95_us": percentile(b, 0.95),
-            })
+    let gap = Duration::from_millis(o.gap_ms);
+    let mut writes = vec![(
+        "SQLite (the home's store)".to_string(),
+        Ok(store_table(
+            &StoreUrl::Sqlite(store.clone()),
+            &config,
+            o.n,
+            gap,
+        )),
+    )];
+    eprintln!("== the same on PostgreSQL (a throwaway cluster on loopback)");
+    // Kept alive until the end: dropping it stops the cluster.
+    let cluster = PgCluster::start();
+    writes.push((
+        "PostgreSQL (a throwaway cluster: loopback, fsync off)".to_string(),
+        cluster
+            .as_ref()
+            .map_err(|e| e.to_string())
+            .and_then(|c| c.database())
+            .map(|url| store_table(&StoreUrl::Postgres(url), &config, o.n, gap)),
+    ));
+    let writes_json: Vec<Value> = writes
+        .iter()
+        .map(|(store, rows)| match rows {
+            Ok(rows) => json!({ "store": store, "rows": rows }),
+            Err(e) => json!({ "store": store, "skipped": e }),
         })
         .collect();
 
@@ -450,7 +496,7 @@ fn main() {
         println!(
             "{}",
             json!({ "workers": workers, "clients": o.clients, "rows": rows, "overhead": overheads,
-                    "store_writes": writes })
+                    "store_writes": writes_json })
         );
         return;
     }
@@ -499,18 +545,27 @@ fn main() {
         "\nThe store's writes of one job, alone (what pipeline - exec pays; µs): {} jobs' worth, each job's three back to back, {} ms idle before each job, then none",
         o.n, o.gap_ms
     );
-    println!(
-        "{:<34} {:>12} {:>12} {:>14} {:>14}",
-        "write", "idle p50", "idle p95", "no idle p50", "no idle p95"
-    );
-    for w in &writes {
+    for (store, rows) in &writes {
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                println!("{store}: not measured ({e})");
+                continue;
+            }
+        };
         println!(
-            "{:<34} {:>12.0} {:>12.0} {:>14.0} {:>14.0}",
-            w["write"].as_str().unwrap(),
-            w["idle_p50_us"].as_f64().unwrap(),
-            w["idle_p95_us"].as_f64().unwrap(),
-            w["back_to_back_p50_us"].as_f64().unwrap(),
-            w["back_to_back_p95_us"].as_f64().unwrap()
+            "{:<40} {:>10} {:>10} {:>12} {:>12}",
+            store, "idle p50", "idle p95", "no idle p50", "no idle p95"
         );
+        for w in rows {
+            println!(
+                "  {:<38} {:>10.0} {:>10.0} {:>12.0} {:>12.0}",
+                w["write"].as_str().unwrap(),
+                w["idle_p50_us"].as_f64().unwrap(),
+                w["idle_p95_us"].as_f64().unwrap(),
+                w["back_to_back_p50_us"].as_f64().unwrap(),
+                w["back_to_back_p95_us"].as_f64().unwrap()
+            );
+        }
     }
 }
