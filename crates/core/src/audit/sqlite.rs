@@ -173,11 +173,8 @@ impl AuditBackend for SqliteAudit {
         lease: &str,
     ) -> Result<(i64, bool), StoreError> {
         self.db.write(|c| {
-            let removed = c.run(|conn| {
-                conn.prepare_cached("DELETE FROM running_leases WHERE id = ?1")?
-                    .execute(params![lease])
-            })?;
-            Ok((append(c, entry, at)?, removed == 1))
+            let removed = crate::leases::sqlite::remove(c, lease)?;
+            Ok((append(c, entry, at)?, removed))
         })
     }
 

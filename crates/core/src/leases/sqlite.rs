@@ -6,7 +6,7 @@ use std::path::Path;
 use rusqlite::params;
 use tradebox_data::timestamp::Micros;
 use tradebox_db::schema::objects_exist;
-use tradebox_db::Db;
+use tradebox_db::{Conn, Db, DbError};
 
 use super::LeaseBackend;
 use crate::store::StoreError;
@@ -22,6 +22,17 @@ CREATE INDEX IF NOT EXISTS idx_running_leases_user ON running_leases(user_id, ex
 ";
 
 const SCHEMA_OBJECTS: [&str; 2] = ["running_leases", "idx_running_leases_user"];
+
+/// Removes lease `id` in the write transaction open on `c` (also the audit
+/// trail's, which gives a job's place back in the write of its row);
+/// whether it was there.
+pub(crate) fn remove(c: &Conn<'_>, id: &str) -> Result<bool, DbError> {
+    let removed = c.run(|conn| {
+        conn.prepare_cached("DELETE FROM running_leases WHERE id = ?1")?
+            .execute(params![id])
+    })?;
+    Ok(removed == 1)
+}
 
 /// Leases in a SQLite file; one connection, shareable between threads.
 pub struct SqliteLeases {
@@ -82,10 +93,7 @@ impl LeaseBackend for SqliteLeases {
 
     fn release(&self, id: &str) -> Result<(), StoreError> {
         self.db.write(|c| {
-            c.run(|conn| {
-                conn.prepare_cached("DELETE FROM running_leases WHERE id = ?1")?
-                    .execute(params![id])
-            })?;
+            remove(c, id)?;
             Ok(())
         })
     }
